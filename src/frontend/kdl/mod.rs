@@ -1,0 +1,9 @@
+//! The KDL front end (to be written).
+
+use crate::frontend::BuildArgs;
+use crate::graph::BuildGraph;
+
+/// Parses and lowers a KDL build spec into the build graph.
+pub fn lower(_file: &str, _text: &str, _build_args: &BuildArgs) -> miette::Result<BuildGraph> {
+    Err(miette::miette!("kdl front end not written yet"))
+}

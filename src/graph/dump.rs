@@ -1,0 +1,103 @@
+//! Printing a graph for `strata graph`: JSON (also the golden-test dump) and Graphviz DOT.
+
+use std::fmt::Write as _;
+
+use super::{Base, BuildGraph, CommandLine, CopyFrom, CopySource, Op, RunMount};
+
+/// The graph as pretty JSON, stable for golden tests.
+pub fn to_json(graph: &BuildGraph) -> String {
+    serde_json::to_string_pretty(graph).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+}
+
+/// The graph as a Graphviz digraph: one cluster per stage, one node per step.
+pub fn to_dot(graph: &BuildGraph) -> String {
+    let mut out = String::from("digraph build {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
+    for (i, stage) in graph.stages.iter().enumerate() {
+        let label = graph.stage_label(super::StageId(i));
+        let _ = writeln!(out, "  subgraph cluster_{i} {{\n    label={};", quote(&format!("stage {label}")));
+        let base = match &stage.base {
+            Base::Scratch => "FROM scratch".to_string(),
+            Base::Image(image) => format!("FROM {image}"),
+            Base::Stage(id) => format!("FROM {}", graph.stage_label(*id)),
+        };
+        let _ = writeln!(out, "    s{i}_0 [label={}];", quote(&base));
+        for (j, step) in stage.steps.iter().enumerate() {
+            let _ = writeln!(out, "    s{i}_{} [label={}];", j + 1, quote(&summary(&step.op)));
+            let _ = writeln!(out, "    s{i}_{j} -> s{i}_{};", j + 1);
+        }
+        out.push_str("  }\n");
+    }
+    for (i, stage) in graph.stages.iter().enumerate() {
+        if let Base::Stage(id) = stage.base {
+            let _ = writeln!(out, "  s{}_{} -> s{i}_0 [style=bold];", id.0, graph.stages[id.0].steps.len());
+        }
+        for (j, step) in stage.steps.iter().enumerate() {
+            let mut from_stages = Vec::new();
+            match &step.op {
+                Op::Copy(copy) => from_stages.extend(stage_of(copy.from.as_ref())),
+                Op::Run(run) => {
+                    for mount in &run.mounts {
+                        if let RunMount::Bind { from, .. } = mount {
+                            from_stages.extend(stage_of(from.as_ref()));
+                        }
+                    }
+                }
+                Op::LinkLayers { stage, .. } => from_stages.push(stage.0),
+                _ => {}
+            }
+            for from in from_stages {
+                let last = graph.stages[from].steps.len();
+                let _ = writeln!(out, "  s{from}_{last} -> s{i}_{} [style=dashed];", j + 1);
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn stage_of(from: Option<&CopyFrom>) -> Option<usize> {
+    match from {
+        Some(CopyFrom::Stage(id)) => Some(id.0),
+        _ => None,
+    }
+}
+
+/// A short one-line label for a step.
+fn summary(op: &Op) -> String {
+    let detail = match op {
+        Op::Run(run) => match &run.command {
+            CommandLine::Shell(script) => script.lines().next().unwrap_or_default().to_string(),
+            CommandLine::Exec(args) => format!("{args:?}"),
+        },
+        Op::Copy(copy) => {
+            let mut words: Vec<String> = copy
+                .sources
+                .iter()
+                .map(|s| match s {
+                    CopySource::Path(word) => word.to_string(),
+                    CopySource::Inline { name, .. } => format!("<<{name}"),
+                })
+                .collect();
+            words.push(copy.dest.to_string());
+            words.join(" ")
+        }
+        Op::Env(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        Op::Arg(args) => args.iter().map(|a| a.name.clone()).collect::<Vec<_>>().join(" "),
+        Op::Workdir(word) | Op::User(word) | Op::StopSignal(word) => word.to_string(),
+        Op::Cmd(cmd) | Op::Entrypoint(cmd) => match cmd {
+            CommandLine::Shell(text) => text.clone(),
+            CommandLine::Exec(args) => format!("{args:?}"),
+        },
+        Op::LinkLayers { name, .. } => name.clone(),
+        _ => String::new(),
+    };
+    let mut text = format!("{} {detail}", op.keyword());
+    if text.chars().count() > 60 {
+        text = text.chars().take(57).collect::<String>() + "...";
+    }
+    text
+}
+
+fn quote(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}

@@ -1,0 +1,451 @@
+//! The build graph: stages of steps and the edges between them. Front ends
+//! lower into it; the scheduler and executor read it. It knows no syntax:
+//! nothing here can tell a Dockerfile step from a KDL one.
+
+mod dump;
+mod word;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use dump::{to_dot, to_json};
+pub use word::{Part, Word};
+
+/// Index of a stage in [`BuildGraph::stages`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct StageId(pub usize);
+
+/// Everything one build file declares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BuildGraph {
+    /// Build arguments declared before the first stage (`ARG` before `FROM`).
+    pub args: Vec<ArgDecl>,
+    pub stages: Vec<Stage>,
+    /// Named images to produce (KDL `image` nodes). Empty for a Dockerfile,
+    /// whose default target is its last stage.
+    pub images: Vec<ImageTarget>,
+}
+
+/// An image a spec asks for: the stage that makes it and its tags.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ImageTarget {
+    pub stage: StageId,
+    pub tags: Vec<Word>,
+}
+
+/// One `FROM … AS name` and the steps under it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stage {
+    pub name: Option<String>,
+    pub base: Base,
+    pub platform: Option<Word>,
+    pub steps: Vec<Step>,
+    /// Stages made by lowering rather than written by the user (KDL `layer` blocks).
+    pub hidden: bool,
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// What a stage starts from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Base {
+    Scratch,
+    /// An image reference, already expanded with the global build args.
+    Image(String),
+    Stage(StageId),
+}
+
+/// Where a step or stage was written, for messages during the build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One instruction of a stage.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Step {
+    pub op: Op,
+    #[serde(skip)]
+    pub origin: Origin,
+    /// Comment lines written just above the step, kept for `strata convert`.
+    #[serde(skip)]
+    pub comments: Vec<String>,
+}
+
+/// `ARG NAME[=default]`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ArgDecl {
+    pub name: String,
+    pub default: Option<Word>,
+}
+
+/// A command in exec form (`["a","b"]`, run as given) or shell form (run through SHELL).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandLine {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+/// The operation of one step.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Run(RunOp),
+    Copy(CopyOp),
+    Env(Vec<(String, Word)>),
+    Arg(Vec<ArgDecl>),
+    Workdir(Word),
+    User(Word),
+    Label(Vec<(Word, Word)>),
+    Expose(Vec<Word>),
+    Volume(Vec<Word>),
+    Cmd(CommandLine),
+    Entrypoint(CommandLine),
+    Shell(Vec<String>),
+    StopSignal(Word),
+    Healthcheck(Healthcheck),
+    /// The trigger instruction, kept as the text Docker stores in `OnBuild`.
+    Onbuild(String),
+    Maintainer(String),
+    /// Stack the layers of a stage built independently of this one (KDL `layer … link=#true`).
+    LinkLayers { stage: StageId, name: String },
+}
+
+impl Op {
+    /// The instruction keyword, as progress output and history show it.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Op::Run(_) => "RUN",
+            Op::Copy(copy) if copy.add => "ADD",
+            Op::Copy(_) => "COPY",
+            Op::Env(_) => "ENV",
+            Op::Arg(_) => "ARG",
+            Op::Workdir(_) => "WORKDIR",
+            Op::User(_) => "USER",
+            Op::Label(_) => "LABEL",
+            Op::Expose(_) => "EXPOSE",
+            Op::Volume(_) => "VOLUME",
+            Op::Cmd(_) => "CMD",
+            Op::Entrypoint(_) => "ENTRYPOINT",
+            Op::Shell(_) => "SHELL",
+            Op::StopSignal(_) => "STOPSIGNAL",
+            Op::Healthcheck(_) => "HEALTHCHECK",
+            Op::Onbuild(_) => "ONBUILD",
+            Op::Maintainer(_) => "MAINTAINER",
+            Op::LinkLayers { .. } => "LAYER",
+        }
+    }
+}
+
+/// `RUN`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunOp {
+    /// Heredocs are already folded in: a lone `<<EOF` body is the script itself.
+    pub command: CommandLine,
+    pub mounts: Vec<RunMount>,
+    pub network: Network,
+}
+
+/// `RUN --network=…`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    #[default]
+    Default,
+    Host,
+    None,
+}
+
+/// `RUN --mount=…`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMount {
+    /// Persistent across builds, shared by `id` (default: the target path).
+    Cache { id: String, target: String, readonly: bool },
+    /// A path from a stage, an image or the context (`from` = None), read-only unless `rw`.
+    Bind { from: Option<CopyFrom>, source: String, target: String, rw: bool },
+    /// A secret given with `--secret id=…,src=…`; never part of a layer or a cache key.
+    Secret { id: String, target: String, required: bool },
+    Tmpfs { target: String },
+}
+
+/// Where `COPY --from` / `--mount from=` reads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFrom {
+    Stage(StageId),
+    Image(String),
+}
+
+/// `COPY` or `ADD`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CopyOp {
+    /// ADD semantics: local tar archives are extracted.
+    pub add: bool,
+    pub from: Option<CopyFrom>,
+    pub sources: Vec<CopySource>,
+    pub dest: Word,
+    pub chown: Option<Word>,
+    pub chmod: Option<Word>,
+    pub link: bool,
+}
+
+/// One source of a COPY/ADD.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopySource {
+    /// A path or wildcard pattern in the context or the `--from` stage.
+    Path(Word),
+    /// A heredoc: a file named `name` holding `content`.
+    Inline { name: String, content: Word },
+}
+
+/// `HEALTHCHECK`, as Docker stores it (durations in nanoseconds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", …]` or `["CMD-SHELL", "…"]`.
+    pub test: Vec<String>,
+    pub interval: Option<u64>,
+    pub timeout: Option<u64>,
+    pub start_period: Option<u64>,
+    pub start_interval: Option<u64>,
+    pub retries: Option<u64>,
+}
+
+/// A graph that cannot be built as written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GraphError {
+    #[error("target stage {name:?} not found{}", suggestion(.did_you_mean))]
+    UnknownTarget { name: String, did_you_mean: Option<String> },
+    #[error("stages form a cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+fn suggestion(did_you_mean: &Option<String>) -> String {
+    did_you_mean.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
+}
+
+/// The closest of `candidates` to `name`, if close enough to be a likely typo.
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_string())
+}
+
+impl BuildGraph {
+    /// The display name of a stage: its name, else its index.
+    pub fn stage_label(&self, id: StageId) -> String {
+        match &self.stages[id.0].name {
+            Some(name) => name.clone(),
+            None => id.0.to_string(),
+        }
+    }
+
+    /// Finds a stage by name or index, as `--target` and `COPY --from` accept.
+    pub fn find_stage(&self, name: &str) -> Option<StageId> {
+        if let Some(i) = self.stages.iter().position(|s| {
+            s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))
+        }) {
+            return Some(StageId(i));
+        }
+        name.parse::<usize>().ok().filter(|i| *i < self.stages.len()).map(StageId)
+    }
+
+    /// The stages the build must produce for `target` (a stage or image name),
+    /// or every image (else the last stage) when no target is given.
+    pub fn roots(&self, target: Option<&str>) -> Result<Vec<StageId>, GraphError> {
+        match target {
+            Some(name) => {
+                let by_image = self.images.iter().find(|image| {
+                    image.tags.iter().any(|tag| {
+                        tag.as_literal().is_some_and(|t| t == name || t.split(':').next() == Some(name))
+                    })
+                });
+                if let Some(image) = by_image {
+                    return Ok(vec![image.stage]);
+                }
+                self.find_stage(name).map(|id| vec![id]).ok_or_else(|| {
+                    let names = self.stages.iter().filter_map(|s| s.name.as_deref());
+                    GraphError::UnknownTarget {
+                        name: name.to_string(),
+                        did_you_mean: did_you_mean(name, names),
+                    }
+                })
+            }
+            None if !self.images.is_empty() => {
+                Ok(self.images.iter().map(|image| image.stage).collect())
+            }
+            None => Ok(self.stages.len().checked_sub(1).map(StageId).into_iter().collect()),
+        }
+    }
+
+    /// The stages `id` needs finished before it can start.
+    pub fn dependencies(&self, id: StageId) -> BTreeSet<StageId> {
+        let stage = &self.stages[id.0];
+        let mut deps = BTreeSet::new();
+        if let Base::Stage(base) = stage.base {
+            deps.insert(base);
+        }
+        for step in &stage.steps {
+            match &step.op {
+                Op::Copy(CopyOp { from: Some(CopyFrom::Stage(from)), .. }) => {
+                    deps.insert(*from);
+                }
+                Op::Run(run) => {
+                    for mount in &run.mounts {
+                        if let RunMount::Bind { from: Some(CopyFrom::Stage(from)), .. } = mount {
+                            deps.insert(*from);
+                        }
+                    }
+                }
+                Op::LinkLayers { stage, .. } => {
+                    deps.insert(*stage);
+                }
+                _ => {}
+            }
+        }
+        deps
+    }
+
+    /// Every stage reachable from `roots`, checked for cycles, in an order
+    /// where each stage comes after what it depends on.
+    pub fn plan(&self, roots: &[StageId]) -> Result<Vec<StageId>, GraphError> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Active,
+            Done,
+        }
+        fn visit(
+            graph: &BuildGraph,
+            id: StageId,
+            marks: &mut [Mark],
+            path: &mut Vec<StageId>,
+            order: &mut Vec<StageId>,
+        ) -> Result<(), GraphError> {
+            match marks[id.0] {
+                Mark::Done => return Ok(()),
+                Mark::Active => {
+                    let start = path.iter().position(|p| *p == id).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|s| graph.stage_label(*s)).collect();
+                    cycle.push(graph.stage_label(id));
+                    return Err(GraphError::Cycle(cycle));
+                }
+                Mark::New => {}
+            }
+            marks[id.0] = Mark::Active;
+            path.push(id);
+            for dep in graph.dependencies(id) {
+                visit(graph, dep, marks, path, order)?;
+            }
+            path.pop();
+            marks[id.0] = Mark::Done;
+            order.push(id);
+            Ok(())
+        }
+        let mut marks = vec![Mark::New; self.stages.len()];
+        let mut order = Vec::new();
+        for root in roots {
+            visit(self, *root, &mut marks, &mut Vec::new(), &mut order)?;
+        }
+        Ok(order)
+    }
+
+    /// Checks the whole graph for cycles, whatever the target.
+    pub fn check(&self) -> Result<(), GraphError> {
+        let all: Vec<StageId> = (0..self.stages.len()).map(StageId).collect();
+        self.plan(&all).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str, base: Base, steps: Vec<Op>) -> Stage {
+        Stage {
+            name: Some(name.into()),
+            base,
+            platform: None,
+            steps: steps.into_iter().map(|op| Step { op, origin: Origin::default(), comments: vec![] }).collect(),
+            hidden: false,
+            origin: Origin::default(),
+        }
+    }
+
+    fn copy_from(id: usize) -> Op {
+        Op::Copy(CopyOp {
+            add: false,
+            from: Some(CopyFrom::Stage(StageId(id))),
+            sources: vec![CopySource::Path(Word::lit("/x"))],
+            dest: Word::lit("/x"),
+            chown: None,
+            chmod: None,
+            link: false,
+        })
+    }
+
+    #[test]
+    fn plan_keeps_only_reachable_stages_in_dependency_order() {
+        let graph = BuildGraph {
+            stages: vec![
+                stage("a", Base::Scratch, vec![]),
+                stage("unused", Base::Scratch, vec![]),
+                stage("b", Base::Stage(StageId(0)), vec![]),
+                stage("c", Base::Scratch, vec![copy_from(2)]),
+            ],
+            ..Default::default()
+        };
+        let roots = graph.roots(None).unwrap();
+        assert_eq!(graph.plan(&roots).unwrap(), vec![StageId(0), StageId(2), StageId(3)]);
+    }
+
+    #[test]
+    fn cycles_are_reported_with_their_path() {
+        let graph = BuildGraph {
+            stages: vec![
+                stage("a", Base::Scratch, vec![copy_from(1)]),
+                stage("b", Base::Scratch, vec![copy_from(0)]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            graph.check(),
+            Err(GraphError::Cycle(vec!["a".into(), "b".into(), "a".into()]))
+        );
+    }
+
+    #[test]
+    fn unknown_target_suggests_the_closest_stage() {
+        let graph = BuildGraph {
+            stages: vec![stage("builder", Base::Scratch, vec![])],
+            ..Default::default()
+        };
+        assert_eq!(
+            graph.roots(Some("bulder")),
+            Err(GraphError::UnknownTarget {
+                name: "bulder".into(),
+                did_you_mean: Some("builder".into())
+            })
+        );
+    }
+}

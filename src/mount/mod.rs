@@ -1,0 +1,1 @@
+//! mount (to be written).
