@@ -1,1 +1,558 @@
-//! exec (to be written).
+//! The executor: applies one step to an image state, producing at most one
+//! layer (or only a config change with an `empty_layer` history entry), and
+//! keeps the cache chain. It knows the graph's ops, never the front ends'
+//! syntax, and writes only through the store.
+
+pub mod context;
+pub mod copy;
+mod layer;
+pub mod run;
+pub mod sandbox;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::frontend::BuildArgs;
+use crate::graph::{BuildGraph, CommandLine, CopyFrom, CopySource, Op, StageId, Word};
+use crate::oci::{self, Descriptor, Digest, HealthConfig, History, ImageConfig, RunConfig};
+use crate::store::rootfs::RootfsView;
+use crate::store::{CacheEntry, Store, StoreError, StoredImage};
+
+pub use context::BuildContext;
+pub use layer::{Attrs, LayerWriter};
+
+/// Why a step failed: lowercase, naming the path or input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Context(String),
+    #[error("file not found in build context or stage: {0}")]
+    NotFound(String),
+    #[error("forbidden path outside the build context: {0}")]
+    OutsideContext(String),
+    #[error("{0}")]
+    Copy(String),
+    #[error("{0}")]
+    User(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("process {command:?} did not complete successfully: exit code: {code}")]
+    RunFailed { command: String, code: i32 },
+    #[error("{0}")]
+    Sandbox(String),
+    #[error("build interrupted")]
+    Interrupted,
+}
+
+impl ExecError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> ExecError {
+        ExecError::Io { action, path: path.to_path_buf(), source }
+    }
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Reused from the cache.
+    Cached,
+    /// Executed and stored.
+    Built,
+}
+
+/// Everything a step may read besides the image it changes.
+pub struct ExecCx<'a> {
+    pub store: &'a Store,
+    pub context: &'a BuildContext,
+    pub graph: &'a BuildGraph,
+    pub build_args: &'a BuildArgs,
+    pub no_cache: bool,
+    /// `SOURCE_DATE_EPOCH`: clamps mtimes and sets every `created`.
+    pub epoch: Option<u64>,
+    /// `--secret id=…,src=…`.
+    pub secrets: &'a BTreeMap<String, PathBuf>,
+    /// The finished state of another stage.
+    pub stage: &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync),
+    /// Receives each line a RUN step prints.
+    pub output: &'a (dyn Fn(&str) + Sync),
+    pub interrupted: &'a (dyn Fn() -> bool + Sync),
+}
+
+/// Build args Docker passes to RUN without an ARG and leaves out of history.
+pub const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
+    "all_proxy",
+];
+
+/// Build args every stage may declare without a default (BuildKit's automatic platform args).
+pub fn automatic_args() -> BTreeMap<String, String> {
+    let arch = oci::host_architecture();
+    let platform = format!("linux/{arch}");
+    [
+        ("TARGETPLATFORM", platform.clone()),
+        ("TARGETOS", "linux".into()),
+        ("TARGETARCH", arch.into()),
+        ("BUILDPLATFORM", platform),
+        ("BUILDOS", "linux".into()),
+        ("BUILDARCH", arch.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The image a stage has built so far.
+#[derive(Clone, Debug)]
+pub struct ImageState {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+    /// The cache key of the last step.
+    pub key: Digest,
+    /// Build args in scope, with their values (not stored in the image).
+    pub args: BTreeMap<String, String>,
+    /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+/// `created` timestamps: now, or SOURCE_DATE_EPOCH when set.
+pub fn timestamp(epoch: Option<u64>) -> String {
+    let time = match epoch {
+        Some(secs) => time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        None => time::OffsetDateTime::now_utc(),
+    };
+    time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// key(step) = sha256(key(parent) ‖ canonical text ‖ inputs).
+pub fn chain_key(parent: &Digest, text: &str, inputs: &[u8]) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update(parent.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(text.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(inputs);
+    Digest::from_hex(&hex::encode(hasher.finalize())).unwrap_or_else(|_| Digest::of(text.as_bytes()))
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_default()
+}
+
+impl ImageState {
+    /// An empty image (`FROM scratch`).
+    pub fn scratch() -> ImageState {
+        ImageState {
+            config: ImageConfig {
+                architecture: oci::host_architecture().into(),
+                os: "linux".into(),
+                config: RunConfig {
+                    env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            layers: Vec::new(),
+            key: Digest::of(b"FROM scratch"),
+            args: BTreeMap::new(),
+            cmd_set: false,
+        }
+    }
+
+    /// Starts from an image in the store.
+    pub fn from_image(image: &StoredImage) -> ImageState {
+        let mut config = image.config.clone();
+        config.created = None;
+        ImageState {
+            key: chain_key(&Digest::of(b""), "FROM", image.manifest_descriptor.digest.as_str().as_bytes()),
+            layers: image.manifest.layers.clone(),
+            config,
+            args: BTreeMap::new(),
+            cmd_set: false,
+        }
+    }
+
+    /// Continues from another stage: its image, but none of its build args.
+    pub fn from_stage(stage: &ImageState) -> ImageState {
+        ImageState { args: BTreeMap::new(), cmd_set: false, ..stage.clone() }
+    }
+
+    /// The merged filesystem of this image, unpacking snapshots as needed.
+    pub fn view(&self, store: &Store) -> Result<RootfsView, ExecError> {
+        let mut dirs = Vec::new();
+        for (layer, diff_id) in self.layers.iter().zip(&self.config.rootfs.diff_ids) {
+            dirs.push(store.snapshot(layer, diff_id)?);
+        }
+        Ok(RootfsView::new(dirs))
+    }
+
+    /// Looks a variable up as Docker's expansion does: ENV first, then build args.
+    pub fn lookup(&self, name: &str) -> Option<String> {
+        self.config.config.env_var(name).map(str::to_string).or_else(|| self.args.get(name).cloned())
+    }
+
+    fn expand(&self, word: &Word) -> String {
+        word.expand(&|name| self.lookup(name))
+    }
+
+    fn workdir(&self) -> String {
+        self.config.config.working_dir.clone().unwrap_or_else(|| "/".into())
+    }
+
+    /// The shell for shell-form commands.
+    pub fn shell(&self) -> Vec<String> {
+        self.config.config.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn command(&self, command: &CommandLine) -> Vec<String> {
+        match command {
+            CommandLine::Exec(args) => args.clone(),
+            CommandLine::Shell(text) => {
+                let mut argv = self.shell();
+                argv.push(text.clone());
+                argv
+            }
+        }
+    }
+
+    fn push_history(&mut self, created_by: String, created: String, layer: Option<(Digest, u64)>) {
+        let empty_layer = layer.is_none();
+        if let Some((diff_id, size)) = layer {
+            self.layers.push(Descriptor {
+                media_type: oci::MEDIA_LAYER.into(),
+                digest: diff_id.clone(),
+                size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            });
+            self.config.rootfs.diff_ids.push(diff_id);
+        }
+        self.config.history.push(History { created: Some(created), created_by: Some(created_by), empty_layer, ..Default::default() });
+    }
+
+    /// Looks `text` + `inputs` up in the cache, else runs `produce` and records its result.
+    fn commit(
+        &mut self,
+        cx: &ExecCx,
+        text: String,
+        inputs: &[u8],
+        produce: impl FnOnce(&mut Self) -> Result<Option<(Digest, u64)>, ExecError>,
+    ) -> Result<StepOutcome, ExecError> {
+        let key = chain_key(&self.key, &text, inputs);
+        if !cx.no_cache
+            && let Some(entry) = cx.store.cache_get(&key)
+        {
+            let layer = entry.diff_id.map(|d| (d, entry.size));
+            self.push_history(text, entry.created, layer);
+            self.key = key;
+            return Ok(StepOutcome::Cached);
+        }
+        let layer = produce(self)?;
+        let created = timestamp(cx.epoch);
+        let entry = CacheEntry {
+            diff_id: layer.as_ref().map(|(d, _)| d.clone()),
+            size: layer.as_ref().map_or(0, |(_, s)| *s),
+            created: created.clone(),
+        };
+        cx.store.cache_put(&key, &entry)?;
+        self.push_history(text, created, layer);
+        self.key = key;
+        Ok(StepOutcome::Built)
+    }
+
+    /// Applies one step.
+    pub fn execute(&mut self, cx: &ExecCx, op: &Op) -> Result<StepOutcome, ExecError> {
+        if (cx.interrupted)() {
+            return Err(ExecError::Interrupted);
+        }
+        match op {
+            Op::Env(pairs) => {
+                let mut text = String::from("ENV");
+                for (name, value) in pairs {
+                    let value = self.expand(value);
+                    text.push_str(&format!(" {name}={value}"));
+                    self.config.config.set_env(name, &value);
+                }
+                self.commit(cx, text, b"", |_| Ok(None))
+            }
+            Op::Arg(decls) => {
+                let mut text = String::from("ARG");
+                for decl in decls {
+                    let global = cx.graph.args.iter().find(|g| g.name == decl.name);
+                    let value = cx
+                        .build_args
+                        .get(&decl.name)
+                        .cloned()
+                        .or_else(|| decl.default.as_ref().map(|d| self.expand(d)))
+                        .or_else(|| global.and_then(|g| g.default.as_ref()).map(|d| d.expand(&|n| global_arg(cx, n))))
+                        .or_else(|| automatic_args().remove(&decl.name));
+                    match &value {
+                        Some(v) => text.push_str(&format!(" {}={v}", decl.name)),
+                        None => text.push_str(&format!(" {}", decl.name)),
+                    }
+                    if let Some(v) = value {
+                        self.args.insert(decl.name.clone(), v);
+                    }
+                }
+                self.commit(cx, text, b"", |_| Ok(None))
+            }
+            Op::Label(pairs) => {
+                let mut text = String::from("LABEL");
+                for (key, value) in pairs {
+                    let (key, value) = (self.expand(key), self.expand(value));
+                    text.push_str(&format!(" {key}={value}"));
+                    self.config.config.labels.insert(key, value);
+                }
+                self.commit(cx, text, b"", |_| Ok(None))
+            }
+            Op::Maintainer(name) => {
+                self.config.author = Some(name.clone());
+                self.commit(cx, format!("MAINTAINER {name}"), b"", |_| Ok(None))
+            }
+            Op::Expose(ports) => {
+                let mut names = Vec::new();
+                for port in ports {
+                    for p in self.expand(port).split_whitespace() {
+                        let p = if p.contains('/') { p.to_lowercase() } else { format!("{p}/tcp") };
+                        self.config.config.exposed_ports.insert(p.clone(), oci::Empty {});
+                        names.push(p);
+                    }
+                }
+                self.commit(cx, format!("EXPOSE {}", names.join(" ")), b"", |_| Ok(None))
+            }
+            Op::Volume(paths) => {
+                let paths: Vec<String> = paths.iter().map(|p| self.expand(p)).collect();
+                for p in &paths {
+                    self.config.config.volumes.insert(p.clone(), oci::Empty {});
+                }
+                self.commit(cx, format!("VOLUME {}", json_list(&paths)), b"", |_| Ok(None))
+            }
+            Op::User(user) => {
+                let user = self.expand(user);
+                self.config.config.user = Some(user.clone());
+                self.commit(cx, format!("USER {user}"), b"", |_| Ok(None))
+            }
+            Op::StopSignal(signal) => {
+                let signal = self.expand(signal);
+                self.config.config.stop_signal = Some(signal.clone());
+                self.commit(cx, format!("STOPSIGNAL {signal}"), b"", |_| Ok(None))
+            }
+            Op::Cmd(command) => {
+                let argv = self.command(command);
+                self.config.config.cmd = Some(argv.clone());
+                self.cmd_set = true;
+                self.commit(cx, format!("CMD {}", json_list(&argv)), b"", |_| Ok(None))
+            }
+            Op::Entrypoint(command) => {
+                let argv = self.command(command);
+                self.config.config.entrypoint = Some(argv.clone());
+                if !self.cmd_set {
+                    self.config.config.cmd = None;
+                }
+                self.commit(cx, format!("ENTRYPOINT {}", json_list(&argv)), b"", |_| Ok(None))
+            }
+            Op::Shell(shell) => {
+                self.config.config.shell = Some(shell.clone());
+                self.commit(cx, format!("SHELL {}", json_list(shell)), b"", |_| Ok(None))
+            }
+            Op::Healthcheck(check) => {
+                let health = HealthConfig {
+                    test: check.test.clone(),
+                    interval: check.interval,
+                    timeout: check.timeout,
+                    start_period: check.start_period,
+                    start_interval: check.start_interval,
+                    retries: check.retries,
+                };
+                let text = format!("HEALTHCHECK {}", serde_json::to_string(&health).unwrap_or_default());
+                self.config.config.healthcheck = Some(health);
+                self.commit(cx, text, b"", |_| Ok(None))
+            }
+            Op::Onbuild(trigger) => {
+                self.config.config.on_build.get_or_insert_with(Vec::new).push(trigger.clone());
+                self.commit(cx, format!("ONBUILD {trigger}"), b"", |_| Ok(None))
+            }
+            Op::Workdir(path) => self.workdir_step(cx, path),
+            Op::Copy(copy) => self.copy_step(cx, copy),
+            Op::Run(run) => run::execute(self, cx, run),
+            Op::LinkLayers { stage, name } => {
+                let linked = (cx.stage)(*stage).ok_or_else(|| ExecError::Invalid(format!("layer {name:?} was not built")))?;
+                let text = format!("LAYER {name}");
+                let key = chain_key(&self.key, &text, linked.key.as_str().as_bytes());
+                let layered = linked.config.history.iter().filter(|h| !h.empty_layer);
+                for ((history, layer), diff_id) in layered.zip(&linked.layers).zip(&linked.config.rootfs.diff_ids) {
+                    let by = history.created_by.clone().unwrap_or_default();
+                    self.push_history(by, history.created.clone().unwrap_or_default(), Some((diff_id.clone(), layer.size)));
+                }
+                self.key = key;
+                Ok(StepOutcome::Cached)
+            }
+        }
+    }
+
+    fn workdir_step(&mut self, cx: &ExecCx, path: &Word) -> Result<StepOutcome, ExecError> {
+        let path = self.expand(path);
+        let joined = Path::new(&self.workdir()).join(&path);
+        let cleaned = format!("/{}", context::clean(&joined).unwrap_or_default().display());
+        self.config.config.working_dir = Some(cleaned.clone());
+        let user = self.config.config.user.clone();
+        self.commit(cx, format!("WORKDIR {cleaned}"), user.as_deref().unwrap_or("").as_bytes(), |state| {
+            let view = state.view(cx.store)?;
+            if view.resolve(Path::new(&cleaned)).is_some_and(|(_, real)| real.is_dir()) {
+                return Ok(None);
+            }
+            let owner = match &user {
+                Some(u) if !u.is_empty() => {
+                    let ids = users::resolve_user(&view, u)?;
+                    Some((ids.uid, ids.gid))
+                }
+                _ => None,
+            };
+            let req = copy::CopyRequest {
+                add: false,
+                sources: Vec::new(),
+                dest: cleaned.clone(),
+                owner: None,
+                chmod: None,
+                below: Some(&view),
+                clamp: cx.epoch,
+            };
+            let mut plan = copy::LayerPlan::default();
+            plan.make_dir(&cleaned, owner, &req);
+            Ok(Some(plan.write(cx.store, cx.epoch)?))
+        })
+    }
+
+    fn copy_step(&mut self, cx: &ExecCx, op: &crate::graph::CopyOp) -> Result<StepOutcome, ExecError> {
+        let from_state = match &op.from {
+            None => None,
+            Some(CopyFrom::Stage(id)) => Some(
+                (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
+            ),
+            Some(CopyFrom::Image(name)) => Some(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
+        };
+        let dest = self.expand(&op.dest);
+        let dest_abs = if dest.starts_with('/') {
+            dest.clone()
+        } else {
+            let base = self.workdir();
+            let trailing = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+            let mut joined = Path::new(&base).join(&dest).display().to_string();
+            if trailing && !joined.ends_with('/') {
+                joined.push('/');
+            }
+            joined
+        };
+        let sources: Vec<copy::CopyInput> = op
+            .sources
+            .iter()
+            .map(|s| match s {
+                CopySource::Path(word) => copy::CopyInput::Path(self.expand(word)),
+                CopySource::Inline { name, content } => copy::CopyInput::Inline { name: name.clone(), content: self.expand(content) },
+            })
+            .collect();
+        let chown = op.chown.as_ref().map(|w| self.expand(w));
+        let chmod = match op.chmod.as_ref().map(|w| self.expand(w)) {
+            Some(text) => Some(u32::from_str_radix(&text, 8).map_err(|_| ExecError::Invalid(format!("--chmod={text}: not an octal mode")))?),
+            None => None,
+        };
+        let mut text = String::from(op_keyword(op.add));
+        if let Some(from) = &op.from {
+            let shown = match from {
+                CopyFrom::Stage(id) => cx.graph.stage_label(*id),
+                CopyFrom::Image(name) => name.clone(),
+            };
+            text.push_str(&format!(" --from={shown}"));
+        }
+        if let Some(c) = &chown {
+            text.push_str(&format!(" --chown={c}"));
+        }
+        if let Some(m) = chmod {
+            text.push_str(&format!(" --chmod={m:o}"));
+        }
+        if op.link {
+            text.push_str(" --link");
+        }
+        for s in &sources {
+            match s {
+                copy::CopyInput::Path(p) => text.push_str(&format!(" {p}")),
+                copy::CopyInput::Inline { name, .. } => text.push_str(&format!(" <<{name}")),
+            }
+        }
+        text.push_str(&format!(" {dest_abs}"));
+
+        // The layers below matter unless --link: they decide existing directories and owners.
+        let below = if op.link { None } else { Some(self.view(cx.store)?) };
+        let owner = match &chown {
+            Some(spec) => {
+                let view = match &below {
+                    Some(view) => view.clone(),
+                    None => self.view(cx.store)?,
+                };
+                let ids = users::resolve_user(&view, spec)?;
+                Some((ids.uid, ids.gid))
+            }
+            None => None,
+        };
+        let req = copy::CopyRequest { add: op.add, sources, dest: dest_abs, owner, chmod, below: below.as_ref(), clamp: cx.epoch };
+        let from_view = match &from_state {
+            Some(state) => Some(state.view(cx.store)?),
+            None => None,
+        };
+        let root = match from_view {
+            Some(view) => copy::SourceRoot::Image(view),
+            None => copy::SourceRoot::Context(cx.context),
+        };
+        let plan = copy::LayerPlan::for_copy(&root, &req)?;
+        let content = plan.content_key()?;
+        self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(plan.write(cx.store, cx.epoch)?)))
+    }
+
+    /// Writes the finished image (config + manifest) into the store; returns the manifest descriptor.
+    pub fn write_image(&self, store: &Store) -> Result<(Descriptor, Digest), StoreError> {
+        let mut config = self.config.clone();
+        config.created = config.history.iter().rev().find_map(|h| h.created.clone());
+        let (config_digest, config_size) = store.write_blob(&oci::to_blob(&config))?;
+        let manifest = oci::Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_MANIFEST.into()),
+            config: Descriptor {
+                media_type: oci::MEDIA_CONFIG.into(),
+                digest: config_digest.clone(),
+                size: config_size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
+            layers: self.layers.clone(),
+            annotations: BTreeMap::new(),
+        };
+        let (digest, size) = store.write_blob(&oci::to_blob(&manifest))?;
+        let descriptor = Descriptor {
+            media_type: oci::MEDIA_MANIFEST.into(),
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+            platform: Some(oci::Platform { architecture: config.architecture.clone(), os: config.os.clone(), variant: None }),
+        };
+        Ok((descriptor, config_digest))
+    }
+}
+
+fn op_keyword(add: bool) -> &'static str {
+    if add { "ADD" } else { "COPY" }
+}
+
+/// The value of a global build arg: `--build-arg`, else its default.
+pub fn global_arg(cx: &ExecCx, name: &str) -> Option<String> {
+    cx.build_args.get(name).cloned().or_else(|| {
+        let decl = cx.graph.args.iter().find(|a| a.name == name)?;
+        decl.default.as_ref().map(|d| d.expand(&|n| global_arg(cx, n)))
+    })
+}

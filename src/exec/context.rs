@@ -1,0 +1,134 @@
+//! The build context: a directory the build may read, minus what
+//! `.dockerignore` excludes. Nothing outside it is ever read.
+
+use std::path::{Component, Path, PathBuf};
+
+use globset::{Glob, GlobMatcher};
+
+use super::ExecError;
+
+/// `.dockerignore` rules, Docker's way: patterns match a path or any of its
+/// parents, `**` spans directories, `!` re-includes, and the last match wins.
+#[derive(Debug, Default)]
+pub struct IgnoreRules {
+    rules: Vec<(GlobMatcher, bool)>,
+}
+
+impl IgnoreRules {
+    /// Parses `.dockerignore` text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<IgnoreRules, ExecError> {
+        let mut rules = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (negated, pattern) = match line.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            let cleaned = clean(Path::new(pattern)).unwrap_or_default();
+            let text = cleaned.to_string_lossy();
+            let glob = Glob::new(if text.is_empty() { "." } else { &text })
+                .and_then(|g| {
+                    globset::GlobBuilder::new(g.glob()).literal_separator(true).backslash_escape(true).build()
+                })
+                .map_err(|e| ExecError::Context(format!("{}:{}: bad pattern {pattern:?}: {e}", file.display(), number + 1)))?;
+            rules.push((glob.compile_matcher(), negated));
+        }
+        Ok(IgnoreRules { rules })
+    }
+
+    /// Whether `rel` (relative to the context root) is excluded.
+    pub fn excluded(&self, rel: &Path) -> bool {
+        let mut excluded = false;
+        for (matcher, negated) in &self.rules {
+            let hit = rel.ancestors().filter(|a| !a.as_os_str().is_empty()).any(|a| matcher.is_match(a));
+            if hit {
+                excluded = !negated;
+            }
+        }
+        excluded
+    }
+
+    /// Whether some `!` rule could re-include a path under an excluded directory.
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(_, negated)| *negated)
+    }
+}
+
+/// A path made relative and cleaned; `None` if it climbs out of its root.
+pub fn clean(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// The directory a build reads its COPY/ADD sources from.
+#[derive(Debug)]
+pub struct BuildContext {
+    pub root: PathBuf,
+    pub ignore: IgnoreRules,
+}
+
+impl BuildContext {
+    /// Opens a context directory and reads its `.dockerignore`.
+    pub fn open(root: &Path) -> Result<BuildContext, ExecError> {
+        let root = root
+            .canonicalize()
+            .map_err(|e| ExecError::Context(format!("open build context {}: {e}", root.display())))?;
+        let ignore_file = root.join(".dockerignore");
+        let ignore = match std::fs::read_to_string(&ignore_file) {
+            Ok(text) => IgnoreRules::parse(&text, &ignore_file)?,
+            Err(_) => IgnoreRules::default(),
+        };
+        Ok(BuildContext { root, ignore })
+    }
+
+    /// The real path of `rel`, following symlinks but refusing any that leave the context.
+    pub fn resolve(&self, rel: &Path, shown: &str) -> Result<PathBuf, ExecError> {
+        let joined = self.root.join(rel);
+        let real = joined.canonicalize().map_err(|_| ExecError::NotFound(shown.to_string()))?;
+        if !real.starts_with(&self.root) {
+            return Err(ExecError::OutsideContext(format!("{shown} (resolves to {})", real.display())));
+        }
+        Ok(real)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> IgnoreRules {
+        IgnoreRules::parse(text, Path::new(".dockerignore")).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_parents_and_last_match_wins() {
+        let r = rules("# comment\nnode_modules\n*.log\n!keep.log\n**/secret\n/build/*.o\n");
+        assert!(r.excluded(Path::new("node_modules/x/y.js")));
+        assert!(r.excluded(Path::new("a.log")));
+        assert!(!r.excluded(Path::new("keep.log")));
+        assert!(!r.excluded(Path::new("sub/a.log")), "* does not cross /");
+        assert!(r.excluded(Path::new("a/b/secret")));
+        assert!(r.excluded(Path::new("build/x.o")));
+        assert!(!r.excluded(Path::new("src/main.rs")));
+    }
+
+    #[test]
+    fn clean_refuses_climbing_out() {
+        assert_eq!(clean(Path::new("/a/./b/../c")), Some(PathBuf::from("a/c")));
+        assert_eq!(clean(Path::new("../x")), None);
+    }
+}

@@ -1,0 +1,470 @@
+//! COPY and ADD: resolve sources (context, stage or image), plan the entries
+//! of the new layer in path order, key them on content and metadata (never
+//! mtime), and on a cache miss stream them into a layer tar.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::ExecError;
+use super::context::{BuildContext, clean};
+use super::layer::{Attrs, LayerWriter};
+use crate::oci::Digest;
+use crate::store::Store;
+use crate::store::rootfs::RootfsView;
+use crate::store::snapshot::{clean_layer_path, decompress};
+
+/// Where sources are read from.
+pub enum SourceRoot<'a> {
+    Context(&'a BuildContext),
+    Image(RootfsView),
+}
+
+/// What one entry of the planned layer is.
+#[derive(Clone, Debug)]
+enum Kind {
+    Dir,
+    File { real: PathBuf, size: u64, inode: Option<(u64, u64)> },
+    Inline(Vec<u8>),
+    Symlink(String),
+    Hardlink(String),
+    Special { kind: tar::EntryType, major: u32, minor: u32 },
+}
+
+#[derive(Clone, Debug)]
+struct Planned {
+    kind: Kind,
+    attrs: Attrs,
+}
+
+/// The entries of a layer to write, sorted by path (no leading `/`).
+#[derive(Debug, Default)]
+pub struct LayerPlan {
+    entries: BTreeMap<String, Planned>,
+    /// Temp directory holding extracted archive data; removed on drop.
+    _scratch: Vec<tempfile::TempDir>,
+}
+
+/// The resolved options of one COPY/ADD, after expansion.
+pub struct CopyRequest<'a> {
+    pub add: bool,
+    pub sources: Vec<CopyInput>,
+    /// Absolute destination in the image.
+    pub dest: String,
+    pub owner: Option<(u32, u32)>,
+    pub chmod: Option<u32>,
+    /// The layers below (none for `--link`): decides whether parents exist and whether dest is a directory.
+    pub below: Option<&'a RootfsView>,
+    pub clamp: Option<u64>,
+}
+
+/// One expanded source.
+pub enum CopyInput {
+    Path(String),
+    Inline { name: String, content: String },
+}
+
+fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+impl SourceRoot<'_> {
+    /// Real path of `rel`, following symlinks inside the root only.
+    fn resolve(&self, rel: &Path, shown: &str) -> Result<PathBuf, ExecError> {
+        match self {
+            SourceRoot::Context(ctx) => {
+                if !rel.as_os_str().is_empty() && ctx.ignore.excluded(rel) {
+                    return Err(ExecError::NotFound(format!("{shown} (excluded by .dockerignore)")));
+                }
+                ctx.resolve(rel, shown)
+            }
+            SourceRoot::Image(view) => view.resolve(rel).map(|(_, real)| real).ok_or_else(|| ExecError::NotFound(shown.to_string())),
+        }
+    }
+
+    /// The children of directory `rel` (stored at `real`), sorted, ignored ones left out.
+    fn children(&self, rel: &Path, real: &Path) -> Result<Vec<(OsString, PathBuf)>, ExecError> {
+        match self {
+            SourceRoot::Context(ctx) => {
+                let mut out = Vec::new();
+                let read = fs::read_dir(real).map_err(|e| ExecError::io("list", real, e))?;
+                for entry in read {
+                    let entry = entry.map_err(|e| ExecError::io("list", real, e))?;
+                    let child = rel.join(entry.file_name());
+                    // An excluded directory is still walked when a `!` rule may re-include something below it.
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    if ctx.ignore.excluded(&child) && !(is_dir && ctx.ignore.has_exceptions()) {
+                        continue;
+                    }
+                    out.push((entry.file_name(), entry.path()));
+                }
+                out.sort();
+                Ok(out)
+            }
+            SourceRoot::Image(view) => Ok(view.read_dir(rel).into_iter().collect()),
+        }
+    }
+
+    fn is_excluded(&self, rel: &Path) -> bool {
+        matches!(self, SourceRoot::Context(ctx) if ctx.ignore.excluded(rel))
+    }
+
+    /// Expands a wildcard pattern one path component at a time, as filepath.Glob does.
+    fn glob(&self, pattern: &Path) -> Result<Vec<PathBuf>, ExecError> {
+        let mut matches = vec![PathBuf::new()];
+        for component in pattern.components() {
+            let part = component.as_os_str().to_string_lossy();
+            let mut next = Vec::new();
+            for base in matches {
+                if !has_wildcard(&part) {
+                    next.push(base.join(component));
+                    continue;
+                }
+                let Ok(real) = self.resolve(&base, &base.display().to_string()) else { continue };
+                if !real.is_dir() {
+                    continue;
+                }
+                let matcher = globset::GlobBuilder::new(&part)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| ExecError::Context(format!("bad pattern {}: {e}", pattern.display())))?
+                    .compile_matcher();
+                for (name, _) in self.children(&base, &real)? {
+                    if matcher.is_match(&name) {
+                        next.push(base.join(name));
+                    }
+                }
+            }
+            matches = next;
+        }
+        Ok(matches.into_iter().filter(|m| self.resolve(m, "").is_ok() && !self.is_excluded(m)).collect())
+    }
+}
+
+fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut file) = File::open(path) else { return false };
+    let mut filled = 0;
+    while filled < head.len() {
+        match file.read(&mut head[filled..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    let head = &head[..filled];
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.starts_with(b"BZh")
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+fn join_dest(dest: &str, name: &str) -> String {
+    let dest = dest.trim_matches('/');
+    if dest.is_empty() { name.to_string() } else { format!("{dest}/{name}") }
+}
+
+impl LayerPlan {
+    fn insert(&mut self, path: String, kind: Kind, attrs: Attrs) {
+        self.entries.insert(path, Planned { kind, attrs });
+    }
+
+    /// Plans a COPY/ADD: every entry of the new layer, archives listed from their headers.
+    pub fn for_copy(root: &SourceRoot, req: &CopyRequest) -> Result<LayerPlan, ExecError> {
+        let mut plan = LayerPlan::default();
+        let dest_rel = clean(Path::new(&req.dest)).unwrap_or_default();
+        let dest_rel = dest_rel.to_string_lossy().into_owned();
+        let wildcard = req.sources.iter().any(|s| matches!(s, CopyInput::Path(p) if has_wildcard(p)));
+        let dest_exists_as_dir = req
+            .below
+            .and_then(|v| v.resolve(Path::new(&req.dest)))
+            .is_some_and(|(_, real)| real.is_dir());
+        let dest_is_dir = req.dest.ends_with('/')
+            || req.dest.ends_with("/.")
+            || req.sources.len() > 1
+            || wildcard
+            || dest_exists_as_dir
+            || dest_rel.is_empty();
+        if req.sources.len() > 1 && !(req.dest.ends_with('/') || dest_exists_as_dir || dest_rel.is_empty()) {
+            return Err(ExecError::Copy(format!(
+                "when copying several sources, the destination {} must be a directory ending with /",
+                req.dest
+            )));
+        }
+        let owner = req.owner.unwrap_or((0, 0));
+        for source in &req.sources {
+            match source {
+                CopyInput::Inline { name, content } => {
+                    let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
+                    let attrs = Attrs { mode: req.chmod.unwrap_or(0o644), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
+                    plan.insert(path, Kind::Inline(content.clone().into_bytes()), attrs);
+                }
+                CopyInput::Path(pattern) => {
+                    let rel = clean(Path::new(pattern))
+                        .ok_or_else(|| ExecError::OutsideContext(pattern.clone()))?;
+                    let matches = if has_wildcard(pattern) {
+                        let found = root.glob(&rel)?;
+                        if found.is_empty() {
+                            return Err(ExecError::NotFound(format!("{pattern} (no file matches)")));
+                        }
+                        found
+                    } else {
+                        vec![rel]
+                    };
+                    for rel in matches {
+                        let real = root.resolve(&rel, pattern)?;
+                        let meta = fs::metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
+                        if meta.is_dir() {
+                            if dest_rel.is_empty() {
+                                plan.walk(root, &rel, &real, "", req)?;
+                            } else {
+                                if !dest_exists_as_dir {
+                                    plan.insert(dest_rel.clone(), Kind::Dir, dir_attrs(&meta, req, owner));
+                                }
+                                plan.walk(root, &rel, &real, &dest_rel, req)?;
+                            }
+                        } else if req.add && is_archive(&real) {
+                            plan.extract_archive(&real, &dest_rel, req)?;
+                        } else {
+                            let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            let path = if dest_is_dir { join_dest(&dest_rel, &name) } else { dest_rel.clone() };
+                            plan.add_entry(path, &real, &meta, req, owner);
+                        }
+                    }
+                }
+            }
+        }
+        plan.add_parents(req);
+        Ok(plan)
+    }
+
+    fn add_entry(&mut self, path: String, real: &Path, meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) {
+        let ft = meta.file_type();
+        let mut attrs = Attrs { mode: meta.mode() & 0o7777, uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 };
+        if let Some(mode) = req.chmod {
+            attrs.mode = mode;
+        }
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink(fs::read_link(real).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default())
+        } else if ft.is_file() {
+            let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+            Kind::File { real: real.to_path_buf(), size: meta.len(), inode }
+        } else {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                tar::EntryType::Fifo
+            };
+            let rdev = meta.rdev();
+            Kind::Special { kind, major: nix::sys::stat::major(rdev) as u32, minor: nix::sys::stat::minor(rdev) as u32 }
+        };
+        self.insert(path, kind, attrs);
+    }
+
+    fn walk(&mut self, root: &SourceRoot, rel: &Path, real: &Path, dest: &str, req: &CopyRequest) -> Result<(), ExecError> {
+        let owner = req.owner.unwrap_or((0, 0));
+        for (name, child_real) in root.children(rel, real)? {
+            let child_rel = rel.join(&name);
+            let path = join_dest(dest, &name.to_string_lossy());
+            let meta = fs::symlink_metadata(&child_real).map_err(|e| ExecError::io("stat", &child_real, e))?;
+            if root.is_excluded(&child_rel) && !meta.is_dir() {
+                continue;
+            }
+            if meta.is_dir() {
+                let excluded = root.is_excluded(&child_rel);
+                if !excluded {
+                    self.add_entry(path.clone(), &child_real, &meta, req, owner);
+                }
+                self.walk(root, &child_rel, &child_real, &path, req)?;
+            } else {
+                self.add_entry(path, &child_real, &meta, req, owner);
+            }
+        }
+        Ok(())
+    }
+
+    fn extract_archive(&mut self, archive_path: &Path, dest: &str, req: &CopyRequest) -> Result<(), ExecError> {
+        let shown = archive_path.display().to_string();
+        let bad = |e: io::Error| ExecError::Copy(format!("extract {shown}: {e}"));
+        let file = File::open(archive_path).map_err(|e| ExecError::io("open", archive_path, e))?;
+        let reader = decompress(BufReader::new(file)).map_err(bad)?;
+        let scratch = tempfile::tempdir().map_err(|e| ExecError::io("create temp dir", Path::new("/tmp"), e))?;
+        let mut archive = tar::Archive::new(reader);
+        for (n, entry) in archive.entries().map_err(bad)?.enumerate() {
+            let mut entry = entry.map_err(bad)?;
+            let raw = entry.path().map_err(bad)?.into_owned();
+            let rel = clean_layer_path(&raw)
+                .ok_or_else(|| ExecError::Copy(format!("extract {shown}: entry {} leaves the archive root", raw.display())))?;
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let path = join_dest(dest, &rel.to_string_lossy());
+            let h = entry.header();
+            let mut attrs = Attrs {
+                mode: h.mode().map_err(bad)? & 0o7777,
+                uid: h.uid().map_err(bad)?,
+                gid: h.gid().map_err(bad)?,
+                mtime: h.mtime().map_err(bad)?,
+            };
+            if let Some((uid, gid)) = req.owner {
+                (attrs.uid, attrs.gid) = (uid.into(), gid.into());
+            }
+            if let Some(mode) = req.chmod {
+                attrs.mode = mode;
+            }
+            let link = || -> Result<String, ExecError> {
+                Ok(entry.link_name().map_err(bad)?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default())
+            };
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => Kind::Dir,
+                tar::EntryType::Symlink => Kind::Symlink(link()?),
+                tar::EntryType::Link => {
+                    let target = clean_layer_path(Path::new(&link()?))
+                        .ok_or_else(|| ExecError::Copy(format!("extract {shown}: hard link {} leaves the archive root", raw.display())))?;
+                    Kind::Hardlink(join_dest(dest, &target.to_string_lossy()))
+                }
+                t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Kind::Special {
+                    kind: t,
+                    major: h.device_major().ok().flatten().unwrap_or(0),
+                    minor: h.device_minor().ok().flatten().unwrap_or(0),
+                },
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let data = scratch.path().join(n.to_string());
+                    let mut out = File::create(&data).map_err(|e| ExecError::io("create", &data, e))?;
+                    let size = io::copy(&mut entry, &mut out).map_err(bad)?;
+                    Kind::File { real: data, size, inode: None }
+                }
+                _ => continue,
+            };
+            self.insert(path, kind, attrs);
+        }
+        self._scratch.push(scratch);
+        Ok(())
+    }
+
+    /// Plans one directory (and its missing parents), as WORKDIR creates it.
+    pub fn make_dir(&mut self, path: &str, owner: Option<(u32, u32)>, req: &CopyRequest) {
+        let rel = clean(Path::new(path)).unwrap_or_default().to_string_lossy().into_owned();
+        let (uid, gid) = owner.unwrap_or((0, 0));
+        let attrs = Attrs { mode: 0o755, uid: uid.into(), gid: gid.into(), mtime: req.clamp.unwrap_or(0) };
+        self.insert(rel, Kind::Dir, attrs);
+        self.add_parents(req);
+    }
+
+    /// Adds the parent directories the layer needs that the layers below lack.
+    fn add_parents(&mut self, req: &CopyRequest) {
+        let mut missing = Vec::new();
+        for path in self.entries.keys() {
+            let mut parent = Path::new(path).parent();
+            while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+                let key = dir.to_string_lossy().into_owned();
+                if self.entries.contains_key(&key) || missing.contains(&key) {
+                    break;
+                }
+                let exists = req.below.is_some_and(|v| v.resolve(dir).is_some_and(|(_, real)| real.is_dir()));
+                if exists {
+                    break;
+                }
+                missing.push(key);
+                parent = dir.parent();
+            }
+        }
+        for dir in missing {
+            let attrs = Attrs { mode: 0o755, uid: 0, gid: 0, mtime: req.clamp.unwrap_or(0) };
+            self.insert(dir, Kind::Dir, attrs);
+        }
+    }
+
+    /// Hashes every entry's path, type, metadata (not mtime) and content, in path order.
+    pub fn content_key(&self) -> Result<Digest, ExecError> {
+        let contents: Vec<Option<[u8; 32]>> = self
+            .entries
+            .par_iter()
+            .map(|(_, planned)| match &planned.kind {
+                Kind::File { real, .. } => hash_file(real).map(Some),
+                Kind::Inline(bytes) => Ok(Some(Sha256::digest(bytes).into())),
+                _ => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        let mut hasher = Sha256::new();
+        for ((path, planned), content) in self.entries.iter().zip(contents) {
+            let a = planned.attrs;
+            let kind = match &planned.kind {
+                Kind::Dir => "dir".to_string(),
+                Kind::File { size, .. } => format!("file {size}"),
+                Kind::Inline(bytes) => format!("file {}", bytes.len()),
+                Kind::Symlink(target) => format!("symlink {target}"),
+                Kind::Hardlink(target) => format!("link {target}"),
+                Kind::Special { kind, major, minor } => format!("special {kind:?} {major} {minor}"),
+            };
+            hasher.update(format!("{path}\0{kind}\0{:o} {} {}\0", a.mode, a.uid, a.gid).as_bytes());
+            if let Some(content) = content {
+                hasher.update(content);
+            }
+        }
+        Ok(Digest::from_hex(&hex::encode(hasher.finalize())).unwrap_or_else(|_| Digest::of(b"")))
+    }
+
+    /// Streams the planned entries into a layer blob.
+    pub fn write(&self, store: &Store, clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
+        let mut layer = LayerWriter::new(store, clamp)?;
+        let mut first_of_inode: HashMap<(u64, u64), String> = HashMap::new();
+        let wrap = |path: &str, e: io::Error| ExecError::Copy(format!("write {path} into the layer: {e}"));
+        for (path, planned) in &self.entries {
+            let attrs = planned.attrs;
+            match &planned.kind {
+                Kind::Dir => layer.dir(path, attrs),
+                Kind::File { real, size, inode } => {
+                    if let Some(inode) = inode {
+                        if let Some(first) = first_of_inode.get(inode) {
+                            layer.hardlink(path, first, attrs).map_err(|e| wrap(path, e))?;
+                            continue;
+                        }
+                        first_of_inode.insert(*inode, path.clone());
+                    }
+                    let file = File::open(real).map_err(|e| ExecError::io("open", real, e))?;
+                    layer.file(path, attrs, *size, BufReader::with_capacity(256 * 1024, file))
+                }
+                Kind::Inline(bytes) => layer.file(path, attrs, bytes.len() as u64, bytes.as_slice()),
+                Kind::Symlink(target) => layer.symlink(path, target, attrs),
+                Kind::Hardlink(target) => layer.hardlink(path, target, attrs),
+                Kind::Special { kind, major, minor } => layer.special(path, *kind, attrs, *major, *minor),
+            }
+            .map_err(|e| wrap(path, e))?;
+        }
+        Ok(layer.finish()?)
+    }
+}
+
+fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) -> Attrs {
+    Attrs {
+        mode: req.chmod.unwrap_or(meta.mode() & 0o7777),
+        uid: owner.0.into(),
+        gid: owner.1.into(),
+        mtime: meta.mtime().max(0) as u64,
+    }
+}
+
+fn hash_file(path: &Path) -> Result<[u8; 32], ExecError> {
+    let mut file = File::open(path).map_err(|e| ExecError::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ExecError::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}

@@ -1,0 +1,59 @@
+//! Resolving `user[:group]` (names or ids) against an image's /etc/passwd and /etc/group.
+
+use std::path::Path;
+
+use super::ExecError;
+use crate::store::rootfs::RootfsView;
+
+/// A resolved user: ids plus the home directory when the passwd entry gives one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserIds {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: Option<String>,
+}
+
+fn read_db(view: &RootfsView, path: &str) -> String {
+    view.resolve(Path::new(path)).and_then(|(_, real)| std::fs::read_to_string(real).ok()).unwrap_or_default()
+}
+
+fn find(db: &str, name: &str) -> Option<Vec<String>> {
+    db.lines().map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>()).find(|f| f.first().is_some_and(|n| n == name))
+}
+
+/// Resolves `spec` as Docker does: a name or uid, optionally `:group` (name or gid);
+/// without a group, the user's primary group for a name, or the same number for a bare uid.
+pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read_db(view, "/etc/passwd");
+    let (uid, primary, home) = match user.parse::<u32>() {
+        Ok(uid) => {
+            let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.get(2) == Some(&user));
+            let primary = entry.as_ref().and_then(|f| f.get(3)?.parse().ok()).unwrap_or(uid);
+            (uid, primary, entry.and_then(|f| f.get(5).map(|h| h.to_string())))
+        }
+        Err(_) => {
+            let fields = find(&passwd, user)
+                .ok_or_else(|| ExecError::User(format!("unknown user {user:?}: no such entry in the image's /etc/passwd")))?;
+            let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u32>().ok());
+            let uid = number(2).ok_or_else(|| ExecError::User(format!("bad /etc/passwd entry for {user:?}")))?;
+            (uid, number(3).unwrap_or(uid), fields.get(5).cloned())
+        }
+    };
+    let gid = match group {
+        None | Some("") => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let groups = read_db(view, "/etc/group");
+                find(&groups, g)
+                    .and_then(|f| f.get(2)?.parse().ok())
+                    .ok_or_else(|| ExecError::User(format!("unknown group {g:?}: no such entry in the image's /etc/group")))?
+            }
+        },
+    };
+    Ok(UserIds { uid, gid, home })
+}

@@ -1,0 +1,190 @@
+//! Unpacked layer snapshots under `strata/snapshots/<diff_id hex>/`, made once
+//! per layer on demand. Whiteouts are stored the way overlayfs reads them
+//! (a 0/0 character device; `trusted.overlay.opaque=y` on opaque directories)
+//! so a stack of snapshots can be an overlay mount's lowerdirs as it is.
+//! Where that is not permitted (no root), a whiteout is an empty `.wh.NAME`
+//! file and an opaque directory holds `.wh..wh..opq`; the rootfs view reads both.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::{Result, Store, StoreError, io_err};
+use crate::oci::{Descriptor, Digest};
+
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
+pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Wraps a layer blob in the decompressor its first bytes call for.
+pub fn decompress(mut file: impl Read + 'static) -> io::Result<Box<dyn Read>> {
+    let mut magic = [0u8; 6];
+    let mut filled = 0;
+    while filled < magic.len() {
+        let n = file.read(&mut magic[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    let head = io::Cursor::new(magic[..filled].to_vec()).chain(file);
+    Ok(match &magic[..filled] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(head)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::stream::read::Decoder::new(head)?),
+        [b'B', b'Z', b'h', ..] => Box::new(bzip2::read::MultiBzDecoder::new(head)),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00] => Box::new(xz2::read::XzDecoder::new_multi_decoder(head)),
+        _ => Box::new(head),
+    })
+}
+
+/// Turns a path from a layer tar into a relative path, refusing `..` and absolute escapes.
+pub fn clean_layer_path(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+impl Store {
+    fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.strata_dir("snapshots").join(diff_id.hex())
+    }
+
+    /// The unpacked snapshot of a layer, unpacking it first if needed.
+    pub fn snapshot(&self, layer: &Descriptor, diff_id: &Digest) -> Result<PathBuf> {
+        let dir = self.snapshot_dir(diff_id);
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let tmp_root = self.strata_dir("tmp");
+        let tmp = tempfile::Builder::new().prefix("snapshot-").tempdir_in(&tmp_root).map_err(io_err("create temp dir in", &tmp_root))?;
+        let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&layer.digest)?);
+        let unpack_err = |message: String| StoreError::Unpack { digest: layer.digest.clone(), message };
+        let reader = decompress(blob).map_err(|e| unpack_err(e.to_string()))?;
+        unpack_layer(reader, tmp.path()).map_err(|e| unpack_err(e.to_string()))?;
+        match fs::rename(tmp.path(), &dir) {
+            Ok(()) => {
+                // The directory now belongs to the store; keep the guard from removing it.
+                let _ = tmp.keep();
+                Ok(dir)
+            }
+            // Another build unpacked the same layer first.
+            Err(_) if dir.exists() => Ok(dir),
+            Err(e) => Err(StoreError::Io { action: "rename snapshot into place", path: dir, source: e }),
+        }
+    }
+
+    /// Removes snapshots whose layer is not in `live`.
+    pub(crate) fn remove_snapshots_except(&self, live: &HashSet<Digest>) -> Result<()> {
+        let dir = self.strata_dir("snapshots");
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
+            let keep = Digest::from_hex(&entry.file_name().to_string_lossy()).is_ok_and(|d| live.contains(&d));
+            if !keep {
+                fs::remove_dir_all(entry.path()).map_err(io_err("remove snapshot", &entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Unpacks one layer tar into `dest`, turning OCI whiteouts into overlay ones.
+pub fn unpack_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut dirs = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.into_owned();
+        let path = clean_layer_path(&raw).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("path {} leaves the layer root", raw.display()))
+        })?;
+        let Some(name) = path.file_name().map(OsStr::to_owned) else { continue };
+        let parent = dest.join(path.parent().unwrap_or(Path::new("")));
+        if name == OsStr::new(OPAQUE_MARKER) {
+            fs::create_dir_all(&parent)?;
+            mark_opaque(&parent)?;
+            continue;
+        }
+        if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            fs::create_dir_all(&parent)?;
+            make_whiteout(&parent.join(OsStr::from_bytes(hidden)))?;
+            continue;
+        }
+        if entry.header().entry_type().is_dir() {
+            dirs.push((dest.join(&path), entry.header().mtime()?));
+        }
+        if !entry.unpack_in(dest)? {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("path {} leaves the layer root", raw.display())));
+        }
+    }
+    // Children were written after their directory; put the directory's own times back.
+    for (dir, mtime) in dirs.into_iter().rev() {
+        let time = nix::sys::time::TimeSpec::new(mtime as i64, 0);
+        let _ = nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &dir, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink);
+    }
+    Ok(())
+}
+
+fn mark_opaque(dir: &Path) -> io::Result<()> {
+    if xattr_set(dir, OPAQUE_XATTR, b"y").is_err() {
+        fs::write(dir.join(OPAQUE_MARKER), b"")?;
+    }
+    Ok(())
+}
+
+fn make_whiteout(path: &Path) -> io::Result<()> {
+    if path.symlink_metadata().is_ok() {
+        if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(path)?;
+        } else {
+            fs::remove_file(path)?;
+        }
+    }
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    if mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).is_err() {
+        let marker = path.with_file_name(format!("{WHITEOUT_PREFIX}{}", path.file_name().unwrap_or_default().to_string_lossy()));
+        fs::write(marker, b"")?;
+    }
+    Ok(())
+}
+
+/// Sets an extended attribute on `path` itself (not a symlink's target).
+pub(crate) fn xattr_set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let c_name = std::ffi::CString::new(name)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; value points to value.len() bytes.
+    let rc = unsafe { libc::lsetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Reads an extended attribute of `path` itself, if set.
+pub(crate) fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: buf has buf.len() writable bytes; the strings are NUL-terminated.
+    let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// Whether `meta` is an overlay whiteout (a 0/0 character device).
+pub(crate) fn is_whiteout_device(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
