@@ -1,1 +1,225 @@
-//! build (to be written).
+//! The build driver: plans the stages a target needs, runs them through the
+//! scheduler (independent stages at once), runs each stage's steps through
+//! the executor, reports progress, and writes and tags the resulting images.
+//! It reads the graph and knows no front end.
+
+mod progress;
+pub mod scheduler;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use progress::{Progress, ProgressMode, reporter};
+
+use crate::exec::{BuildContext, ExecCx, ExecError, ImageState, StepOutcome};
+use crate::frontend::BuildArgs;
+use crate::graph::{Base, BuildGraph, GraphError, Origin, StageId, describe};
+use crate::oci::{Descriptor, Digest, ImageRef};
+use crate::store::{Store, StoreError};
+
+/// What `strata build` was asked to do.
+#[derive(Debug, Default)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    pub tags: Vec<ImageRef>,
+    pub target: Option<String>,
+    pub build_args: BuildArgs,
+    pub no_cache: bool,
+    pub jobs: usize,
+    pub secrets: BTreeMap<String, PathBuf>,
+}
+
+/// An image the build wrote.
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    pub manifest: Descriptor,
+    /// The image id: the config digest.
+    pub id: Digest,
+    pub tags: Vec<String>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("step {origin} [{stage}] {instruction}: {source}")]
+    Step { origin: Origin, stage: String, instruction: String, source: ExecError },
+    #[error("base image {name:?} of stage {stage} is not in the store ({source}); load it with `strata load -i …` or build it first")]
+    MissingBase { name: String, stage: String, source: StoreError },
+    #[error("tag {tag:?}: {reason}")]
+    BadTag { tag: String, reason: String },
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT/SIGTERM stop the build at the next step boundary (RUN kills its process).
+pub fn install_interrupt_handler() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
+/// Whether the user asked the build to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Builds what `opts.target` needs from `graph` into `store`.
+pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &dyn Progress) -> Result<Vec<BuiltImage>, BuildError> {
+    graph.check()?;
+    let roots = graph.roots(opts.target.as_deref())?;
+    let plan = graph.plan(&roots)?;
+    for tag in &opts.tags {
+        if roots.len() > 1 {
+            return Err(BuildError::BadTag { tag: tag.to_string(), reason: "the spec builds several images; choose one with --target".into() });
+        }
+    }
+    let context = BuildContext::open(&opts.context)?;
+    let _build_lock = store.lock_build()?;
+    let results: Mutex<HashMap<StageId, Arc<ImageState>>> = Mutex::new(HashMap::new());
+    let finished = |id: StageId| results.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+    let deps = plan.iter().map(|id| (*id, graph.dependencies(*id))).collect();
+    let cx_parts: CxParts = (&context, &finished);
+    scheduler::run(deps, opts.jobs.max(1), |id| {
+        let state = build_stage(store, graph, opts, progress, cx_parts, id)?;
+        results.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(state));
+        Ok::<(), BuildError>(())
+    })?;
+
+    let mut built = Vec::new();
+    for root in roots {
+        let state = finished(root).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(root))))?;
+        let (manifest, id) = state.write_image(store)?;
+        progress.note(&format!("writing image {id} done"));
+        let mut tags: Vec<ImageRef> = opts.tags.clone();
+        if let Some(image) = graph.images.iter().find(|image| image.stage == root) {
+            for word in &image.tags {
+                let cx_lookup = |name: &str| opts.build_args.get(name).cloned().or_else(|| {
+                    let decl = graph.args.iter().find(|a| a.name == name)?;
+                    decl.default.as_ref().map(|d| d.expand(&|_| None))
+                });
+                let text = word.expand(&cx_lookup);
+                let tag = text.parse::<ImageRef>().map_err(|e| BuildError::BadTag { tag: text.clone(), reason: e.to_string() })?;
+                tags.push(tag);
+            }
+        }
+        if tags.is_empty() {
+            store.add_untagged(&manifest)?;
+        }
+        for tag in &tags {
+            store.set_tag(tag, &manifest)?;
+            progress.note(&format!("naming to {tag} done"));
+        }
+        built.push(BuiltImage { manifest, id, tags: tags.iter().map(ToString::to_string).collect() });
+    }
+    Ok(built)
+}
+
+type CxParts<'a> = (&'a BuildContext, &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync));
+
+fn build_stage(
+    store: &Store,
+    graph: &BuildGraph,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    (context, finished): CxParts,
+    id: StageId,
+) -> Result<ImageState, BuildError> {
+    let stage = &graph.stages[id.0];
+    let label = graph.stage_label(id);
+    let total = stage.steps.len() + 1;
+    let prefix = |n: usize| {
+        if stage.name.is_some() || graph.stages.len() > 1 { format!("[{label} {n}/{total}]") } else { format!("[{n}/{total}]") }
+    };
+    let from_text = match &stage.base {
+        Base::Scratch => "FROM scratch".to_string(),
+        Base::Image(name) => format!("FROM {name}"),
+        Base::Stage(base) => format!("FROM {}", graph.stage_label(*base)),
+    };
+    let step_id = progress.started(&format!("{} {from_text}", prefix(1)));
+    let started = Instant::now();
+    let output_id = std::sync::atomic::AtomicUsize::new(step_id);
+    let output = |line: &str| progress.output(output_id.load(Ordering::SeqCst), line);
+    let cx = ExecCx {
+        store,
+        context,
+        graph,
+        build_args: &opts.build_args,
+        no_cache: opts.no_cache,
+        epoch: source_date_epoch(),
+        secrets: &opts.secrets,
+        stage: finished,
+        output: &output,
+        interrupted: &interrupted,
+    };
+    let mut state = match &stage.base {
+        Base::Scratch => ImageState::scratch(),
+        Base::Stage(base) => ImageState::from_stage(
+            finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?
+                .as_ref(),
+        ),
+        Base::Image(name) => {
+            let image = store.resolve(name).map_err(|source| {
+                progress.failed(step_id, "base image not found");
+                BuildError::MissingBase { name: name.clone(), stage: label.clone(), source }
+            })?;
+            let mut state = ImageState::from_image(&image);
+            run_onbuild_triggers(&mut state, &cx, &label, stage.origin.clone())?;
+            state
+        }
+    };
+    progress.done(step_id, started.elapsed());
+
+    for (n, step) in stage.steps.iter().enumerate() {
+        let text = describe(&step.op);
+        let step_id = progress.started(&format!("{} {text}", prefix(n + 2)));
+        output_id.store(step_id, Ordering::SeqCst);
+        let started = Instant::now();
+        match state.execute(&cx, &step.op) {
+            Ok(StepOutcome::Cached) => progress.cached(step_id),
+            Ok(StepOutcome::Built) => progress.done(step_id, started.elapsed()),
+            Err(source) => {
+                progress.failed(step_id, &source.to_string());
+                return Err(BuildError::Step { origin: step.origin.clone(), stage: label, instruction: text, source });
+            }
+        }
+    }
+    Ok(state)
+}
+
+/// Runs a base image's ONBUILD triggers first, as Docker does, then clears them.
+fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, stage: &str, origin: Origin) -> Result<(), BuildError> {
+    let Some(triggers) = state.config.config.on_build.take() else { return Ok(()) };
+    for trigger in triggers {
+        let step_error = |source: ExecError| BuildError::Step {
+            origin: origin.clone(),
+            stage: stage.to_string(),
+            instruction: format!("ONBUILD {trigger}"),
+            source,
+        };
+        let op = crate::frontend::dockerfile::parse_trigger(&trigger)
+            .map_err(|report| step_error(ExecError::Invalid(format!("bad ONBUILD trigger: {report}"))))?;
+        state.execute(cx, &op).map_err(step_error)?;
+    }
+    Ok(())
+}
+
+/// `SOURCE_DATE_EPOCH`, if set to a number.
+pub fn source_date_epoch() -> Option<u64> {
+    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+}

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::build::ProgressMode;
 use crate::frontend::BuildArgs;
 
 /// strata: a daemonless, declarative container-image builder.
@@ -16,11 +17,61 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build images from a Dockerfile or a KDL spec.
+    Build(BuildArgsCli),
     /// Print the build graph of a Dockerfile or KDL spec without building.
     Graph(GraphArgs),
+    /// List images (alias of `image ls`).
+    Images(ImagesArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove images (alias of `image rm`).
+    Rmi(RmArgs),
+    /// Store-wide information and cleanup.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Export an image as an OCI layout, OCI archive or `docker save` tarball.
+    Save(SaveArgs),
+    /// Import an OCI layout, OCI archive or `docker save` tarball.
+    Load(LoadArgs),
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
+pub struct BuildArgsCli {
+    /// The build context directory.
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile or `.kdl` spec (default: CONTEXT/Dockerfile, else CONTEXT/strata.kdl).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Name the image (repeatable).
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Build this stage or image and only what it needs.
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_args: Vec<String>,
+    /// Ignore the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Stages built at once (default: number of CPUs).
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Print only the image id.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// A secret for `RUN --mount=type=secret`: `id=NAME,src=PATH`.
+    #[arg(long = "secret", value_name = "id=…,src=…")]
+    pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct GraphArgs {
     /// The Dockerfile or `.kdl` spec.
     pub file: PathBuf,
@@ -37,6 +88,85 @@ pub struct GraphArgs {
 pub enum GraphFormat {
     Dot,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only names matching this glob (`'w*'`, `web-ping:*`).
+    pub pattern: Option<String>,
+    /// Only image ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove an image id even when several tags name it.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Show the history of an image.
+    History {
+        image: String,
+        /// Do not cut CREATED BY.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Print an image's details as JSON.
+    Inspect { images: Vec<String> },
+    /// Remove images.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show disk usage.
+    Df {
+        /// One line per image.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+    },
+    /// Remove untagged images and the build cache, then free unreferenced data.
+    Prune {
+        /// Accepted for Docker compatibility; strata never asks.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SaveFormat {
+    Oci,
+    Docker,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    pub images: Vec<String>,
+    /// Output: a directory (OCI layout) or a `.tar` file.
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: SaveFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// An OCI layout directory, an OCI archive or a `docker save` tarball.
+    #[arg(short = 'i', long)]
+    pub input: PathBuf,
+    /// Tag the loaded image (when the input names none, or to rename it).
+    #[arg(short = 't', long)]
+    pub tag: Option<String>,
 }
 
 /// Parses `K=V` pairs; a bare `K` takes its value from the environment, as Docker does.

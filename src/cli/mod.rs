@@ -1,12 +1,19 @@
 //! Command-line parsing and printing only: every verb calls into the library.
 
 mod args;
+mod images;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use miette::{IntoDiagnostic, WrapErr, miette};
 
 pub use args::{Cli, Command};
+
+use crate::build::{self, BuildOptions};
+use crate::oci::ImageRef;
+use crate::store::Store;
 
 /// Entry point of the `strata` binary.
 pub fn main() -> ExitCode {
@@ -20,18 +27,94 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn open_store() -> miette::Result<Store> {
+    let root = Store::default_root();
+    Store::open(&root).map_err(|e| miette!("open store {}: {e}", root.display()))
+}
+
 fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
+        Command::Build(args) => build_cmd(args),
         Command::Graph(args) => graph(args),
+        Command::Images(args) => images::list(&open_store()?, &args),
+        Command::Image(args::ImageCommand::Ls(args)) => images::list(&open_store()?, &args),
+        Command::Image(args::ImageCommand::History { image, no_trunc }) => images::history(&open_store()?, &image, no_trunc),
+        Command::Image(args::ImageCommand::Inspect { images }) => images::inspect(&open_store()?, &images),
+        Command::Image(args::ImageCommand::Rm(args)) | Command::Rmi(args) => images::remove(&open_store()?, &args),
+        Command::Tag { source, target } => images::tag(&open_store()?, &source, &target),
+        Command::System(args::SystemCommand::Df { verbose }) => images::df(&open_store()?, verbose),
+        Command::System(args::SystemCommand::Prune { .. }) => images::prune(&open_store()?),
+        Command::Save(args) => images::save(&open_store()?, &args),
+        Command::Load(args) => images::load(&open_store()?, &args),
     }
+}
+
+/// The build file: `-f`, else `Dockerfile`, else `strata.kdl` in the context.
+fn build_file(context: &Path, file: Option<PathBuf>) -> miette::Result<PathBuf> {
+    if let Some(file) = file {
+        return Ok(file);
+    }
+    for name in ["Dockerfile", "strata.kdl"] {
+        let path = context.join(name);
+        if path.exists() {
+            return Ok(path);
+        }
+    }
+    Err(miette!("no Dockerfile or strata.kdl in {}; give one with -f", context.display()))
+}
+
+fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
+    // `strata build spec.kdl` builds the spec with its folder as the context.
+    let (context, file) = if args.context.is_file() {
+        let dir = args.context.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        (dir, Some(args.file.clone().unwrap_or(args.context.clone())))
+    } else {
+        (args.context.clone(), args.file.clone())
+    };
+    let file = build_file(&context, file)?;
+    let build_args = args::parse_build_args(&args.build_args)?;
+    let graph = crate::frontend::load(&file, &build_args)?;
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}")))
+        .collect::<miette::Result<Vec<_>>>()?;
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in &args.secrets {
+        let mut id = None;
+        let mut src = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                _ => return Err(miette!("--secret {spec}: expected id=NAME,src=PATH")),
+            }
+        }
+        let id = id.ok_or_else(|| miette!("--secret {spec}: missing id="))?;
+        let src = src.ok_or_else(|| miette!("--secret {spec}: missing src="))?;
+        secrets.insert(id, src);
+    }
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let opts = BuildOptions { context, tags, target: args.target.clone(), build_args, no_cache: args.no_cache, jobs, secrets };
+    let store = open_store()?;
+    let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
+    let progress = build::reporter(mode);
+    build::install_interrupt_handler();
+    let built = build::build(&store, &graph, &opts, progress.as_ref())
+        .map_err(|e| miette!("build {} failed: {e}", file.display()))?;
+    for image in &built {
+        println!("{}", image.id);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn graph(args: args::GraphArgs) -> miette::Result<ExitCode> {
     let build_args = args::parse_build_args(&args.build_args)?;
     let graph = crate::frontend::load(&args.file, &build_args)?;
-    graph.check().map_err(|e| miette::miette!("{}: {e}", args.file.display()))?;
+    graph.check().into_diagnostic().wrap_err(args.file.display().to_string())?;
     if let Some(target) = &args.target {
-        graph.roots(Some(target)).map_err(|e| miette::miette!("{}: {e}", args.file.display()))?;
+        graph.roots(Some(target)).into_diagnostic().wrap_err(args.file.display().to_string())?;
     }
     let text = match args.format {
         args::GraphFormat::Json => crate::graph::to_json(&graph) + "\n",

@@ -62,8 +62,8 @@ fn stage_of(from: Option<&CopyFrom>) -> Option<usize> {
     }
 }
 
-/// A short one-line label for a step.
-fn summary(op: &Op) -> String {
+/// A one-line description of a step as written (variables unexpanded).
+pub fn describe(op: &Op) -> String {
     let detail = match op {
         Op::Run(run) => match &run.command {
             CommandLine::Shell(script) => script.lines().next().unwrap_or_default().to_string(),
@@ -89,13 +89,19 @@ fn summary(op: &Op) -> String {
             CommandLine::Exec(args) => format!("{args:?}"),
         },
         Op::LinkLayers { name, .. } => name.clone(),
-        _ => String::new(),
+        Op::Label(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        Op::Expose(words) | Op::Volume(words) => words.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(" "),
+        Op::Shell(args) => format!("{args:?}"),
+        Op::Onbuild(text) | Op::Maintainer(text) => text.clone(),
+        Op::Healthcheck(check) => check.test.join(" "),
     };
-    let mut text = format!("{} {detail}", op.keyword());
-    if text.chars().count() > 60 {
-        text = text.chars().take(57).collect::<String>() + "...";
-    }
-    text
+    format!("{} {detail}", op.keyword()).trim_end().to_string()
+}
+
+/// `describe`, cut to fit a graph node.
+fn summary(op: &Op) -> String {
+    let text = describe(op);
+    if text.chars().count() > 60 { text.chars().take(57).collect::<String>() + "..." } else { text }
 }
 
 fn quote(text: &str) -> String {

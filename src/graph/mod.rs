@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use dump::{to_dot, to_json};
+pub use dump::{describe, to_dot, to_json};
 pub use word::{Part, Word};
 
 /// Index of a stage in [`BuildGraph::stages`].

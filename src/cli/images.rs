@@ -1,0 +1,330 @@
+//! The image verbs: listing, history, inspect, tag, rm, df, prune, save, load.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::ExitCode;
+
+use miette::miette;
+use serde_json::json;
+
+use super::args::{ImagesArgs, LoadArgs, RmArgs, SaveArgs, SaveFormat};
+use crate::oci::{Digest, ImageRef};
+use crate::store::{Store, StoredImage};
+
+/// Sizes as Docker prints them: decimal units, four significant digits.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let text = format!("{value:.4}");
+    let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_string() } else { text };
+    // Four significant digits, as Go's %.4g.
+    let digits: usize = text.chars().filter(|c| c.is_ascii_digit()).count();
+    let text = if digits > 4 {
+        let int_len = text.split('.').next().map_or(0, str::len);
+        format!("{value:.prec$}", prec = 4usize.saturating_sub(int_len))
+    } else {
+        text
+    };
+    format!("{text}{}", units[unit])
+}
+
+/// "2 minutes ago", as Docker words it.
+pub fn human_age(created: Option<&str>) -> String {
+    let Some(time) = created.and_then(|c| time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()) else {
+        return "N/A".into();
+    };
+    let secs = (time::OffsetDateTime::now_utc() - time).whole_seconds().max(0);
+    let text = match secs {
+        0 => "Less than a second".to_string(),
+        1..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".to_string(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        3600..=7199 => "About an hour".to_string(),
+        7200..=172_799 => format!("{} hours", secs / 3600),
+        172_800..=1_209_599 => format!("{} days", secs / 86_400),
+        1_209_600..=5_183_999 => format!("{} weeks", secs / 604_800),
+        5_184_000..=63_071_999 => format!("{} months", secs / 2_592_000),
+        _ => format!("{} years", secs / 31_536_000),
+    };
+    format!("{text} ago")
+}
+
+fn images(store: &Store) -> miette::Result<Vec<StoredImage>> {
+    let mut out = Vec::new();
+    for (tag, descriptor) in store.entries().map_err(|e| miette!("{e}"))? {
+        out.push(store.load_image(tag, descriptor).map_err(|e| miette!("{e}"))?);
+    }
+    Ok(out)
+}
+
+fn image_size(image: &StoredImage) -> u64 {
+    image.manifest.layers.iter().map(|l| l.size).sum()
+}
+
+fn split_tag(tag: &str) -> (&str, &str) {
+    tag.rsplit_once(':').filter(|(_, t)| !t.contains('/')).unwrap_or((tag, "latest"))
+}
+
+fn glob_matches(pattern: &str, tag: &str) -> bool {
+    let (name, _) = split_tag(tag);
+    let build = |p: &str| globset::GlobBuilder::new(p).literal_separator(true).build().map(|g| g.compile_matcher());
+    match build(pattern) {
+        Ok(m) => m.is_match(tag) || m.is_match(name),
+        Err(_) => false,
+    }
+}
+
+pub fn list(store: &Store, args: &ImagesArgs) -> miette::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for image in images(store)? {
+        if let Some(pattern) = &args.pattern {
+            match &image.tag {
+                Some(tag) if glob_matches(pattern, tag) => {}
+                _ => continue,
+            }
+        }
+        rows.push(image);
+    }
+    if args.quiet {
+        let mut seen = HashSet::new();
+        for image in &rows {
+            if seen.insert(image.id().clone()) {
+                println!("{}", image.id().short());
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<30} {:<15} {:<14} {:<20} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+    for image in rows {
+        let (repo, tag) = match &image.tag {
+            Some(t) => split_tag(t),
+            None => ("<none>", "<none>"),
+        };
+        println!(
+            "{:<30} {:<15} {:<14} {:<20} {}",
+            repo,
+            tag,
+            image.id().short(),
+            human_age(image.config.created.as_deref()),
+            human_size(image_size(&image))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn resolve(store: &Store, name: &str) -> miette::Result<StoredImage> {
+    store.resolve(name).map_err(|e| miette!("{e}"))
+}
+
+pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<ExitCode> {
+    let image = resolve(store, name)?;
+    println!("{:<14} {:<20} {:<46} {:<10} {}", "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT");
+    let mut sizes = image.manifest.layers.iter().map(|l| l.size).rev();
+    let layered = image.config.history.iter().filter(|h| !h.empty_layer).count();
+    // Entries beyond the layers (images that lost history) show no size.
+    let mut extra = layered.saturating_sub(image.manifest.layers.len());
+    for (i, entry) in image.config.history.iter().enumerate().rev() {
+        let id = if i + 1 == image.config.history.len() { image.id().short().to_string() } else { "<missing>".into() };
+        let size = if entry.empty_layer {
+            0
+        } else if extra > 0 {
+            extra -= 1;
+            0
+        } else {
+            sizes.next().unwrap_or(0)
+        };
+        let by = entry.created_by.clone().unwrap_or_default();
+        let by = if !no_trunc && by.chars().count() > 45 { format!("{}…", by.chars().take(44).collect::<String>()) } else { by };
+        println!(
+            "{:<14} {:<20} {:<46} {:<10} {}",
+            id,
+            human_age(entry.created.as_deref()),
+            by,
+            human_size(size),
+            entry.comment.clone().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
+    let mut out = Vec::new();
+    let all = images(store)?;
+    for name in names {
+        let image = resolve(store, name)?;
+        let tags: Vec<String> = all.iter().filter(|i| i.id() == image.id()).filter_map(|i| i.tag.clone()).collect();
+        let c = &image.config;
+        out.push(json!({
+            "Id": image.id(),
+            "RepoTags": tags,
+            "RepoDigests": [],
+            "ManifestDigest": image.manifest_descriptor.digest,
+            "Created": c.created,
+            "Author": c.author.clone().unwrap_or_default(),
+            "Config": c.config,
+            "Architecture": c.architecture,
+            "Os": c.os,
+            "Size": image_size(&image),
+            "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
+            "History": c.history,
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tag(store: &Store, source: &str, target: &str) -> miette::Result<ExitCode> {
+    let image = resolve(store, source)?;
+    let target: ImageRef = target.parse().map_err(|e| miette!("{e}"))?;
+    store.set_tag(&target, &image.manifest_descriptor).map_err(|e| miette!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn remove(store: &Store, args: &RmArgs) -> miette::Result<ExitCode> {
+    for name in &args.images {
+        let by_tag = name.parse::<ImageRef>().ok().map(|r| r.to_string());
+        let entries = store.entries().map_err(|e| miette!("{e}"))?;
+        if let Some(tag) = by_tag.filter(|t| entries.iter().any(|(n, _)| n.as_deref() == Some(t))) {
+            store.remove_entries(|n, _| n == Some(tag.as_str())).map_err(|e| miette!("{e}"))?;
+            println!("Untagged: {tag}");
+            continue;
+        }
+        let image = resolve(store, name)?;
+        let manifest = image.manifest_descriptor.digest.clone();
+        let tags: Vec<String> = entries.iter().filter(|(_, d)| d.digest == manifest).filter_map(|(t, _)| t.clone()).collect();
+        if tags.len() > 1 && !args.force {
+            return Err(miette!(
+                "image {} is referenced by several tags ({}); remove them by name or use -f",
+                image.id().short(),
+                tags.join(", ")
+            ));
+        }
+        store.remove_entries(|_, d| d.digest == manifest).map_err(|e| miette!("{e}"))?;
+        for tag in tags {
+            println!("Untagged: {tag}");
+        }
+        println!("Deleted: {}", image.id());
+    }
+    let freed = store.gc().map_err(|e| miette!("{e}"))?;
+    if freed > 0 {
+        println!("Freed: {}", human_size(freed));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
+    let all = images(store)?;
+    let mut layer_users: HashMap<Digest, (u64, usize)> = HashMap::new();
+    let mut unique_images = BTreeMap::new();
+    for image in &all {
+        unique_images.insert(image.id().clone(), image);
+    }
+    for image in unique_images.values() {
+        for layer in &image.manifest.layers {
+            layer_users.entry(layer.digest.clone()).or_insert((layer.size, 0)).1 += 1;
+        }
+    }
+    let logical: u64 = unique_images.values().map(|i| image_size(i)).sum();
+    let actual: u64 = layer_users.values().map(|(size, _)| size).sum();
+    let image_layers: HashSet<&Digest> = layer_users.keys().collect();
+    let cache = store.cache_entries().map_err(|e| miette!("{e}"))?;
+    let mut cache_only = HashSet::new();
+    let mut cache_size = 0;
+    for entry in &cache {
+        if let Some(d) = &entry.diff_id
+            && !image_layers.contains(d)
+            && cache_only.insert(d.clone())
+        {
+            cache_size += entry.size;
+        }
+    }
+    let snapshots = dir_size(&store.root().join("strata/snapshots"));
+    println!("{:<15} {:<8} {:<12} {:<12} {}", "TYPE", "TOTAL", "SIZE", "LOGICAL", "RECLAIMABLE");
+    let dangling = all.iter().filter(|i| i.tag.is_none()).count();
+    println!("{:<15} {:<8} {:<12} {:<12} {}", "Images", unique_images.len(), human_size(actual), human_size(logical), format!("{dangling} untagged"));
+    println!("{:<15} {:<8} {:<12} {:<12} {}", "Build Cache", cache.len(), human_size(cache_size), human_size(cache_size), human_size(cache_size));
+    println!("{:<15} {:<8} {:<12} {:<12} {}", "Snapshots", "-", human_size(snapshots), human_size(snapshots), human_size(snapshots));
+    if verbose {
+        println!();
+        println!("{:<30} {:<15} {:<14} {:<12} {:<12} {}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE");
+        for image in &all {
+            let (repo, tag) = image.tag.as_deref().map(split_tag).unwrap_or(("<none>", "<none>"));
+            let shared: u64 = image.manifest.layers.iter().filter(|l| layer_users.get(&l.digest).is_some_and(|u| u.1 > 1)).map(|l| l.size).sum();
+            let size = image_size(image);
+            println!("{:<30} {:<15} {:<14} {:<12} {:<12} {}", repo, tag, image.id().short(), human_size(size), human_size(shared), human_size(size - shared));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prune(store: &Store) -> miette::Result<ExitCode> {
+    let untagged = store.remove_entries(|tag, _| tag.is_none()).map_err(|e| miette!("{e}"))?;
+    let cleared = store.cache_clear().map_err(|e| miette!("{e}"))?;
+    let freed = store.gc().map_err(|e| miette!("{e}"))?;
+    println!("Deleted {untagged} untagged images and {cleared} build cache entries");
+    println!("Total reclaimed space: {}", human_size(freed));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn save(store: &Store, args: &SaveArgs) -> miette::Result<ExitCode> {
+    if args.images.is_empty() {
+        return Err(miette!("save: name at least one image"));
+    }
+    let mut chosen = Vec::new();
+    for name in &args.images {
+        let mut image = resolve(store, name)?;
+        if image.tag.is_none() && name.parse::<ImageRef>().is_ok() && !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            image.tag = Some(name.parse::<ImageRef>().map(|r| r.to_string()).unwrap_or_default());
+        }
+        chosen.push(image);
+    }
+    let format = match args.format {
+        SaveFormat::Oci => crate::oci::archive::Format::Oci,
+        SaveFormat::Docker => crate::oci::archive::Format::Docker,
+    };
+    crate::oci::archive::save(store, &chosen, &args.output, format).map_err(|e| miette!("save to {}: {e}", args.output.display()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn load(store: &Store, args: &LoadArgs) -> miette::Result<ExitCode> {
+    let tag = match &args.tag {
+        Some(t) => Some(t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))?),
+        None => None,
+    };
+    let loaded = crate::oci::archive::load(store, &args.input, tag.as_ref()).map_err(|e| miette!("load {}: {e}", args.input.display()))?;
+    for (name, id) in loaded {
+        match name {
+            Some(name) => println!("Loaded image: {name}"),
+            None => println!("Loaded image ID: {id}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_dockers() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1234), "1.234kB");
+        assert_eq!(human_size(2_100_000), "2.1MB");
+        assert_eq!(human_size(123_456_789), "123.5MB");
+    }
+}
