@@ -2,6 +2,7 @@
 //! lower it into the one [`BuildGraph`]. Nothing after lowering knows which
 //! front end a step came from.
 
+pub mod convert;
 pub mod dockerfile;
 pub mod kdl;
 
