@@ -37,6 +37,9 @@ pub enum Command {
     Save(SaveArgs),
     /// Import an OCI layout, OCI archive or `docker save` tarball.
     Load(LoadArgs),
+    /// Internal: the RUN sandbox process.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox { spec: PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -46,6 +46,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::System(args::SystemCommand::Prune { .. }) => images::prune(&open_store()?),
         Command::Save(args) => images::save(&open_store()?, &args),
         Command::Load(args) => images::load(&open_store()?, &args),
+        Command::Sandbox { spec } => crate::exec::sandbox::main(&spec),
     }
 }
 

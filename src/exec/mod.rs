@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod copy;
+mod diff;
 mod layer;
 pub mod run;
 pub mod sandbox;
@@ -45,8 +46,8 @@ pub enum ExecError {
     User(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("process {command:?} did not complete successfully: exit code: {code}")]
-    RunFailed { command: String, code: i32 },
+    #[error("process {command:?} did not complete successfully: exit code: {code}\n{tail}")]
+    RunFailed { command: String, code: i32, tail: String },
     #[error("{0}")]
     Sandbox(String),
     #[error("build interrupted")]

@@ -1,9 +1,286 @@
-//! RUN: a command in an isolated rootfs whose changes become the layer.
+//! RUN: the command runs in the sandbox over an overlay of the parent layers;
+//! the overlay's upperdir becomes the layer. The cache key covers the command
+//! and everything it runs with (env, build args, workdir, user, shell,
+//! mounts, network) but never a secret's content.
 
-use super::{ExecCx, ExecError, ImageState, StepOutcome};
-use crate::graph::RunOp;
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use super::sandbox::{SETUP_FAILED, SandboxMount, SandboxSpec};
+use super::{ExecCx, ExecError, ImageState, PROXY_ARGS, StepOutcome, diff, users};
+use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp};
+
+/// How many output lines a failure message repeats.
+const TAIL_LINES: usize = 10;
 
 /// Runs one RUN step (or takes it from the cache).
-pub fn execute(_state: &mut ImageState, _cx: &ExecCx, _run: &RunOp) -> Result<StepOutcome, ExecError> {
-    Err(ExecError::Sandbox("RUN is not yet supported".into()))
+pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepOutcome, ExecError> {
+    let argv = match &run.command {
+        CommandLine::Exec(args) => args.clone(),
+        CommandLine::Shell(script) => {
+            let mut argv = state.shell();
+            argv.push(script.clone());
+            argv
+        }
+    };
+    if argv.is_empty() {
+        return Err(ExecError::Invalid("RUN has no command".into()));
+    }
+    // Declared build args reach the command as environment; proxies do too, but stay out of history.
+    let declared: Vec<(String, String)> =
+        state.args.iter().filter(|(k, _)| state.config.config.env_var(k).is_none()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut text = String::from("RUN");
+    if !declared.is_empty() {
+        text.push_str(&format!(" |{}", declared.len()));
+        for (k, v) in &declared {
+            text.push_str(&format!(" {k}={v}"));
+        }
+    }
+    match &run.command {
+        CommandLine::Exec(args) => text.push_str(&format!(" {}", serde_json::to_string(args).unwrap_or_default())),
+        CommandLine::Shell(_) => text.push_str(&format!(" {}", argv.join(" "))),
+    }
+    let mut env = state.config.config.env.clone();
+    for (k, v) in &declared {
+        env.push(format!("{k}={v}"));
+    }
+    for name in PROXY_ARGS {
+        if let Some(value) = cx.build_args.get(name) {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    let cwd = state.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
+    let user = state.config.config.user.clone().unwrap_or_default();
+    // Mount sources that are other stages enter the key through those stages' keys.
+    let mut inputs = format!("env={:?}\ncwd={cwd}\nuser={user}\nnetwork={:?}\n", state.config.config.env, run.network);
+    for mount in &run.mounts {
+        inputs.push_str(&format!("mount={mount:?}"));
+        if let RunMount::Bind { from: Some(CopyFrom::Stage(id)), .. } = mount
+            && let Some(stage) = (cx.stage)(*id)
+        {
+            inputs.push_str(&format!(" key={}", stage.key));
+        }
+        inputs.push('\n');
+    }
+    let command_shown = argv.join(" ");
+    state.commit(cx, text, inputs.as_bytes(), |state| {
+        run_in_sandbox(state, cx, run, &argv, env, &cwd, &user, &command_shown).map(Some)
+    })
+}
+
+/// A scratch folder for one RUN, removed however the step ends.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_in_sandbox(
+    state: &ImageState,
+    cx: &ExecCx,
+    run: &RunOp,
+    argv: &[String],
+    mut env: Vec<String>,
+    cwd: &str,
+    user: &str,
+    shown: &str,
+) -> Result<(crate::oci::Digest, u64), ExecError> {
+    let view = state.view(cx.store)?;
+    let ids = if user.is_empty() { users::UserIds { uid: 0, gid: 0, home: Some("/root".into()) } } else { users::resolve_user(&view, user)? };
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", ids.home.clone().unwrap_or_else(|| "/".into())));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let tmp_root = cx.store.root().join("strata/tmp");
+    let dir = tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
+    let dir = RunDir(dir.keep());
+    let (upper, work, rootfs) = (dir.0.join("upper"), dir.0.join("work"), dir.0.join("root"));
+    for d in [&upper, &work, &rootfs] {
+        fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
+    }
+    let mut lowerdirs: Vec<PathBuf> = view.layers().iter().rev().cloned().collect();
+    if lowerdirs.is_empty() {
+        let empty = dir.0.join("empty");
+        fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
+        lowerdirs.push(empty);
+    }
+    let hostname = "strata".to_string();
+    let hosts = dir.0.join("hosts");
+    let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let resolv = dir.0.join("resolv.conf");
+    let resolv_text = if run.network == Network::None { String::new() } else { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() };
+    let hostname_file = dir.0.join("hostname");
+    for (path, text) in [(&hosts, hosts_text), (&resolv, resolv_text), (&hostname_file, format!("{hostname}\n"))] {
+        fs::write(path, text).map_err(|e| ExecError::io("write", path, e))?;
+    }
+    let mut mounts = Vec::new();
+    for mount in &run.mounts {
+        match mount {
+            RunMount::Cache { id, target, readonly } => {
+                let cache_dir = cx.store.root().join("strata/cache-mounts").join(crate::oci::Digest::of(id.as_bytes()).hex());
+                fs::create_dir_all(&cache_dir).map_err(|e| ExecError::io("create cache mount", &cache_dir, e))?;
+                mounts.push(SandboxMount::Bind { source: cache_dir, target: absolute(target, cwd), readonly: *readonly });
+            }
+            RunMount::Bind { from, source, target, .. } => {
+                let target = absolute(target, cwd);
+                match from {
+                    None => {
+                        let rel = super::context::clean(Path::new(source)).ok_or_else(|| ExecError::OutsideContext(source.clone()))?;
+                        let real = cx.context.resolve(&rel, source)?;
+                        mounts.push(SandboxMount::Bind { source: real, target, readonly: true });
+                    }
+                    Some(from) => {
+                        let other = match from {
+                            CopyFrom::Stage(id) => (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
+                            CopyFrom::Image(name) => std::sync::Arc::new(ImageState::from_image(&cx.store.resolve(name)?)),
+                        };
+                        let other_view = other.view(cx.store)?;
+                        let rel = super::context::clean(Path::new(source)).unwrap_or_default();
+                        if rel.as_os_str().is_empty() {
+                            mounts.push(SandboxMount::Layers { lowerdirs: other_view.layers().iter().rev().cloned().collect(), target });
+                        } else {
+                            let (_, real) = other_view.resolve(&rel).ok_or_else(|| ExecError::NotFound(format!("{source} in the --mount from= source")))?;
+                            mounts.push(SandboxMount::Bind { source: real, target, readonly: true });
+                        }
+                    }
+                }
+            }
+            RunMount::Secret { id, target, required } => match cx.secrets.get(id) {
+                Some(src) => {
+                    let source = src.canonicalize().map_err(|e| ExecError::io("open secret", src, e))?;
+                    mounts.push(SandboxMount::Bind { source, target: absolute(target, cwd), readonly: true });
+                }
+                None if *required => return Err(ExecError::Invalid(format!("secret {id:?} is required but was not given (--secret id={id},src=PATH)"))),
+                None => {}
+            },
+            RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
+        }
+    }
+    // Mount points the image lacks are created in the upperdir; they are not changes.
+    let mut points: Vec<String> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
+    for m in &mounts {
+        let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
+        points.push(target.trim_start_matches('/').to_string());
+    }
+    let missing: Vec<String> = points.iter().filter(|p| view.lookup(Path::new(p)).is_none()).cloned().collect();
+    let spec = SandboxSpec {
+        lowerdirs,
+        upperdir: upper.clone(),
+        workdir: work,
+        rootfs,
+        argv: argv.to_vec(),
+        env,
+        cwd: cwd.to_string(),
+        uid: ids.uid,
+        gid: ids.gid,
+        hostname,
+        network_none: run.network == Network::None,
+        user_namespace: !nix::unistd::geteuid().is_root(),
+        etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
+        mounts,
+    };
+    let spec_path = dir.0.join("spec.json");
+    fs::write(&spec_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
+    let (tail, code) = spawn_and_wait(cx, &spec_path)?;
+    if code == SETUP_FAILED && tail.iter().any(|l| l.starts_with("strata sandbox:")) {
+        let reason = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).cloned().unwrap_or_default();
+        return Err(ExecError::Sandbox(format!("{reason}{}", rootless_hint())));
+    }
+    if code != 0 {
+        return Err(ExecError::RunFailed { command: shown.to_string(), code, tail: tail.into_iter().collect::<Vec<_>>().join("\n") });
+    }
+    let skip = stubs_to_skip(&upper, &missing);
+    diff::upper_to_layer(cx.store, &upper, &skip, cx.epoch)
+}
+
+fn rootless_hint() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        ""
+    } else {
+        " (rootless RUN needs unprivileged user namespaces and overlayfs in them: kernel 5.11+, sysctl kernel.unprivileged_userns_clone=1)"
+    }
+}
+
+/// `target` made absolute against the working directory.
+fn absolute(target: &str, cwd: &str) -> String {
+    if target.starts_with('/') { target.to_string() } else { format!("{}/{target}", cwd.trim_end_matches('/')) }
+}
+
+/// Mount points created only for the sandbox, and their created parents, when still empty.
+fn stubs_to_skip(upper: &Path, missing: &[String]) -> Vec<String> {
+    let mut skip = Vec::new();
+    for point in missing {
+        let path = upper.join(point);
+        let empty = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false),
+            Ok(m) => m.len() == 0,
+            Err(_) => false,
+        };
+        if empty {
+            skip.push(point.clone());
+        }
+    }
+    skip
+}
+
+/// Runs the sandbox, streaming its output; returns the last lines and the exit code.
+fn spawn_and_wait(cx: &ExecCx, spec: &Path) -> Result<(VecDeque<String>, i32), ExecError> {
+    let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
+    let (reader, writer) = std::io::pipe().map_err(|e| ExecError::io("create pipe for", spec, e))?;
+    let writer2 = writer.try_clone().map_err(|e| ExecError::io("create pipe for", spec, e))?;
+    let mut command = Command::new(exe);
+    command.arg("__sandbox").arg(spec).stdin(Stdio::null()).stdout(writer).stderr(writer2);
+    let mut child = command.spawn().map_err(|e| ExecError::io("start sandbox for", spec, e))?;
+    drop(command);
+    let (lines_tx, lines_rx) = mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            match line {
+                Ok(line) => {
+                    if lines_tx.send(Some(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = lines_tx.send(None);
+    });
+    let mut tail = VecDeque::new();
+    loop {
+        match lines_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Some(line)) => {
+                (cx.output)(&line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if (cx.interrupted)() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ExecError::Interrupted);
+                }
+            }
+        }
+    }
+    let status = child.wait().map_err(|e| ExecError::io("wait for sandbox of", spec, e))?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    if (cx.interrupted)() {
+        return Err(ExecError::Interrupted);
+    }
+    Ok((tail, code))
 }

@@ -1,0 +1,104 @@
+//! Turning an overlay upperdir into a layer: overlay whiteouts (0/0 character
+//! devices) become `.wh.NAME` entries, opaque directories get `.wh..wh..opq`,
+//! and hard links, symlinks, modes, owners, xattrs and empty directories are kept.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::ExecError;
+use super::layer::{Attrs, LayerWriter};
+use crate::oci::Digest;
+use crate::store::Store;
+
+fn list_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return Vec::new() };
+    let mut names = vec![0u8; 4096];
+    // SAFETY: names has names.len() writable bytes; c_path is NUL-terminated.
+    let n = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        // Overlay's own bookkeeping never belongs in a layer.
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+            continue;
+        }
+        if let Some(value) = crate::store::snapshot::xattr_get(path, &name) {
+            out.push((name, value));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_opaque(path: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|name| crate::store::snapshot::xattr_get(path, name).is_some_and(|v| v == b"y"))
+}
+
+/// Writes the changes recorded in `upper` as a layer; `skip` lists image paths
+/// (no leading `/`) that are sandbox mount points, not changes.
+pub fn upper_to_layer(store: &Store, upper: &Path, skip: &[String], clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
+    let mut layer = LayerWriter::new(store, clamp)?;
+    let mut first_of_inode: HashMap<(u64, u64), String> = HashMap::new();
+    let walker = walkdir::WalkDir::new(upper).min_depth(1).sort_by_file_name();
+    for entry in walker {
+        let entry = entry.map_err(|e| ExecError::Copy(format!("read changes in {}: {e}", upper.display())))?;
+        let real: PathBuf = entry.path().to_path_buf();
+        let rel = real.strip_prefix(upper).unwrap_or(&real).to_string_lossy().into_owned();
+        if skip.contains(&rel) {
+            continue;
+        }
+        let meta = fs::symlink_metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
+        let ft = meta.file_type();
+        let attrs = Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 };
+        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {rel} into the layer: {e}"));
+        if ft.is_char_device() && meta.rdev() == 0 {
+            layer.whiteout(&rel, attrs).map_err(wrap)?;
+            continue;
+        }
+        layer.xattrs(&list_xattrs(&real)).map_err(wrap)?;
+        if ft.is_dir() {
+            layer.dir(&rel, attrs).map_err(wrap)?;
+            if is_opaque(&real) {
+                layer.file(&format!("{rel}/.wh..wh..opq"), Attrs { mode: 0o644, ..attrs }, 0, std::io::empty()).map_err(wrap)?;
+            }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
+            layer.symlink(&rel, &target.to_string_lossy(), attrs).map_err(wrap)?;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                let inode = (meta.dev(), meta.ino());
+                if let Some(first) = first_of_inode.get(&inode) {
+                    layer.hardlink(&rel, first, attrs).map_err(wrap)?;
+                    continue;
+                }
+                first_of_inode.insert(inode, rel.clone());
+            }
+            let file = File::open(&real).map_err(|e| ExecError::io("open", &real, e))?;
+            layer.file(&rel, attrs, meta.len(), BufReader::with_capacity(256 * 1024, file)).map_err(wrap)?;
+        } else {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else {
+                continue; // sockets have no place in a layer
+            };
+            let (major, minor) = (nix::sys::stat::major(meta.rdev()) as u32, nix::sys::stat::minor(meta.rdev()) as u32);
+            layer.special(&rel, kind, attrs, major, minor).map_err(wrap)?;
+        }
+    }
+    Ok(layer.finish()?)
+}
