@@ -239,7 +239,7 @@ fn healthcheck(check: &Healthcheck) -> String {
         ("start-interval", check.start_interval),
     ] {
         if let Some(nanos) = value {
-            let _ = write!(text, " --{flag}={}", duration(nanos));
+            let _ = write!(text, " --{flag}={}", super::kdl::format_duration(nanos));
         }
     }
     if let Some(retries) = check.retries {
@@ -255,15 +255,6 @@ fn healthcheck(check: &Healthcheck) -> String {
         None => {}
     }
     text
-}
-
-fn duration(nanos: u64) -> String {
-    for (unit, scale) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos % scale == 0 {
-            return format!("{}{unit}", nanos / scale);
-        }
-    }
-    format!("{nanos}ns")
 }
 
 fn command_line(command: &CommandLine) -> String {
@@ -299,4 +290,46 @@ fn heredoc_body(word: &Word) -> String {
             other => Word(vec![other.clone()]).to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::BuildArgs;
+    use crate::frontend::kdl::Spec;
+
+    fn graph(text: &str) -> BuildGraph {
+        Spec::parse(text).unwrap().lower(&BuildArgs::new()).unwrap()
+    }
+
+    #[test]
+    fn single_image_specs_print_as_dockerfiles() {
+        let graph = graph(
+            r#"arg "V" default="1"
+            stage "build" from="busybox:latest" {
+                // build it
+                run "make" { mount type="cache" target="/c"; }
+            }
+            image "app:{V}" from="busybox:latest" {
+                env A="x y" B="{V}"
+                copy "/out" "/app/" from="build" link=#true
+                cmd "/app/run" exec=#true
+            }"#,
+        );
+        let text = to_dockerfile(&graph).unwrap();
+        assert_eq!(
+            text,
+            "ARG V=\"1\"\n\nFROM busybox:latest AS build\n# build it\nRUN --mount=type=cache,id=/c,target=/c make\n\n\
+             # image: app:1\nFROM busybox:latest\nENV A=\"x y\" B=\"${V}\"\nCOPY --from=build --link /out /app/\nCMD [\"/app/run\"]\n"
+        );
+    }
+
+    #[test]
+    fn several_images_or_linked_layers_are_refused() {
+        let two = graph(r#"image "a" from="scratch" {}; image "b" from="scratch" {}"#);
+        assert!(to_dockerfile(&two).unwrap_err().contains("one image"));
+        let layered =
+            graph(r#"image "a" from="scratch" { layer "l" link=#true { copy "x" "/x"; }; }"#);
+        assert!(to_dockerfile(&layered).is_err());
+    }
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod kdl;
+
 /// The repository's `fixtures/` folder.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
@@ -34,4 +36,111 @@ pub fn assert_golden(path: &Path, actual: &str) {
             path.display()
         );
     }
+}
+
+/// Whether this process runs as root; tests that need it print why they skip.
+pub fn require_root(test: &str) -> bool {
+    let root = nix_is_root();
+    if !root {
+        eprintln!("skipping {test}: needs root (namespaces, overlayfs and mknod)");
+    }
+    root
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// The busybox base context (rootfs.tar + Dockerfile), made once per test run
+/// from Debian's busybox-static by `fixtures/busybox/make-rootfs.sh`.
+pub fn busybox_context() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox");
+        if !out.join("rootfs.tar").exists() {
+            let status = std::process::Command::new("bash")
+                .arg(fixtures().join("busybox/make-rootfs.sh"))
+                .arg(&out)
+                .status()
+                .expect("run make-rootfs.sh");
+            assert!(status.success(), "make-rootfs.sh failed: install busybox-static (apt-get install busybox-static)");
+        }
+        out
+    })
+    .clone()
+}
+
+/// A fresh store holding `busybox:latest`.
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    /// An empty store.
+    pub fn empty() -> TestStore {
+        TestStore { dir: tempfile::Builder::new().prefix("strata-test-").tempdir().expect("temp dir") }
+    }
+
+    /// A store with `busybox:latest` built from the fixture.
+    pub fn with_busybox() -> TestStore {
+        let store = TestStore::empty();
+        let ctx = busybox_context();
+        store.strata().args(["build", "-q", "-t", "busybox:latest"]).arg(&ctx).assert().success();
+        store
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn strata(&self) -> assert_cmd::Command {
+        strata(self.root())
+    }
+
+    /// Runs strata with `args`, asserts success and returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.strata().args(args).output().expect("run strata");
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Builds `context` (with `extra` flags) and returns (stdout, stderr) of a successful build.
+    pub fn build(&self, context: &Path, extra: &[&str]) -> (String, String) {
+        let out = self.strata().args(["build", "--progress", "plain"]).args(extra).arg(context).output().expect("run strata build");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+        assert!(out.status.success(), "build of {} failed\nstdout:\n{stdout}\nstderr:\n{stderr}", context.display());
+        (stdout, stderr)
+    }
+
+    /// `umoci unpack` of `image`; returns the bundle's rootfs (inside `into`).
+    pub fn unpack(&self, image: &str, into: &Path) -> PathBuf {
+        let bundle = into.join("bundle");
+        let out = std::process::Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{image}", self.root().display()))
+            .arg(&bundle)
+            .output()
+            .expect("run umoci (apt-get install umoci)");
+        assert!(out.status.success(), "umoci unpack {image}: {}", String::from_utf8_lossy(&out.stderr));
+        bundle.join("rootfs")
+    }
+}
+
+/// Writes `files` (path, content) under a new temp dir and returns it.
+pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("strata-ctx-").tempdir().expect("temp dir");
+    for (path, content) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, content).expect("write");
+    }
+    dir
 }

@@ -68,6 +68,11 @@ pub fn parse_word(text: &str) -> Result<Word, String> {
                 chars.next();
                 literal.push('}');
             }
+            '{' if literal.ends_with('$') => {
+                return Err(format!(
+                    "`${{` in {text:?}: a spec writes variables as {{NAME}}, without `$`"
+                ));
+            }
             '{' => {
                 let rest = &text[i + 1..];
                 let Some(end) = rest.find('}') else {
@@ -560,5 +565,7 @@ mod tests {
         assert!(parse_word("{x").is_err());
         assert!(parse_word("x}").is_err());
         assert!(parse_word("{a b}").is_err());
+        assert!(parse_word("${HOME}").is_err());
+        assert_eq!(parse_word("${{HOME}}").unwrap(), Word::lit("${HOME}"));
     }
 }

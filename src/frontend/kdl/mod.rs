@@ -46,6 +46,7 @@ use std::sync::Arc;
 pub use error::{SpecError, SpecErrors};
 pub use lower::parse_word;
 pub use parse::parse_duration;
+pub(crate) use print::duration as format_duration;
 pub use print::{check as check_printable, to_kdl};
 pub use schema::{
     ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network,
@@ -82,5 +83,85 @@ pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<B
             errors.extend(more.errors);
             Err(SpecErrors { errors }.into_report(file, text))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Base, Op, StageId};
+
+    fn lower_text(text: &str) -> Result<BuildGraph, SpecErrors> {
+        let (spec, errors) = parse::parse(text).map_err(|errors| SpecErrors { errors })?;
+        assert_eq!(errors, vec![]);
+        spec.lower(&BuildArgs::new())
+    }
+
+    #[test]
+    fn linked_layers_become_hidden_stages_before_their_parent() {
+        let graph = lower_text(
+            r#"image "app:1" from="busybox:latest" {
+                layer "assets" link=#true { copy "a" "/a" }
+                run "true"
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(graph.stages.len(), 2);
+        let layer = &graph.stages[0];
+        assert!(layer.hidden);
+        assert_eq!(layer.base, Base::Scratch);
+        assert_eq!(layer.name.as_deref(), Some("app:1/layer/assets"));
+        assert_eq!(
+            graph.stages[1].steps[0].op,
+            Op::LinkLayers {
+                stage: StageId(0),
+                name: "assets".into()
+            }
+        );
+        assert_eq!(graph.images[0].stage, StageId(1));
+    }
+
+    #[test]
+    fn build_args_override_defaults_in_from_and_tags() {
+        let spec = Spec::parse(
+            r#"arg "V" default=1
+            image "app:{V}" from="busybox:{V}" {}"#,
+        )
+        .unwrap();
+        let args = BuildArgs::from([("V".to_string(), "2".to_string())]);
+        let graph = spec.lower(&args).unwrap();
+        assert_eq!(graph.stages[0].base, Base::Image("busybox:2".into()));
+        assert_eq!(
+            graph.images[0].tags[0].as_literal().as_deref(),
+            Some("app:2")
+        );
+        assert_eq!(
+            graph.args[0]
+                .default
+                .as_ref()
+                .and_then(|w| w.as_literal())
+                .as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let errors = Spec::parse(
+            r#"stage from="busybox:latest" { wrkdir "/x"; copy "a" }
+            imgae "x""#,
+        )
+        .unwrap_err();
+        assert_eq!(errors.errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
+    fn comments_above_a_step_are_kept() {
+        let graph = lower_text(
+            "stage from=\"busybox:latest\" {\n    // first\n    // second\n    run \"true\"\n}\n",
+        )
+        .unwrap();
+        assert_eq!(graph.stages[0].steps[0].comments, vec!["first", "second"]);
+        assert_eq!(graph.stages[0].steps[0].origin.line, 0);
     }
 }

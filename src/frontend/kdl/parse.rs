@@ -356,7 +356,7 @@ impl Parser {
             from,
             platform,
             steps,
-            span: Some(node.span()),
+            span: Some(node.name().span()),
         }
     }
 
@@ -574,8 +574,8 @@ impl Parser {
                             Some(child.name().span()),
                             "unknown child",
                         )
-                        .did_you_mean(did_you_mean(name, ["mount"]))
-                        .help("`run` accepts only `mount` children"),
+                        .help("`run` accepts only `mount` children")
+                        .did_you_mean(did_you_mean(name, ["mount"])),
                     );
                 }
             }
@@ -618,8 +618,8 @@ impl Parser {
                         kind.span,
                         "unknown mount type",
                     )
-                    .did_you_mean(did_you_mean(other, ["cache", "bind", "secret", "tmpfs"]))
-                    .help("mount types: cache, bind, secret, tmpfs"),
+                    .help("mount types: cache, bind, secret, tmpfs")
+                    .did_you_mean(did_you_mean(other, ["cache", "bind", "secret", "tmpfs"])),
                 );
                 return None;
             }

@@ -386,9 +386,9 @@ fn healthcheck(check: &Healthcheck) -> String {
 }
 
 /// Nanoseconds as the largest exact unit: `30s`, `500ms`, `10ns`.
-fn duration(nanos: u64) -> String {
+pub(crate) fn duration(nanos: u64) -> String {
     for (unit, scale) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos % scale == 0 {
+        if nanos.is_multiple_of(scale) {
             return format!("{}{unit}", nanos / scale);
         }
     }

@@ -102,6 +102,7 @@ pub struct StageSpec {
     pub from: Text,
     pub platform: Option<Text>,
     pub steps: Vec<Step>,
+    /// Where the node's name (`stage`/`image`) was written.
     pub span: Option<SourceSpan>,
 }
 

@@ -1,0 +1,182 @@
+//! KDL specs: golden graphs, invalid specs with the diagnostic a user sees,
+//! the example specs under `specs/`, and KDL → graph → KDL round trips.
+
+use std::path::{Path, PathBuf};
+
+use strata::frontend::kdl;
+use strata::graph::to_json;
+
+use crate::{assert_golden, fixtures, strata};
+
+/// The case folders under `fixtures/<set>/`, sorted.
+fn cases(set: &str) -> Vec<PathBuf> {
+    let dir = fixtures().join(set);
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.join("spec.kdl").is_file())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no cases under {}", dir.display());
+    cases
+}
+
+/// The example specs, sorted.
+fn example_specs() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "kdl"))
+        .collect();
+    specs.sort();
+    specs
+}
+
+/// `--build-arg` flags from a case's optional `build-args` file (one `K=V` a line).
+fn build_arg_flags(case: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(case.join("build-args")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .flat_map(|l| ["--build-arg".to_string(), l.to_string()])
+        .collect()
+}
+
+fn build_args(case: &Path) -> strata::frontend::BuildArgs {
+    let flags = build_arg_flags(case);
+    flags
+        .chunks(2)
+        .filter_map(|pair| {
+            pair[1]
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn specs_lower_to_their_golden_graph() {
+    let root = tempfile::tempdir().expect("temp dir");
+    for case in cases("kdl") {
+        let output = strata(root.path())
+            .current_dir(&case)
+            .args(["graph", "--format", "json"])
+            .args(build_arg_flags(&case))
+            .arg("spec.kdl")
+            .output()
+            .expect("run strata");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "strata graph failed for {}:\n{stderr}",
+            case.display()
+        );
+        assert_golden(
+            &case.join("graph.json"),
+            &String::from_utf8_lossy(&output.stdout),
+        );
+    }
+}
+
+#[test]
+fn invalid_specs_fail_with_their_diagnostic() {
+    let root = tempfile::tempdir().expect("temp dir");
+    for case in cases("kdl-invalid") {
+        let output = strata(root.path())
+            .current_dir(&case)
+            .args(["graph", "--format", "json", "spec.kdl"])
+            .output()
+            .expect("run strata");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{} should fail, printed:\n{}",
+            case.display(),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "{} printed a graph despite errors",
+            case.display()
+        );
+        assert_golden(&case.join("error.txt"), &stderr);
+    }
+}
+
+#[test]
+fn invalid_specs_point_at_the_line_and_column() {
+    let case = fixtures().join("kdl-invalid/unknown-stage");
+    let root = tempfile::tempdir().expect("temp dir");
+    strata(root.path())
+        .current_dir(&case)
+        .args(["graph", "spec.kdl"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("spec.kdl:6:24"))
+        .stderr(predicates::str::contains("did you mean \"builder\"?"));
+}
+
+#[test]
+fn example_specs_lower() {
+    let specs = example_specs();
+    assert!(
+        specs.len() >= 5,
+        "expected the example specs, found {specs:?}"
+    );
+    let root = tempfile::tempdir().expect("temp dir");
+    for spec in specs {
+        let output = strata(root.path())
+            .args(["graph", "--format", "json"])
+            .arg(&spec)
+            .output()
+            .expect("run strata");
+        assert!(
+            output.status.success(),
+            "strata graph {} failed:\n{}",
+            spec.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// KDL → graph → KDL → graph gives the same graph, for every spec we have.
+#[test]
+fn printed_specs_lower_to_the_same_graph() {
+    let mut files: Vec<(PathBuf, strata::frontend::BuildArgs)> = cases("kdl")
+        .into_iter()
+        .map(|case| (case.join("spec.kdl"), build_args(&case)))
+        .collect();
+    files.extend(
+        example_specs()
+            .into_iter()
+            .map(|spec| (spec, Default::default())),
+    );
+    for (file, args) in files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {name}: {e}"));
+        let graph =
+            kdl::lower(&name, &text, &args).unwrap_or_else(|e| panic!("lower {name}: {e:?}"));
+        kdl::check_printable(&graph).unwrap_or_else(|e| panic!("{name} is not printable: {e}"));
+        let printed = kdl::to_kdl(&graph);
+        let again = kdl::lower("printed.kdl", &printed, &args)
+            .unwrap_or_else(|e| panic!("lower printed {name}: {e:?}\n--- printed\n{printed}"));
+        assert_eq!(
+            to_json(&graph),
+            to_json(&again),
+            "{name} changed in a round trip; printed:\n{printed}"
+        );
+        let comments = |g: &strata::graph::BuildGraph| -> Vec<Vec<String>> {
+            g.stages
+                .iter()
+                .flat_map(|s| s.steps.iter().map(|step| step.comments.clone()))
+                .collect()
+        };
+        assert_eq!(
+            comments(&graph),
+            comments(&again),
+            "{name} lost comments; printed:\n{printed}"
+        );
+    }
+}
