@@ -37,6 +37,26 @@ pub enum Command {
     Save(SaveArgs),
     /// Import an OCI layout, OCI archive or `docker save` tarball.
     Load(LoadArgs),
+    /// Run an image's command in a sandbox.
+    Run(RunArgs),
+    /// Make a new image from the changes of a named run.
+    Commit {
+        /// The run (`strata ps -a`).
+        name: String,
+        /// The new image's name.
+        image: Option<String>,
+    },
+    /// List runs.
+    Ps {
+        /// Also finished runs (strata keeps only those).
+        #[arg(short = 'a', long)]
+        all: bool,
+    },
+    /// Remove runs.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Internal: the RUN sandbox process.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },
@@ -72,6 +92,38 @@ pub struct BuildArgsCli {
     /// A secret for `RUN --mount=type=secret`: `id=NAME,src=PATH`.
     #[arg(long = "secret", value_name = "id=…,src=…")]
     pub secrets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the run when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep the run under this name (for `strata commit`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read `K=V` lines from a file.
+    #[arg(long = "env-file")]
+    pub env_files: Vec<PathBuf>,
+    /// Working directory inside the sandbox.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name or id, optionally `:group`).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Use the terminal (with -i: an interactive shell).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    pub image: String,
+    /// The command (default: the image's ENTRYPOINT and CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

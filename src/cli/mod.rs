@@ -1,6 +1,7 @@
 //! Command-line parsing and printing only: every verb calls into the library.
 
 mod args;
+mod containers;
 mod images;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,10 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::System(args::SystemCommand::Prune { .. }) => images::prune(&open_store()?),
         Command::Save(args) => images::save(&open_store()?, &args),
         Command::Load(args) => images::load(&open_store()?, &args),
+        Command::Run(args) => containers::run(&open_store()?, args),
+        Command::Commit { name, image } => containers::commit(&open_store()?, &name, image.as_deref()),
+        Command::Ps { all } => containers::ps(&open_store()?, all),
+        Command::Rm { names } => containers::remove(&open_store()?, &names),
         Command::Sandbox { spec } => crate::exec::sandbox::main(&spec),
     }
 }

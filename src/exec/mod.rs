@@ -3,6 +3,7 @@
 //! keeps the cache chain. It knows the graph's ops, never the front ends'
 //! syntax, and writes only through the store.
 
+pub mod container;
 pub mod context;
 pub mod copy;
 mod diff;
@@ -223,7 +224,7 @@ impl ImageState {
         }
     }
 
-    fn push_history(&mut self, created_by: String, created: String, layer: Option<(Digest, u64)>) {
+    pub(crate) fn push_history(&mut self, created_by: String, created: String, layer: Option<(Digest, u64)>) {
         let empty_layer = layer.is_none();
         if let Some((diff_id, size)) = layer {
             self.layers.push(Descriptor {

@@ -74,7 +74,7 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
 }
 
 /// A scratch folder for one RUN, removed however the step ends.
-struct RunDir(PathBuf);
+pub(crate) struct RunDir(pub(crate) PathBuf);
 
 impl Drop for RunDir {
     fn drop(&mut self) {
@@ -88,41 +88,16 @@ fn run_in_sandbox(
     cx: &ExecCx,
     run: &RunOp,
     argv: &[String],
-    mut env: Vec<String>,
+    env: Vec<String>,
     cwd: &str,
     user: &str,
     shown: &str,
 ) -> Result<(crate::oci::Digest, u64), ExecError> {
     let view = state.view(cx.store)?;
-    let ids = if user.is_empty() { users::UserIds { uid: 0, gid: 0, home: Some("/root".into()) } } else { users::resolve_user(&view, user)? };
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", ids.home.clone().unwrap_or_else(|| "/".into())));
-    }
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    }
+    let ids = users::resolve_user_or_root(&view, user)?;
     let tmp_root = cx.store.root().join("strata/tmp");
     let dir = tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
     let dir = RunDir(dir.keep());
-    let (upper, work, rootfs) = (dir.0.join("upper"), dir.0.join("work"), dir.0.join("root"));
-    for d in [&upper, &work, &rootfs] {
-        fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
-    }
-    let mut lowerdirs: Vec<PathBuf> = view.layers().iter().rev().cloned().collect();
-    if lowerdirs.is_empty() {
-        let empty = dir.0.join("empty");
-        fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
-        lowerdirs.push(empty);
-    }
-    let hostname = "strata".to_string();
-    let hosts = dir.0.join("hosts");
-    let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    let resolv = dir.0.join("resolv.conf");
-    let resolv_text = if run.network == Network::None { String::new() } else { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() };
-    let hostname_file = dir.0.join("hostname");
-    for (path, text) in [(&hosts, hosts_text), (&resolv, resolv_text), (&hostname_file, format!("{hostname}\n"))] {
-        fs::write(path, text).map_err(|e| ExecError::io("write", path, e))?;
-    }
     let mut mounts = Vec::new();
     for mount in &run.mounts {
         match mount {
@@ -166,31 +141,9 @@ fn run_in_sandbox(
             RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
         }
     }
-    // Mount points the image lacks are created in the upperdir; they are not changes.
-    let mut points: Vec<String> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
-    for m in &mounts {
-        let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
-        points.push(target.trim_start_matches('/').to_string());
-    }
-    let missing: Vec<String> = points.iter().filter(|p| view.lookup(Path::new(p)).is_none()).cloned().collect();
-    let spec = SandboxSpec {
-        lowerdirs,
-        upperdir: upper.clone(),
-        workdir: work,
-        rootfs,
-        argv: argv.to_vec(),
-        env,
-        cwd: cwd.to_string(),
-        uid: ids.uid,
-        gid: ids.gid,
-        hostname,
-        network_none: run.network == Network::None,
-        user_namespace: !nix::unistd::geteuid().is_root(),
-        etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
-        mounts,
-    };
+    let prepared = prepare(&view, &dir.0, argv.to_vec(), env, cwd, &ids, run.network == Network::None, mounts)?;
     let spec_path = dir.0.join("spec.json");
-    fs::write(&spec_path, serde_json::to_vec(&spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
+    fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
     let (tail, code) = spawn_and_wait(cx, &spec_path)?;
     if code == SETUP_FAILED && tail.iter().any(|l| l.starts_with("strata sandbox:")) {
         let reason = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).cloned().unwrap_or_default();
@@ -199,8 +152,77 @@ fn run_in_sandbox(
     if code != 0 {
         return Err(ExecError::RunFailed { command: shown.to_string(), code, tail: tail.into_iter().collect::<Vec<_>>().join("\n") });
     }
-    let skip = stubs_to_skip(&upper, &missing);
-    diff::upper_to_layer(cx.store, &upper, &skip, cx.epoch)
+    let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points);
+    diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch)
+}
+
+/// A sandbox ready to start in `dir`, and the mount points the image lacked.
+pub struct Prepared {
+    pub spec: SandboxSpec,
+    /// Image paths created only to mount over; not changes of the command.
+    pub mount_points: Vec<String>,
+}
+
+/// Lays out `dir` (upper, work, root, supplied /etc files) for a sandbox over `view`.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    view: &crate::store::rootfs::RootfsView,
+    dir: &Path,
+    argv: Vec<String>,
+    mut env: Vec<String>,
+    cwd: &str,
+    ids: &users::UserIds,
+    network_none: bool,
+    mounts: Vec<SandboxMount>,
+) -> Result<Prepared, ExecError> {
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", ids.home.clone().unwrap_or_else(|| "/".into())));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("root"));
+    for d in [&upper, &work, &rootfs] {
+        fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
+    }
+    let mut lowerdirs: Vec<PathBuf> = view.layers().iter().rev().cloned().collect();
+    if lowerdirs.is_empty() {
+        let empty = dir.join("empty");
+        fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
+        lowerdirs.push(empty);
+    }
+    let hostname = "strata".to_string();
+    let hosts = dir.join("hosts");
+    let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let resolv = dir.join("resolv.conf");
+    let resolv_text = if network_none { String::new() } else { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() };
+    let hostname_file = dir.join("hostname");
+    for (path, text) in [(&hosts, hosts_text), (&resolv, resolv_text), (&hostname_file, format!("{hostname}\n"))] {
+        fs::write(path, text).map_err(|e| ExecError::io("write", path, e))?;
+    }
+    let mut points: Vec<String> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
+    for m in &mounts {
+        let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
+        points.push(target.trim_start_matches('/').to_string());
+    }
+    let mount_points: Vec<String> = points.into_iter().filter(|p| view.lookup(Path::new(p)).is_none()).collect();
+    let spec = SandboxSpec {
+        lowerdirs,
+        upperdir: upper,
+        workdir: work,
+        rootfs,
+        argv,
+        env,
+        cwd: cwd.to_string(),
+        uid: ids.uid,
+        gid: ids.gid,
+        hostname,
+        network_none,
+        user_namespace: !nix::unistd::geteuid().is_root(),
+        etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
+        mounts,
+    };
+    Ok(Prepared { spec, mount_points })
 }
 
 fn rootless_hint() -> &'static str {
@@ -216,8 +238,8 @@ fn absolute(target: &str, cwd: &str) -> String {
     if target.starts_with('/') { target.to_string() } else { format!("{}/{target}", cwd.trim_end_matches('/')) }
 }
 
-/// Mount points created only for the sandbox, and their created parents, when still empty.
-fn stubs_to_skip(upper: &Path, missing: &[String]) -> Vec<String> {
+/// Mount points created only for the sandbox, when still empty.
+pub fn stubs_to_skip(upper: &Path, missing: &[String]) -> Vec<String> {
     let mut skip = Vec::new();
     for point in missing {
         let path = upper.join(point);

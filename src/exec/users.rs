@@ -57,3 +57,12 @@ pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError>
     };
     Ok(UserIds { uid, gid, home })
 }
+
+/// `resolve_user`, with an empty spec meaning root.
+pub fn resolve_user_or_root(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError> {
+    if spec.is_empty() {
+        let home = find(&read_db(view, "/etc/passwd"), "root").and_then(|f| f.get(5).cloned()).or(Some("/root".into()));
+        return Ok(UserIds { uid: 0, gid: 0, home });
+    }
+    resolve_user(view, spec)
+}

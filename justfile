@@ -1,0 +1,78 @@
+# strata's everyday workflows. `just --list` shows them all.
+
+export STRATA_ROOT := env_var_or_default("STRATA_ROOT", justfile_directory() / "target/store")
+strata := justfile_directory() / "target/release/strata"
+fixtures := justfile_directory() / "target/fixtures"
+
+# Demo: build strata, make a busybox base locally, build the web-ping example and show it.
+demo: deps build busybox
+    {{strata}} build -t web-ping:latest fixtures/web-ping
+    {{strata}} images
+    {{strata}} image history web-ping
+    {{strata}} build -t web-ping:latest fixtures/web-ping --progress plain
+
+# The whole test suite (installs what it needs on Debian).
+test: deps
+    cargo test --all-targets -- --test-threads 2
+    cargo test --doc
+
+# Install the system packages the tests and demo use (Debian; needs root).
+deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    need=()
+    for pkg in busybox-static skopeo umoci fuse3 graphviz zstd xz-utils bzip2; do
+      dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+      if [ "$(id -u)" != 0 ]; then echo "missing packages: ${need[*]} (run as root or apt-get install them)"; exit 1; fi
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+
+# Release build of the binary.
+build:
+    cargo build --release
+
+# The busybox base image, made from Debian's busybox-static (no registry).
+busybox: build
+    bash fixtures/busybox/make-rootfs.sh {{fixtures}}/busybox
+    {{strata}} build -q -t busybox:latest {{fixtures}}/busybox
+
+# A Debian minbase base image made with debootstrap (needs the Debian mirror).
+debian: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    out={{fixtures}}/debian
+    if [ ! -f "$out/rootfs.tar" ]; then
+      rm -rf "$out/root" && mkdir -p "$out"
+      debootstrap --variant=minbase bookworm "$out/root" http://deb.debian.org/debian >/dev/null
+      rm -rf "$out/root"/var/lib/apt/lists/* "$out/root"/var/cache/apt/archives/*.deb
+      tar --sort=name --numeric-owner -C "$out/root" -cf "$out/rootfs.tar" . && rm -rf "$out/root"
+    fi
+    cp fixtures/busybox/Dockerfile "$out/Dockerfile"
+    {{strata}} build -q -t debian-minbase:latest "$out"
+
+# Build every example spec in specs/ (the Debian one needs `just debian`).
+specs: busybox
+    for spec in specs/web-ping.kdl specs/multistage.kdl specs/multi-image.kdl; do {{strata}} build --progress plain -f $spec fixtures/web-ping || exit 1; done
+
+# Build one Dockerfile or spec: just build-one specs/web-ping.kdl CONTEXT
+build-one file context=".": build
+    {{strata}} build --progress plain -f {{file}} {{context}}
+
+# The Debian example: apt-get install over the mirror.
+debian-example: debian
+    {{strata}} build --progress plain -t debian-example -f specs/debian.kdl specs
+
+# Mount an image read-only at DIR (FUSE).
+mount image dir: build
+    {{strata}} mount {{image}} {{dir}}
+
+# Remove the demo store.
+clean-store:
+    rm -rf "$STRATA_ROOT"
+
+# Benchmarks against buildah, Docker's classic builder and FUSE peers (installs them).
+bench: build busybox
+    bash benches/run.sh

@@ -1,0 +1,81 @@
+//! The run verbs: run, commit, ps, rm.
+
+use std::process::ExitCode;
+
+use miette::miette;
+
+use super::args::RunArgs;
+use super::images::human_age;
+use crate::exec::container::{self, RunRequest};
+use crate::oci::ImageRef;
+use crate::store::Store;
+
+/// `K=V` as given, or `K` with the host's value (skipped when unset), as Docker does.
+fn env_pair(text: &str) -> Option<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) => Some((k.to_string(), v.to_string())),
+        None => std::env::var(text).ok().map(|v| (text.to_string(), v)),
+    }
+}
+
+pub fn run(store: &Store, args: RunArgs) -> miette::Result<ExitCode> {
+    let mut env = Vec::new();
+    for file in &args.env_files {
+        let text = std::fs::read_to_string(file).map_err(|e| miette!("read env file {}: {e}", file.display()))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            env.extend(env_pair(line));
+        }
+    }
+    for pair in &args.env {
+        env.extend(env_pair(pair));
+    }
+    let req = RunRequest {
+        image: args.image,
+        command: args.command,
+        env,
+        workdir: args.workdir,
+        user: args.user,
+        name: args.name,
+        remove: args.rm,
+        interactive: args.interactive || args.tty,
+    };
+    let code = container::run(store, &req).map_err(|e| miette!("run {}: {e}", req.image))?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+pub fn commit(store: &Store, name: &str, image: Option<&str>) -> miette::Result<ExitCode> {
+    let tag = match image {
+        Some(text) => Some(text.parse::<ImageRef>().map_err(|e| miette!("{e}"))?),
+        None => None,
+    };
+    let (_, id) = container::commit(store, name, tag.as_ref()).map_err(|e| miette!("commit {name}: {e}"))?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
+    println!("{:<20} {:<25} {:<30} {:<20} {}", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS");
+    for record in container::list(store).map_err(|e| miette!("{e}"))? {
+        let status = match record.exit_code {
+            Some(code) => format!("Exited ({code})"),
+            None => "Running".to_string(),
+        };
+        if !all && record.exit_code.is_some() {
+            continue;
+        }
+        let mut command = record.command.join(" ");
+        if command.chars().count() > 28 {
+            command = format!("{}…", command.chars().take(27).collect::<String>());
+        }
+        println!("{:<20} {:<25} {:<30} {:<20} {}", record.name, record.image, format!("{command:?}"), human_age(Some(&record.created)), status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn remove(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
+    for name in names {
+        container::remove(store, name).map_err(|e| miette!("rm {name}: {e}"))?;
+        println!("{name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,194 @@
+//! `strata run`, `commit`, `ps` and `rm`: an image's command in the same
+//! sandbox RUN uses, with its changes kept under `strata/runs/NAME/` so that
+//! `commit` can turn them into a layer, as `docker commit` does.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::run::{prepare, stubs_to_skip};
+use super::{ExecError, ImageState, diff, timestamp, users};
+use crate::oci::{Descriptor, Digest, ImageRef};
+use crate::store::Store;
+
+/// What `strata run` was asked to do.
+#[derive(Debug, Default)]
+pub struct RunRequest {
+    pub image: String,
+    pub command: Vec<String>,
+    /// `-e`/`--env-file` values, applied over the image's ENV.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub name: Option<String>,
+    pub remove: bool,
+    pub interactive: bool,
+}
+
+/// A run's record, `strata/runs/NAME/run.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub name: String,
+    pub image: String,
+    pub image_manifest: Digest,
+    pub command: Vec<String>,
+    pub created: String,
+    pub exit_code: Option<i32>,
+    /// Image paths created only as mount points.
+    pub mount_points: Vec<String>,
+}
+
+fn runs_dir(store: &Store) -> PathBuf {
+    store.root().join("strata/runs")
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Runs an image's command; returns its exit code.
+pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
+    let image = store.resolve(&req.image)?;
+    let state = ImageState::from_image(&image);
+    let config = &image.config.config;
+    let name = match &req.name {
+        Some(name) if !valid_name(name) => {
+            return Err(ExecError::Invalid(format!("invalid run name {name:?}: use letters, digits, '_', '.' and '-'")));
+        }
+        Some(name) => name.clone(),
+        None => format!("run-{}", &Digest::of(format!("{:?}{}", std::time::SystemTime::now(), std::process::id()).as_bytes()).hex()[..12]),
+    };
+    let dir = runs_dir(store).join(&name);
+    if dir.exists() {
+        return Err(ExecError::Invalid(format!("a run named {name:?} already exists; remove it with `strata rm {name}`")));
+    }
+    let mut argv = config.entrypoint.clone().unwrap_or_default();
+    if req.command.is_empty() {
+        argv.extend(config.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(req.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        return Err(ExecError::Invalid(format!("image {} has no ENTRYPOINT or CMD; give a command", req.image)));
+    }
+    let mut env = config.env.clone();
+    for (k, v) in &req.env {
+        let entry = format!("{k}={v}");
+        match env.iter_mut().find(|e| e.split_once('=').map(|(n, _)| n) == Some(k.as_str())) {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+    }
+    let cwd = req.workdir.clone().or_else(|| config.working_dir.clone()).unwrap_or_else(|| "/".into());
+    let view = state.view(store)?;
+    let user = req.user.clone().or_else(|| config.user.clone()).unwrap_or_default();
+    let ids = users::resolve_user_or_root(&view, &user)?;
+    fs::create_dir_all(&dir).map_err(|e| ExecError::io("create", &dir, e))?;
+    let prepared = match prepare(&view, &dir, argv.clone(), env, &cwd, &ids, false, Vec::new()) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let mut record = RunRecord {
+        name: name.clone(),
+        image: req.image.clone(),
+        image_manifest: image.manifest_descriptor.digest.clone(),
+        command: argv,
+        created: timestamp(None),
+        exit_code: None,
+        mount_points: prepared.mount_points.clone(),
+    };
+    let write_record = |record: &RunRecord| {
+        let path = dir.join("run.json");
+        fs::write(&path, serde_json::to_vec_pretty(record).unwrap_or_default()).map_err(|e| ExecError::io("write", &path, e))
+    };
+    write_record(&record)?;
+    let spec_path = dir.join("spec.json");
+    fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
+    let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
+    let stdin = if req.interactive { Stdio::inherit() } else { Stdio::null() };
+    let status = Command::new(exe).arg("__sandbox").arg(&spec_path).stdin(stdin).status();
+    let code = match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(ExecError::io("start sandbox for", &spec_path, e));
+        }
+    };
+    if req.remove {
+        fs::remove_dir_all(&dir).map_err(|e| ExecError::io("remove", &dir, e))?;
+    } else {
+        record.exit_code = Some(code);
+        write_record(&record)?;
+    }
+    Ok(code)
+}
+
+/// Every kept run, oldest first.
+pub fn list(store: &Store) -> Result<Vec<RunRecord>, ExecError> {
+    let dir = runs_dir(store);
+    let mut records = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(|e| ExecError::io("list", &dir, e))?.flatten() {
+        if let Ok(bytes) = fs::read(entry.path().join("run.json"))
+            && let Ok(record) = serde_json::from_slice::<RunRecord>(&bytes)
+        {
+            records.push(record);
+        }
+    }
+    records.sort_by(|a, b| a.created.cmp(&b.created));
+    Ok(records)
+}
+
+fn record(store: &Store, name: &str) -> Result<RunRecord, ExecError> {
+    let path = runs_dir(store).join(name).join("run.json");
+    let bytes = fs::read(&path).map_err(|_| ExecError::Invalid(format!("no run named {name:?} (see `strata ps -a`)")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ExecError::Invalid(format!("read {}: {e}", path.display())))
+}
+
+/// Removes a kept run.
+pub fn remove(store: &Store, name: &str) -> Result<(), ExecError> {
+    record(store, name)?;
+    let dir = runs_dir(store).join(name);
+    fs::remove_dir_all(&dir).map_err(|e| ExecError::io("remove", &dir, e))
+}
+
+/// Turns a run's changes into a new layer over its image and tags the result.
+pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Descriptor, Digest), ExecError> {
+    let record = record(store, name)?;
+    let descriptor = store
+        .entries()?
+        .into_iter()
+        .map(|(_, d)| d)
+        .find(|d| d.digest == record.image_manifest)
+        .unwrap_or(Descriptor {
+            media_type: crate::oci::MEDIA_MANIFEST.into(),
+            digest: record.image_manifest.clone(),
+            size: store.read_blob(&record.image_manifest)?.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        });
+    let image = store.load_image(None, descriptor)?;
+    let mut state = ImageState::from_image(&image);
+    let upper = runs_dir(store).join(name).join("upper");
+    let skip = stubs_to_skip(&upper, &record.mount_points);
+    let layer = diff::upper_to_layer(store, &upper, &skip, super::super::build::source_date_epoch())?;
+    state.push_history(record.command.join(" "), timestamp(None), Some(layer));
+    if let Some(last) = state.config.history.last_mut() {
+        last.comment = Some(format!("strata commit {name}"));
+    }
+    let (manifest, id) = state.write_image(store)?;
+    match tag {
+        Some(tag) => store.set_tag(tag, &manifest)?,
+        None => store.add_untagged(&manifest)?,
+    }
+    Ok((manifest, id))
+}
