@@ -184,6 +184,11 @@ fn write_docker_tar(store: &Store, images: &[StoredImage], builder: &mut tar::Bu
 /// Imports every image of `input`; returns each one's tag (if any) and id.
 pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
     let meta = fs::metadata(input).map_err(io_err("open", input))?;
+    // `…/debian-minbase` or `debian-minbase.tar` names images whose index gives only a tag.
+    let default_name = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .filter(|s| format!("{s}:x").parse::<ImageRef>().is_ok());
     if meta.is_dir() {
         if !input.join("oci-layout").exists() {
             return Err(ArchiveError::Format(format!("{} is a directory but not an OCI layout (no oci-layout file)", input.display())));
@@ -193,7 +198,7 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
             Ok(Box::new(BufReader::new(File::open(&path).map_err(io_err("open blob", &path))?)))
         };
         let index: Index = read_json(&mut blob_or_file(&input.join("index.json"))?, "index.json")?;
-        return import_layout(store, &index, tag, &mut |d| copy_in(store, d, blob(d)?));
+        return import_layout(store, &index, tag, default_name.as_deref(), &mut |d| copy_in(store, d, blob(d)?));
     }
     // A tar: first learn its shape and its small JSON files, then stream the blobs in.
     let mut small: HashMap<String, Vec<u8>> = HashMap::new();
@@ -217,7 +222,7 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
             }
             Ok(())
         })?;
-        return import_layout(store, &index, tag, &mut |d| {
+        return import_layout(store, &index, tag, default_name.as_deref(), &mut |d| {
             if blobs.contains_key(d) || store.has_blob(d) { Ok(()) } else { Err(ArchiveError::Format(format!("blob {d} is missing from the archive"))) }
         });
     }
@@ -339,6 +344,7 @@ fn import_layout(
     store: &Store,
     index: &Index,
     tag: Option<&ImageRef>,
+    default_name: Option<&str>,
     fetch: &mut dyn FnMut(&Digest) -> Result<(), ArchiveError>,
 ) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
     let mut loaded = Vec::new();
@@ -366,10 +372,13 @@ fn import_layout(
         }
         let tags: Vec<String> = match (tag, descriptor.annotations.get(ANNOTATION_REF_NAME)) {
             (Some(t), _) => vec![t.to_string()],
-            (None, Some(name)) if name.contains(':') || !name.contains('/') && name.parse::<ImageRef>().is_ok() => {
-                vec![name.parse::<ImageRef>().map(|r| r.to_string()).unwrap_or_else(|_| name.clone())]
-            }
-            _ => Vec::new(),
+            (None, Some(name)) if name.contains(':') => vec![name.clone()],
+            // A bare tag (as umoci and skopeo write): the layout's name supplies the repository.
+            (None, Some(tag)) => match default_name {
+                Some(repo) => vec![format!("{repo}:{tag}")],
+                None => Vec::new(),
+            },
+            (None, None) => Vec::new(),
         };
         descriptor.annotations.remove(ANNOTATION_REF_NAME);
         loaded.extend(record(store, &descriptor, &tags, &manifest.config.digest)?);
