@@ -179,7 +179,7 @@ pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Desc
     let image = store.load_image(None, descriptor)?;
     let mut state = ImageState::from_image(&image);
     let upper = runs_dir(store).join(name).join("upper");
-    let skip = stubs_to_skip(&upper, &record.mount_points);
+    let skip = stubs_to_skip(&upper, &record.mount_points, &state.view(store)?);
     let layer = diff::upper_to_layer(store, &upper, &skip, super::super::build::source_date_epoch())?;
     state.push_history(record.command.join(" "), timestamp(None), Some(layer));
     if let Some(last) = state.config.history.last_mut() {

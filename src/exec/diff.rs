@@ -39,7 +39,8 @@ fn list_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn is_opaque(path: &Path) -> bool {
+/// Whether overlay marked this upper directory opaque.
+pub(crate) fn is_opaque(path: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|name| crate::store::snapshot::xattr_get(path, name).is_some_and(|v| v == b"y"))

@@ -152,7 +152,7 @@ fn run_in_sandbox(
     if code != 0 {
         return Err(ExecError::RunFailed { command: shown.to_string(), code, tail: tail.into_iter().collect::<Vec<_>>().join("\n") });
     }
-    let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points);
+    let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points, &view);
     diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch)
 }
 
@@ -238,8 +238,10 @@ fn absolute(target: &str, cwd: &str) -> String {
     if target.starts_with('/') { target.to_string() } else { format!("{}/{target}", cwd.trim_end_matches('/')) }
 }
 
-/// Mount points created only for the sandbox, when still empty.
-pub fn stubs_to_skip(upper: &Path, missing: &[String]) -> Vec<String> {
+/// Mount points created only for the sandbox, when still empty, and the
+/// directories overlay copied up only to hold them (same owner and mode as below).
+pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::rootfs::RootfsView) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
     let mut skip = Vec::new();
     for point in missing {
         let path = upper.join(point);
@@ -250,6 +252,22 @@ pub fn stubs_to_skip(upper: &Path, missing: &[String]) -> Vec<String> {
         };
         if empty {
             skip.push(point.clone());
+        }
+    }
+    let mut parents: Vec<String> = skip.iter().filter_map(|p| Path::new(p).parent()).map(|p| p.to_string_lossy().into_owned()).collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parents.dedup();
+    for dir in parents.into_iter().filter(|d| !d.is_empty()) {
+        let real = upper.join(&dir);
+        let only_stubs = fs::read_dir(&real).is_ok_and(|entries| {
+            entries.flatten().all(|e| skip.contains(&format!("{dir}/{}", e.file_name().to_string_lossy())))
+        });
+        let same_as_below = match (fs::symlink_metadata(&real), below.lookup(Path::new(&dir)).and_then(|l| fs::symlink_metadata(l).ok())) {
+            (Ok(up), Some(low)) => up.mode() == low.mode() && up.uid() == low.uid() && up.gid() == low.gid(),
+            _ => false,
+        };
+        if only_stubs && same_as_below && !diff::is_opaque(&real) {
+            skip.push(dir);
         }
     }
     skip
