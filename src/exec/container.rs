@@ -39,6 +39,9 @@ pub struct RunRecord {
     pub exit_code: Option<i32>,
     /// Image paths created only as mount points.
     pub mount_points: Vec<String>,
+    /// The run used a copied root instead of an overlay (see `STRATA_SNAPSHOTTER`).
+    #[serde(default)]
+    pub copied_root: bool,
 }
 
 fn runs_dir(store: &Store) -> PathBuf {
@@ -88,7 +91,7 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
     let user = req.user.clone().or_else(|| config.user.clone()).unwrap_or_default();
     let ids = users::resolve_user_or_root(&view, &user)?;
     fs::create_dir_all(&dir).map_err(|e| ExecError::io("create", &dir, e))?;
-    let prepared = match prepare(&view, &dir, argv.clone(), env, &cwd, &ids, false, Vec::new()) {
+    let prepared = match prepare(&view, &dir, argv.clone(), env, &cwd, &ids, false, Vec::new(), super::run::copy_snapshotter_forced()) {
         Ok(p) => p,
         Err(e) => {
             let _ = fs::remove_dir_all(&dir);
@@ -103,6 +106,7 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
         created: timestamp(None),
         exit_code: None,
         mount_points: prepared.mount_points.clone(),
+        copied_root: prepared.spec.copied_root,
     };
     let write_record = |record: &RunRecord| {
         let path = dir.join("run.json");
@@ -178,9 +182,17 @@ pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Desc
         });
     let image = store.load_image(None, descriptor)?;
     let mut state = ImageState::from_image(&image);
-    let upper = runs_dir(store).join(name).join("upper");
-    let skip = stubs_to_skip(&upper, &record.mount_points, &state.view(store)?);
-    let layer = diff::upper_to_layer(store, &upper, &skip, super::super::build::source_date_epoch())?;
+    let view = state.view(store)?;
+    let epoch = crate::build::source_date_epoch();
+    let layer = if record.copied_root {
+        let root = runs_dir(store).join(name).join("root");
+        let skip = stubs_to_skip(&root, &record.mount_points, &view);
+        super::copydiff::diff_to_layer(store, &view, &root, &skip, epoch)?
+    } else {
+        let upper = runs_dir(store).join(name).join("upper");
+        let skip = stubs_to_skip(&upper, &record.mount_points, &view);
+        diff::upper_to_layer(store, &upper, &skip, epoch)?
+    };
     state.push_history(record.command.join(" "), timestamp(None), Some(layer));
     if let Some(last) = state.config.history.last_mut() {
         last.comment = Some(format!("strata commit {name}"));

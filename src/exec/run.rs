@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::sandbox::{SETUP_FAILED, SandboxMount, SandboxSpec};
-use super::{ExecCx, ExecError, ImageState, PROXY_ARGS, StepOutcome, diff, users};
+use super::{ExecCx, ExecError, ImageState, PROXY_ARGS, StepOutcome, copydiff, diff, users};
 use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp};
 
 /// How many output lines a failure message repeats.
@@ -141,19 +141,38 @@ fn run_in_sandbox(
             RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
         }
     }
-    let prepared = prepare(&view, &dir.0, argv.to_vec(), env, cwd, &ids, run.network == Network::None, mounts)?;
-    let spec_path = dir.0.join("spec.json");
-    fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
-    let (tail, code) = spawn_and_wait(cx, &spec_path)?;
-    if code == SETUP_FAILED && tail.iter().any(|l| l.starts_with("strata sandbox:")) {
-        let reason = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).cloned().unwrap_or_default();
-        return Err(ExecError::Sandbox(format!("{reason}{}", rootless_hint())));
+    let mut copied = copy_snapshotter_forced();
+    loop {
+        let attempt = dir.0.join(if copied { "copy" } else { "overlay" });
+        let prepared = prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
+        let spec_path = attempt.join("spec.json");
+        fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
+        let (tail, code) = spawn_and_wait(cx, &spec_path)?;
+        let setup_error = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).filter(|_| code == SETUP_FAILED);
+        if let Some(reason) = setup_error {
+            // Overlayfs refused (no kernel support, an overlay store, a userns without it): copy instead.
+            if !copied && reason.contains("mount overlay root") {
+                copied = true;
+                continue;
+            }
+            return Err(ExecError::Sandbox(format!("{reason}{}", rootless_hint())));
+        }
+        if code != 0 {
+            return Err(ExecError::RunFailed { command: shown.to_string(), code, tail: tail.into_iter().collect::<Vec<_>>().join("\n") });
+        }
+        return if copied {
+            let skip = stubs_to_skip(&prepared.spec.rootfs, &prepared.mount_points, &view);
+            copydiff::diff_to_layer(cx.store, &view, &prepared.spec.rootfs, &skip, cx.epoch)
+        } else {
+            let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points, &view);
+            diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch)
+        };
     }
-    if code != 0 {
-        return Err(ExecError::RunFailed { command: shown.to_string(), code, tail: tail.into_iter().collect::<Vec<_>>().join("\n") });
-    }
-    let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points, &view);
-    diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch)
+}
+
+/// `STRATA_SNAPSHOTTER=copy` runs RUN on a copied root instead of overlayfs.
+pub fn copy_snapshotter_forced() -> bool {
+    std::env::var("STRATA_SNAPSHOTTER").is_ok_and(|v| v == "copy")
 }
 
 /// A sandbox ready to start in `dir`, and the mount points the image lacked.
@@ -174,6 +193,7 @@ pub fn prepare(
     ids: &users::UserIds,
     network_none: bool,
     mounts: Vec<SandboxMount>,
+    copied_root: bool,
 ) -> Result<Prepared, ExecError> {
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", ids.home.clone().unwrap_or_else(|| "/".into())));
@@ -185,8 +205,10 @@ pub fn prepare(
     for d in [&upper, &work, &rootfs] {
         fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
     }
-    let mut lowerdirs: Vec<PathBuf> = view.layers().iter().rev().cloned().collect();
-    if lowerdirs.is_empty() {
+    let mut lowerdirs: Vec<PathBuf> = if copied_root { Vec::new() } else { view.layers().iter().rev().cloned().collect() };
+    if copied_root {
+        super::copydiff::materialize(view, &rootfs)?;
+    } else if lowerdirs.is_empty() {
         let empty = dir.join("empty");
         fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
         lowerdirs.push(empty);
@@ -211,6 +233,7 @@ pub fn prepare(
         upperdir: upper,
         workdir: work,
         rootfs,
+        copied_root,
         argv,
         env,
         cwd: cwd.to_string(),

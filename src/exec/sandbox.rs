@@ -34,8 +34,10 @@ pub struct SandboxSpec {
     pub lowerdirs: Vec<PathBuf>,
     pub upperdir: PathBuf,
     pub workdir: PathBuf,
-    /// The mount point of the root filesystem.
+    /// The mount point of the root filesystem; with `copied_root`, the root itself.
     pub rootfs: PathBuf,
+    /// The root is a plain copy of the image (no overlayfs): bind it instead.
+    pub copied_root: bool,
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
@@ -150,7 +152,11 @@ fn setup_and_exec(spec: &SandboxSpec) -> ! {
         _ => spec.lowerdirs.clone(),
     };
     let options = overlay_options(&lowerdirs, Some((&spec.upperdir, &spec.workdir)), spec.user_namespace);
-    step("mount overlay root", mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())));
+    if spec.copied_root {
+        step("bind copied root", mount(Some(root.as_path()), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>));
+    } else {
+        step("mount overlay root", mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())));
+    }
     let must = |what: &str, r: std::io::Result<PathBuf>| r.unwrap_or_else(|e| fail(what, e));
     let proc_dir = must("create /proc", ensure_target(root, "proc", true));
     step("mount /proc", mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>));

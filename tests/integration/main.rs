@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod kdl;
+mod snapshotter;
 
 /// The repository's `fixtures/` folder.
 pub fn fixtures() -> PathBuf {

@@ -1,0 +1,198 @@
+//! The snapshotter for where overlayfs cannot be used: the merged image is
+//! copied into a plain directory, the command runs there, and a tree diff
+//! against the image gives the same layer the overlay upperdir would:
+//! new and changed paths in full, removed ones as whiteouts.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::ExecError;
+use super::layer::{Attrs, LayerWriter};
+use crate::oci::Digest;
+use crate::store::Store;
+use crate::store::rootfs::RootfsView;
+
+fn set_times_and_owner(path: &Path, meta: &fs::Metadata) {
+    let _ = std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()));
+    let time = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    let _ = nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink);
+}
+
+/// Copies the merged image into `dest`, keeping owners, modes, mtimes, links and devices.
+pub fn materialize(view: &RootfsView, dest: &Path) -> Result<(), ExecError> {
+    let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
+    copy_dir(view, Path::new(""), dest, &mut links)?;
+    if let Some(meta) = view.lookup(Path::new("")).and_then(|r| fs::metadata(r).ok()) {
+        let _ = fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777));
+    }
+    Ok(())
+}
+
+fn copy_dir(view: &RootfsView, rel: &Path, dest: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>) -> Result<(), ExecError> {
+    for (name, real) in view.read_dir(rel) {
+        let child_rel = rel.join(&name);
+        let target = dest.join(&child_rel);
+        let meta = fs::symlink_metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
+        let ft = meta.file_type();
+        let io = |action, e| ExecError::io(action, &target, e);
+        if ft.is_dir() {
+            fs::create_dir(&target).map_err(|e| io("create", e))?;
+            copy_dir(view, &child_rel, dest, links)?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| io("chmod", e))?;
+        } else if ft.is_symlink() {
+            let link = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
+            std::os::unix::fs::symlink(link, &target).map_err(|e| io("create symlink", e))?;
+        } else if ft.is_file() {
+            let inode = (meta.dev(), meta.ino());
+            if meta.nlink() > 1 && let Some(first) = links.get(&inode) {
+                fs::hard_link(first, &target).map_err(|e| io("link", e))?;
+                continue;
+            }
+            fs::copy(&real, &target).map_err(|e| io("copy", e))?;
+            links.insert(inode, target.clone());
+        } else {
+            let kind = if ft.is_char_device() {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else if ft.is_block_device() {
+                nix::sys::stat::SFlag::S_IFBLK
+            } else if ft.is_fifo() {
+                nix::sys::stat::SFlag::S_IFIFO
+            } else {
+                continue;
+            };
+            let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
+            nix::sys::stat::mknod(&target, kind, mode, meta.rdev()).map_err(|e| io("create device", e.into()))?;
+        }
+        set_times_and_owner(&target, &meta);
+    }
+    let dir = dest.join(rel);
+    if let Some(meta) = view.lookup(rel).and_then(|r| fs::symlink_metadata(r).ok()) {
+        set_times_and_owner(&dir, &meta);
+    }
+    Ok(())
+}
+
+fn attrs(meta: &fs::Metadata) -> Attrs {
+    Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 }
+}
+
+fn changed(old: &fs::Metadata, new: &fs::Metadata, old_path: &Path, new_path: &Path) -> bool {
+    if old.file_type() != new.file_type() {
+        return true;
+    }
+    // A directory's mtime moves whenever an entry is added or removed; that shows as the entry itself.
+    let (a, b) = (attrs(old), attrs(new));
+    if new.is_dir() {
+        return (a.mode, a.uid, a.gid) != (b.mode, b.uid, b.gid);
+    }
+    if a != b {
+        return true;
+    }
+    if new.file_type().is_symlink() {
+        return fs::read_link(old_path).ok() != fs::read_link(new_path).ok();
+    }
+    new.is_file() && (old.len() != new.len() || old.mtime_nsec() != new.mtime_nsec())
+}
+
+/// Writes what differs between the image (`view`) and the copy at `root` as a layer.
+pub fn diff_to_layer(store: &Store, view: &RootfsView, root: &Path, skip: &[String], clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
+    let layer = LayerWriter::new(store, clamp)?;
+    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new() };
+    diff_dir(view, root, Path::new(""), skip, &mut walk)?;
+    Ok(walk.layer.finish()?)
+}
+
+/// The diff in progress. Directories whose own attributes did not change are
+/// written only once something below them is, as overlay copies them up.
+struct Walk {
+    layer: LayerWriter,
+    first_of_inode: HashMap<(u64, u64), String>,
+    pending: Vec<(String, Attrs)>,
+}
+
+impl Walk {
+    fn flush(&mut self) -> std::io::Result<()> {
+        for (path, attrs) in self.pending.drain(..) {
+            self.layer.dir(&path, attrs)?;
+        }
+        Ok(())
+    }
+}
+
+fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &mut Walk) -> Result<(), ExecError> {
+    let old: HashMap<_, _> = view.read_dir(rel).into_iter().collect();
+    let dir = root.join(rel);
+    let mut names: Vec<_> = fs::read_dir(&dir).map_err(|e| ExecError::io("list", &dir, e))?.flatten().map(|e| e.file_name()).collect();
+    for name in old.keys() {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names.sort();
+    for name in names {
+        let child = rel.join(&name);
+        let path = child.to_string_lossy().into_owned();
+        if skip.contains(&path) {
+            continue;
+        }
+        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {path} into the layer: {e}"));
+        let new_path = root.join(&child);
+        let Ok(new) = fs::symlink_metadata(&new_path) else {
+            walk.flush().map_err(wrap)?;
+            walk.layer.whiteout(&path, Attrs { mode: 0o644, uid: 0, gid: 0, mtime: 0 }).map_err(wrap)?;
+            continue;
+        };
+        let old_meta = old.get(&name).and_then(|p| fs::symlink_metadata(p).ok().map(|m| (p.clone(), m)));
+        let is_new_or_changed = match &old_meta {
+            Some((old_path, old)) => changed(old, &new, old_path, &new_path),
+            None => true,
+        };
+        let a = attrs(&new);
+        let ft = new.file_type();
+        if ft.is_dir() {
+            let depth = walk.pending.len();
+            walk.pending.push((path.clone(), a));
+            if is_new_or_changed {
+                walk.flush().map_err(wrap)?;
+            }
+            diff_dir(view, root, &child, skip, walk)?;
+            walk.pending.truncate(depth);
+            continue;
+        }
+        if !is_new_or_changed {
+            continue;
+        }
+        walk.flush().map_err(wrap)?;
+        let layer = &mut walk.layer;
+        let first_of_inode = &mut walk.first_of_inode;
+        if ft.is_symlink() {
+            let target = fs::read_link(&new_path).map_err(|e| ExecError::io("read link", &new_path, e))?;
+            layer.symlink(&path, &target.to_string_lossy(), a).map_err(wrap)?;
+        } else if ft.is_file() {
+            let inode = (new.dev(), new.ino());
+            if new.nlink() > 1 && let Some(first) = first_of_inode.get(&inode) {
+                layer.hardlink(&path, first, a).map_err(wrap)?;
+                continue;
+            }
+            first_of_inode.insert(inode, path.clone());
+            let file = File::open(&new_path).map_err(|e| ExecError::io("open", &new_path, e))?;
+            layer.file(&path, a, new.len(), BufReader::new(file)).map_err(wrap)?;
+        } else {
+            let kind = if ft.is_char_device() {
+                tar::EntryType::Char
+            } else if ft.is_block_device() {
+                tar::EntryType::Block
+            } else if ft.is_fifo() {
+                tar::EntryType::Fifo
+            } else {
+                continue;
+            };
+            let (major, minor) = (nix::sys::stat::major(new.rdev()) as u32, nix::sys::stat::minor(new.rdev()) as u32);
+            layer.special(&path, kind, a, major, minor).map_err(wrap)?;
+        }
+    }
+    Ok(())
+}
