@@ -37,6 +37,16 @@ pub enum Command {
     Save(SaveArgs),
     /// Import an OCI layout, OCI archive or `docker save` tarball.
     Load(LoadArgs),
+    /// Rewrite a Dockerfile as a KDL spec, or a spec as a Dockerfile.
+    Convert {
+        /// The Dockerfile or `.kdl` spec.
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        to: ConvertTarget,
+        /// Write here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Run an image's command in a sandbox.
     Run(RunArgs),
     /// Make a new image from the changes of a named run.
@@ -137,6 +147,12 @@ pub struct GraphArgs {
     pub target: Option<String>,
     #[arg(long = "build-arg", value_name = "K=V")]
     pub build_args: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ConvertTarget {
+    Kdl,
+    Dockerfile,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -47,6 +47,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::System(args::SystemCommand::Prune { .. }) => images::prune(&open_store()?),
         Command::Save(args) => images::save(&open_store()?, &args),
         Command::Load(args) => images::load(&open_store()?, &args),
+        Command::Convert { file, to, output } => convert(&file, to, output.as_deref()),
         Command::Run(args) => containers::run(&open_store()?, args),
         Command::Commit { name, image } => containers::commit(&open_store()?, &name, image.as_deref()),
         Command::Ps { all } => containers::ps(&open_store()?, all),
@@ -111,6 +112,20 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         .map_err(|e| miette!("build {} failed: {e}", file.display()))?;
     for image in &built {
         println!("{}", image.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn convert(file: &Path, to: args::ConvertTarget, output: Option<&Path>) -> miette::Result<ExitCode> {
+    let graph = crate::frontend::load(file, &Default::default())?;
+    let text = match to {
+        args::ConvertTarget::Kdl => crate::frontend::convert::to_kdl(&graph),
+        args::ConvertTarget::Dockerfile => crate::frontend::convert::to_dockerfile(&graph),
+    }
+    .map_err(|reason| miette!("convert {}: {reason}", file.display()))?;
+    match output {
+        Some(path) => std::fs::write(path, text).map_err(|e| miette!("write {}: {e}", path.display()))?,
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }
