@@ -26,6 +26,8 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Show the history of an image (alias of `image history`).
+    History(HistoryArgs),
     /// Give an image another name.
     Tag { source: String, target: String },
     /// Remove images (alias of `image rm`).
@@ -171,6 +173,14 @@ pub struct ImagesArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub image: String,
+    /// Do not cut CREATED BY.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RmArgs {
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -185,12 +195,7 @@ pub enum ImageCommand {
     #[command(alias = "list")]
     Ls(ImagesArgs),
     /// Show the history of an image.
-    History {
-        image: String,
-        /// Do not cut CREATED BY.
-        #[arg(long)]
-        no_trunc: bool,
-    },
+    History(HistoryArgs),
     /// Print an image's details as JSON.
     Inspect { images: Vec<String> },
     /// Remove images.

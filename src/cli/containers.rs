@@ -6,6 +6,7 @@ use miette::miette;
 
 use super::args::RunArgs;
 use super::images::human_age;
+use super::table::Table;
 use crate::exec::container::{self, RunRequest};
 use crate::oci::ImageRef;
 use crate::store::Store;
@@ -54,7 +55,7 @@ pub fn commit(store: &Store, name: &str, image: Option<&str>) -> miette::Result<
 }
 
 pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
-    println!("{:<20} {:<25} {:<30} {:<20} {}", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS");
+    let mut table = Table::new(&["NAME", "IMAGE", "COMMAND", "CREATED", "STATUS"]);
     for record in container::list(store).map_err(|e| miette!("{e}"))? {
         let status = match record.exit_code {
             Some(code) => format!("Exited ({code})"),
@@ -67,8 +68,9 @@ pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
         if command.chars().count() > 28 {
             command = format!("{}…", command.chars().take(27).collect::<String>());
         }
-        println!("{:<20} {:<25} {:<30} {:<20} {}", record.name, record.image, format!("{command:?}"), human_age(Some(&record.created)), status);
+        table.row(vec![record.name, record.image, format!("{command:?}"), human_age(Some(&record.created)), status]);
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,6 +7,7 @@ use miette::miette;
 use serde_json::json;
 
 use super::args::{ImagesArgs, LoadArgs, RmArgs, SaveArgs, SaveFormat};
+use super::table::Table;
 use crate::oci::{Digest, ImageRef};
 use crate::store::{Store, StoredImage};
 
@@ -98,21 +99,21 @@ pub fn list(store: &Store, args: &ImagesArgs) -> miette::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<30} {:<15} {:<14} {:<20} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE");
+    let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
     for image in rows {
         let (repo, tag) = match &image.tag {
             Some(t) => split_tag(t),
             None => ("<none>", "<none>"),
         };
-        println!(
-            "{:<30} {:<15} {:<14} {:<20} {}",
-            repo,
-            tag,
-            image.id().short(),
+        table.row(vec![
+            repo.to_string(),
+            tag.to_string(),
+            image.id().short().to_string(),
             human_age(image.config.created.as_deref()),
-            human_size(image_size(&image))
-        );
+            human_size(image_size(&image)),
+        ]);
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -122,7 +123,7 @@ fn resolve(store: &Store, name: &str) -> miette::Result<StoredImage> {
 
 pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<ExitCode> {
     let image = resolve(store, name)?;
-    println!("{:<14} {:<20} {:<46} {:<10} {}", "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT");
+    let mut table = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
     let mut sizes = image.manifest.layers.iter().map(|l| l.size).rev();
     let layered = image.config.history.iter().filter(|h| !h.empty_layer).count();
     // Entries beyond the layers (images that lost history) show no size.
@@ -139,15 +140,9 @@ pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<Exit
         };
         let by = entry.created_by.clone().unwrap_or_default();
         let by = if !no_trunc && by.chars().count() > 45 { format!("{}…", by.chars().take(44).collect::<String>()) } else { by };
-        println!(
-            "{:<14} {:<20} {:<46} {:<10} {}",
-            id,
-            human_age(entry.created.as_deref()),
-            by,
-            human_size(size),
-            entry.comment.clone().unwrap_or_default()
-        );
+        table.row(vec![id, human_age(entry.created.as_deref()), by, human_size(size), entry.comment.clone().unwrap_or_default()]);
     }
+    table.print();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -253,20 +248,31 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
         }
     }
     let snapshots = dir_size(&store.root().join("strata/snapshots"));
-    println!("{:<15} {:<8} {:<12} {:<12} {}", "TYPE", "TOTAL", "SIZE", "LOGICAL", "RECLAIMABLE");
+    let mut table = Table::new(&["TYPE", "TOTAL", "SIZE", "LOGICAL SIZE", "RECLAIMABLE"]);
     let dangling = all.iter().filter(|i| i.tag.is_none()).count();
-    println!("{:<15} {:<8} {:<12} {:<12} {}", "Images", unique_images.len(), human_size(actual), human_size(logical), format!("{dangling} untagged"));
-    println!("{:<15} {:<8} {:<12} {:<12} {}", "Build Cache", cache.len(), human_size(cache_size), human_size(cache_size), human_size(cache_size));
-    println!("{:<15} {:<8} {:<12} {:<12} {}", "Snapshots", "-", human_size(snapshots), human_size(snapshots), human_size(snapshots));
+    table.row(vec!["Images".into(), unique_images.len().to_string(), human_size(actual), human_size(logical), format!("{dangling} untagged")]);
+    let cache_sz = human_size(cache_size);
+    table.row(vec!["Build Cache".into(), cache.len().to_string(), cache_sz.clone(), cache_sz.clone(), cache_sz]);
+    let snap = human_size(snapshots);
+    table.row(vec!["Snapshots".into(), "-".into(), snap.clone(), snap.clone(), snap]);
+    table.print();
     if verbose {
         println!();
-        println!("{:<30} {:<15} {:<14} {:<12} {:<12} {}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE");
+        let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE"]);
         for image in &all {
             let (repo, tag) = image.tag.as_deref().map(split_tag).unwrap_or(("<none>", "<none>"));
             let shared: u64 = image.manifest.layers.iter().filter(|l| layer_users.get(&l.digest).is_some_and(|u| u.1 > 1)).map(|l| l.size).sum();
             let size = image_size(image);
-            println!("{:<30} {:<15} {:<14} {:<12} {:<12} {}", repo, tag, image.id().short(), human_size(size), human_size(shared), human_size(size - shared));
+            table.row(vec![
+                repo.to_string(),
+                tag.to_string(),
+                image.id().short().to_string(),
+                human_size(size),
+                human_size(shared),
+                human_size(size - shared),
+            ]);
         }
+        table.print();
     }
     Ok(ExitCode::SUCCESS)
 }

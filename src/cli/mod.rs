@@ -3,6 +3,7 @@
 mod args;
 mod containers;
 mod images;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,7 +40,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Graph(args) => graph(args),
         Command::Images(args) => images::list(&open_store()?, &args),
         Command::Image(args::ImageCommand::Ls(args)) => images::list(&open_store()?, &args),
-        Command::Image(args::ImageCommand::History { image, no_trunc }) => images::history(&open_store()?, &image, no_trunc),
+        Command::Image(args::ImageCommand::History(args)) | Command::History(args) => images::history(&open_store()?, &args.image, args.no_trunc),
         Command::Image(args::ImageCommand::Inspect { images }) => images::inspect(&open_store()?, &images),
         Command::Image(args::ImageCommand::Rm(args)) | Command::Rmi(args) => images::remove(&open_store()?, &args),
         Command::Tag { source, target } => images::tag(&open_store()?, &source, &target),
