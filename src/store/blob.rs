@@ -31,7 +31,8 @@ impl Store {
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let dir = self.strata_dir("tmp");
         let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("create temp file in", &dir))?;
-        Ok(BlobWriter { store: self.clone(), inner: DigestWriter::new(BufWriter::with_capacity(256 * 1024, tmp)) })
+        let file = Writeback { file: tmp, written: 0, flushed: 0 };
+        Ok(BlobWriter { store: self.clone(), inner: DigestWriter::new(BufWriter::with_capacity(256 * 1024, file)) })
     }
 
     /// Reads a whole blob and checks its digest (for small JSON blobs).
@@ -61,7 +62,43 @@ impl Store {
 /// A blob being written; dropped without `commit`, it leaves nothing behind.
 pub struct BlobWriter {
     store: Store,
-    inner: DigestWriter<BufWriter<tempfile::NamedTempFile>>,
+    inner: DigestWriter<BufWriter<Writeback>>,
+}
+
+/// How much is written before the kernel is asked to start writing it back.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// A temp file that starts writeback as it fills, so the final fsync of a
+/// large blob waits for the disk's tail only, not for all of it.
+struct Writeback {
+    file: tempfile::NamedTempFile,
+    written: u64,
+    flushed: u64,
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.flushed >= WRITEBACK_CHUNK {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the fd is open for the life of self.file; the call only schedules I/O.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_file().as_raw_fd(),
+                    self.flushed as i64,
+                    (self.written - self.flushed) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl BlobWriter {
@@ -69,11 +106,10 @@ impl BlobWriter {
     /// With `expected`, a different digest is an error and nothing is stored.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         let (digest, size, buffered) = self.inner.finish();
-        let tmp = buffered.into_inner().map_err(|e| StoreError::Io {
-            action: "flush blob",
-            path: self.store.strata_dir("tmp"),
-            source: e.into_error(),
-        })?;
+        let tmp = buffered
+            .into_inner()
+            .map_err(|e| StoreError::Io { action: "flush blob", path: self.store.strata_dir("tmp"), source: e.into_error() })?
+            .file;
         if let Some(expected) = expected
             && expected != &digest
         {
