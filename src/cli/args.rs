@@ -101,6 +101,9 @@ pub struct BuildArgsCli {
     /// Print only the image id.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Also export the result: `type=oci|oci-tar|docker-tar,dest=PATH`.
+    #[arg(long, value_name = "type=…,dest=…")]
+    pub output: Option<String>,
     /// A secret for `RUN --mount=type=secret`: `id=NAME,src=PATH`.
     #[arg(long = "secret", value_name = "id=…,src=…")]
     pub secrets: Vec<String>,

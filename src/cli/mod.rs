@@ -103,6 +103,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         let src = src.ok_or_else(|| miette!("--secret {spec}: missing src="))?;
         secrets.insert(id, src);
     }
+    let output = args.output.as_deref().map(parse_output).transpose()?;
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = BuildOptions { context, tags, target: args.target.clone(), build_args, no_cache: args.no_cache, jobs, secrets };
     let store = open_store()?;
@@ -111,10 +112,40 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     build::install_interrupt_handler();
     let built = build::build(&store, &graph, &opts, progress.as_ref())
         .map_err(|e| miette!("build {} failed: {e}", file.display()))?;
+    if let Some((format, dest)) = output {
+        let mut images = Vec::new();
+        for image in &built {
+            images.push(store.load_image(image.tags.first().cloned(), image.manifest.clone()).map_err(|e| miette!("{e}"))?);
+        }
+        crate::oci::archive::save(&store, &images, &dest, format).map_err(|e| miette!("export to {}: {e}", dest.display()))?;
+    }
     for image in &built {
         println!("{}", image.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--output type=oci|oci-tar|docker-tar,dest=PATH`.
+fn parse_output(spec: &str) -> miette::Result<(crate::oci::archive::Format, PathBuf)> {
+    use crate::oci::archive::Format;
+    let (mut kind, mut dest) = (None, None);
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => return Err(miette!("--output {spec}: expected type=oci|oci-tar|docker-tar,dest=PATH")),
+        }
+    }
+    let dest = dest.ok_or_else(|| miette!("--output {spec}: missing dest="))?;
+    let is_tar = dest.extension().is_some_and(|e| e == "tar");
+    match kind.as_deref() {
+        Some("oci") if !is_tar => Ok((Format::Oci, dest)),
+        Some("oci") => Err(miette!("--output {spec}: type=oci writes a directory; use type=oci-tar for a .tar")),
+        Some("oci-tar") if is_tar => Ok((Format::Oci, dest)),
+        Some("oci-tar") => Err(miette!("--output {spec}: type=oci-tar needs a dest ending in .tar")),
+        Some("docker-tar") => Ok((Format::Docker, dest)),
+        other => Err(miette!("--output {spec}: unknown type {other:?} (oci, oci-tar, docker-tar)")),
+    }
 }
 
 fn convert(file: &Path, to: args::ConvertTarget, output: Option<&Path>) -> miette::Result<ExitCode> {
