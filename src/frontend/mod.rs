@@ -3,6 +3,7 @@
 //! front end a step came from.
 
 pub mod convert;
+pub mod diagnostic;
 pub mod dockerfile;
 pub mod kdl;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use miette::SourceSpan;
 
-use super::error::{SpecError, SpecErrors};
+use crate::frontend::diagnostic::{SourceError, SourceErrors};
 use super::schema::{
     ArgSpec, ArgValue, CopySpec, HealthcheckSpec, MountSpec, RunSpec, SourceSpec, Spec, StageKind,
     Step, StepSpec, Text,
@@ -21,7 +21,7 @@ use crate::graph::{
 
 impl Spec {
     /// Lowers the spec into a build graph; `build_args` override arg defaults.
-    pub fn lower(&self, build_args: &BuildArgs) -> Result<BuildGraph, SpecErrors> {
+    pub fn lower(&self, build_args: &BuildArgs) -> Result<BuildGraph, SourceErrors> {
         lower_spec(self, build_args, None)
     }
 }
@@ -36,7 +36,7 @@ pub(crate) fn lower_spec(
     spec: &Spec,
     build_args: &BuildArgs,
     source: Option<SourceFile<'_>>,
-) -> Result<BuildGraph, SpecErrors> {
+) -> Result<BuildGraph, SourceErrors> {
     let mut lowerer = Lowerer {
         source,
         errors: Vec::new(),
@@ -47,7 +47,7 @@ pub(crate) fn lower_spec(
     if lowerer.errors.is_empty() {
         Ok(graph)
     } else {
-        Err(SpecErrors {
+        Err(SourceErrors {
             errors: lowerer.errors,
         })
     }
@@ -114,7 +114,7 @@ fn looks_like_image_ref(value: &str) -> bool {
 
 struct Lowerer<'a> {
     source: Option<SourceFile<'a>>,
-    errors: Vec<SpecError>,
+    errors: Vec<SourceError>,
     /// Effective values of the global args (build arg, else default).
     globals: HashMap<String, String>,
     /// Every stage's name, by id, for resolving references.
@@ -141,7 +141,7 @@ impl Lowerer<'_> {
             Ok(word) => word,
             Err(message) => {
                 self.errors.push(
-                    SpecError::new(message, text.span, "invalid interpolation")
+                    SourceError::new(message, text.span, "invalid interpolation")
                         .help("write {NAME} for a variable and {{ or }} for a literal brace"),
                 );
                 Word::default()
@@ -201,7 +201,7 @@ impl Lowerer<'_> {
                 && let Some(earlier) = self.names.iter().position(|n| n.as_deref() == Some(name))
             {
                 self.errors.push(
-                    SpecError::new(
+                    SourceError::new(
                         format!("duplicate stage name {name:?}"),
                         stage.span,
                         "declared again here",
@@ -269,7 +269,7 @@ impl Lowerer<'_> {
                 _ => None,
             });
             self.errors.push(
-                SpecError::new(
+                SourceError::new(
                     format!("stages form a cycle: {}", path.join(" -> ")),
                     span,
                     "part of the cycle",
@@ -305,7 +305,7 @@ impl Lowerer<'_> {
             if i < self.names.len() {
                 return Ok(Some(StageId(i)));
             }
-            self.errors.push(SpecError::new(
+            self.errors.push(SourceError::new(
                 format!("no stage with index {i}"),
                 text.span,
                 "unknown stage",
@@ -316,7 +316,7 @@ impl Lowerer<'_> {
             let suggestion = did_you_mean(value, self.names.iter().filter_map(|n| n.as_deref()));
             if suggestion.is_some() {
                 self.errors.push(
-                    SpecError::new(
+                    SourceError::new(
                         format!("unknown stage {value:?} in from="),
                         text.span,
                         "not a stage",

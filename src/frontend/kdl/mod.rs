@@ -35,7 +35,7 @@
 //! assert!(text.contains(r#"image "hello:2.0" from="busybox:latest""#));
 //! ```
 
-mod error;
+
 mod lower;
 mod parse;
 mod print;
@@ -43,7 +43,7 @@ mod schema;
 
 use std::sync::Arc;
 
-pub use error::{SpecError, SpecErrors};
+pub use crate::frontend::diagnostic::{SourceError, SourceErrors};
 pub use lower::parse_word;
 pub use parse::parse_duration;
 pub(crate) use print::duration as format_duration;
@@ -58,10 +58,10 @@ use crate::graph::BuildGraph;
 
 impl Spec {
     /// Parses KDL text into a spec; errors carry spans into `text`.
-    pub fn parse(text: &str) -> Result<Spec, SpecErrors> {
+    pub fn parse(text: &str) -> Result<Spec, SourceErrors> {
         match parse::parse(text) {
             Ok((spec, errors)) if errors.is_empty() => Ok(spec),
-            Ok((_, errors)) | Err(errors) => Err(SpecErrors { errors }),
+            Ok((_, errors)) | Err(errors) => Err(SourceErrors { errors }),
         }
     }
 }
@@ -69,7 +69,7 @@ impl Spec {
 /// Parses and lowers a KDL build spec into the build graph.
 pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<BuildGraph> {
     let (spec, mut errors) =
-        parse::parse(text).map_err(|errors| SpecErrors { errors }.into_report(file, text))?;
+        parse::parse(text).map_err(|errors| SourceErrors { errors }.into_report(file, text))?;
     // Lower even a spec with shape errors, to report reference errors too.
     let source = lower::SourceFile {
         name: Arc::from(file),
@@ -78,10 +78,10 @@ pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<B
     let lowered = lower::lower_spec(&spec, build_args, Some(source));
     match lowered {
         Ok(graph) if errors.is_empty() => Ok(graph),
-        Ok(_) => Err(SpecErrors { errors }.into_report(file, text)),
+        Ok(_) => Err(SourceErrors { errors }.into_report(file, text)),
         Err(more) => {
             errors.extend(more.errors);
-            Err(SpecErrors { errors }.into_report(file, text))
+            Err(SourceErrors { errors }.into_report(file, text))
         }
     }
 }
@@ -91,8 +91,8 @@ mod tests {
     use super::*;
     use crate::graph::{Base, Op, StageId};
 
-    fn lower_text(text: &str) -> Result<BuildGraph, SpecErrors> {
-        let (spec, errors) = parse::parse(text).map_err(|errors| SpecErrors { errors })?;
+    fn lower_text(text: &str) -> Result<BuildGraph, SourceErrors> {
+        let (spec, errors) = parse::parse(text).map_err(|errors| SourceErrors { errors })?;
         assert_eq!(errors, vec![]);
         spec.lower(&BuildArgs::new())
     }

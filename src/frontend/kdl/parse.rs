@@ -7,7 +7,7 @@ use std::time::Duration;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
-use super::error::SpecError;
+use crate::frontend::diagnostic::SourceError;
 use super::schema::{
     ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network,
     RunSpec, SourceSpec, Spec, StageKind, StageSpec, Step, StepSpec, Text,
@@ -38,12 +38,12 @@ const STEPS: &[&str] = &[
 
 /// Parses KDL text into a spec and the problems found in it; a document
 /// that is not valid KDL gives only its syntax errors.
-pub fn parse(text: &str) -> Result<(Spec, Vec<SpecError>), Vec<SpecError>> {
+pub fn parse(text: &str) -> Result<(Spec, Vec<SourceError>), Vec<SourceError>> {
     let document = KdlDocument::parse_v2(text).map_err(|error| {
         error
             .diagnostics
             .into_iter()
-            .map(|d| SpecError {
+            .map(|d| SourceError {
                 message: d.message.unwrap_or_else(|| "invalid KDL".into()),
                 span: Some(d.span),
                 label: d.label.unwrap_or_else(|| "here".into()),
@@ -57,7 +57,7 @@ pub fn parse(text: &str) -> Result<(Spec, Vec<SpecError>), Vec<SpecError>> {
 }
 
 struct Parser {
-    errors: Vec<SpecError>,
+    errors: Vec<SourceError>,
 }
 
 /// `//` comment lines in the whitespace before a node.
@@ -85,7 +85,7 @@ fn type_name(value: &KdlValue) -> &'static str {
 }
 
 impl Parser {
-    fn error(&mut self, error: SpecError) {
+    fn error(&mut self, error: SourceError) {
         self.errors.push(error);
     }
 
@@ -101,7 +101,7 @@ impl Parser {
                 "stage" => spec.stages.push(self.parse_stage(node, false)),
                 "image" => spec.stages.push(self.parse_stage(node, true)),
                 name => {
-                    let error = SpecError::new(
+                    let error = SourceError::new(
                         format!("unknown node `{name}`"),
                         Some(node.name().span()),
                         "unknown node",
@@ -127,7 +127,7 @@ impl Parser {
                 let key = name.value();
                 if !allowed.contains(&key) {
                     let node_name = node.name().value();
-                    let error = SpecError::new(
+                    let error = SourceError::new(
                         format!("unknown property `{key}` on `{node_name}`"),
                         Some(name.span()),
                         "unknown property",
@@ -146,7 +146,7 @@ impl Parser {
             }
         }
         if !children && let Some(block) = node.children() {
-            self.error(SpecError::new(
+            self.error(SourceError::new(
                 format!("`{}` takes no children block", node.name().value()),
                 Some(block.span()),
                 "unexpected block",
@@ -172,7 +172,7 @@ impl Parser {
         match entry.value() {
             KdlValue::String(s) => Some(Text::at(s.clone(), entry.span())),
             other => {
-                self.error(SpecError::new(
+                self.error(SourceError::new(
                     format!("{what} must be a string, found {}", type_name(other)),
                     Some(entry.span()),
                     "expected a string",
@@ -189,7 +189,7 @@ impl Parser {
             KdlValue::Integer(i) => i.to_string(),
             KdlValue::Bool(b) => b.to_string(),
             other => {
-                self.error(SpecError::new(
+                self.error(SourceError::new(
                     format!(
                         "{what} must be a string, integer or boolean, found {}",
                         type_name(other)
@@ -208,7 +208,7 @@ impl Parser {
             KdlValue::Bool(b) => *b,
             other => {
                 self.error(
-                    SpecError::new(
+                    SourceError::new(
                         format!("{what} must be a boolean, found {}", type_name(other)),
                         Some(entry.span()),
                         "expected #true or #false",
@@ -234,7 +234,7 @@ impl Parser {
 
     fn missing(&mut self, node: &KdlNode, what: &str, example: &str) {
         self.error(
-            SpecError::new(
+            SourceError::new(
                 format!("`{}` needs {what}", node.name().value()),
                 Some(node.span()),
                 format!("missing {what}"),
@@ -264,7 +264,7 @@ impl Parser {
             }
             [_, extra, ..] => {
                 self.error(
-                    SpecError::new(
+                    SourceError::new(
                         format!(
                             "`{}` takes one value, found {}",
                             node.name().value(),
@@ -289,7 +289,7 @@ impl Parser {
             Some((_, KdlValue::Integer(i))) => Some(ArgValue::Integer(*i)),
             Some((_, KdlValue::Bool(b))) => Some(ArgValue::Bool(*b)),
             Some((e, other)) => {
-                self.error(SpecError::new(
+                self.error(SourceError::new(
                     format!(
                         "`default` must be a string, integer or boolean, found {}",
                         type_name(other)
@@ -322,7 +322,7 @@ impl Parser {
                 [] => None,
                 [one] => self.expect_string(one, "the stage name"),
                 [_, extra, ..] => {
-                    self.error(SpecError::new(
+                    self.error(SourceError::new(
                         "`stage` takes one name",
                         Some(extra.span()),
                         "unexpected value",
@@ -335,7 +335,7 @@ impl Parser {
         let from = self.string_prop(node, "from").unwrap_or_else(|| {
             if self.prop(node, "from").is_none() {
                 self.error(
-                    SpecError::new(
+                    SourceError::new(
                         format!("`{}` needs `from=`", node.name().value()),
                         Some(node.name().span()),
                         "missing from=",
@@ -443,7 +443,7 @@ impl Parser {
                 StepSpec::Layer(LayerSpec { name, link, steps })
             }
             "layer" => {
-                self.error(SpecError::new(
+                self.error(SourceError::new(
                     "`layer` blocks cannot be nested",
                     Some(node.name().span()),
                     "nested layer",
@@ -451,7 +451,7 @@ impl Parser {
                 return None;
             }
             _ => {
-                let error = SpecError::new(
+                let error = SourceError::new(
                     format!("unknown step `{name}`"),
                     Some(node.name().span()),
                     "unknown step",
@@ -475,7 +475,7 @@ impl Parser {
 
     fn check_props_only(&mut self, node: &KdlNode, example: &str) {
         if let Some(block) = node.children() {
-            self.error(SpecError::new(
+            self.error(SourceError::new(
                 format!("`{}` takes no children block", node.name().value()),
                 Some(block.span()),
                 "unexpected block",
@@ -483,7 +483,7 @@ impl Parser {
         }
         for entry in self.args(node) {
             self.error(
-                SpecError::new(
+                SourceError::new(
                     format!(
                         "`{}` takes KEY=value properties, not values",
                         node.name().value()
@@ -548,7 +548,7 @@ impl Parser {
                 "none" => Network::None,
                 other => {
                     self.error(
-                        SpecError::new(
+                        SourceError::new(
                             format!("unknown network mode {other:?}"),
                             text.span,
                             "unknown network",
@@ -569,7 +569,7 @@ impl Parser {
                 } else {
                     let name = child.name().value();
                     self.error(
-                        SpecError::new(
+                        SourceError::new(
                             format!("unknown child `{name}` of `run`"),
                             Some(child.name().span()),
                             "unknown child",
@@ -613,7 +613,7 @@ impl Parser {
             "tmpfs" => &["type", "target"],
             other => {
                 self.error(
-                    SpecError::new(
+                    SourceError::new(
                         format!("unknown mount type {other:?}"),
                         kind.span,
                         "unknown mount type",
@@ -626,7 +626,7 @@ impl Parser {
         };
         self.check_node(node, allowed, false);
         if !self.args(node).is_empty() {
-            self.error(SpecError::new(
+            self.error(SourceError::new(
                 "`mount` takes only properties",
                 Some(self.args(node)[0].span()),
                 "unexpected value",
@@ -694,7 +694,7 @@ impl Parser {
                 if child.name().value() != "file" {
                     let name = child.name().value();
                     self.error(
-                        SpecError::new(
+                        SourceError::new(
                             format!("unknown child `{name}` of `{}`", node.name().value()),
                             Some(child.name().span()),
                             "unknown child",
@@ -711,7 +711,7 @@ impl Parser {
                         content,
                     }),
                     Err(_) => self.error(
-                        SpecError::new(
+                        SourceError::new(
                             "`file` takes a name and a content",
                             Some(child.span()),
                             "expected two strings",
@@ -766,7 +766,7 @@ impl Parser {
                 .iter()
                 .find(|e| e.name().is_none_or(|n| n.value() != "none"))
             {
-                self.error(SpecError::new(
+                self.error(SourceError::new(
                     "`healthcheck none=#true` takes nothing else",
                     Some(extra.span()),
                     "unexpected",
@@ -781,7 +781,7 @@ impl Parser {
                 Some(d) => Some(d),
                 None => {
                     self.error(
-                        SpecError::new(
+                        SourceError::new(
                             format!("invalid duration {:?} for `{key}`", text.value),
                             text.span,
                             "invalid duration",
@@ -801,7 +801,7 @@ impl Parser {
             Some(entry) => match entry.value() {
                 KdlValue::Integer(n) if *n >= 0 => u64::try_from(*n).ok(),
                 _ => {
-                    self.error(SpecError::new(
+                    self.error(SourceError::new(
                         "`retries` must be a non-negative integer",
                         Some(entry.span()),
                         "expected an integer",

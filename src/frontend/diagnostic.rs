@@ -1,4 +1,4 @@
-//! Errors of a spec: one diagnostic per problem, all collected, pointing at
+//! Errors in a build file (Dockerfile or spec): one diagnostic per problem, all collected, pointing at
 //! the node or value that caused it.
 
 use miette::{Diagnostic, SourceSpan};
@@ -6,7 +6,7 @@ use miette::{Diagnostic, SourceSpan};
 /// One problem in a spec, with the span it was written at (if from a file).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Diagnostic)]
 #[error("{message}")]
-pub struct SpecError {
+pub struct SourceError {
     pub message: String,
     #[label("{label}")]
     pub span: Option<SourceSpan>,
@@ -15,14 +15,14 @@ pub struct SpecError {
     pub help: Option<String>,
 }
 
-impl SpecError {
+impl SourceError {
     /// An error at `span`, labelled `label`.
     pub fn new(
         message: impl Into<String>,
         span: Option<SourceSpan>,
         label: impl Into<String>,
-    ) -> SpecError {
-        SpecError {
+    ) -> SourceError {
+        SourceError {
             message: message.into(),
             span,
             label: label.into(),
@@ -31,13 +31,13 @@ impl SpecError {
     }
 
     /// Adds a hint.
-    pub fn help(mut self, help: impl Into<String>) -> SpecError {
+    pub fn help(mut self, help: impl Into<String>) -> SourceError {
         self.help = Some(help.into());
         self
     }
 
     /// Adds "did you mean …?" when `suggestion` is set.
-    pub fn did_you_mean(self, suggestion: Option<String>) -> SpecError {
+    pub fn did_you_mean(self, suggestion: Option<String>) -> SourceError {
         match suggestion {
             Some(s) => self.help(format!("did you mean {s:?}?")),
             None => self,
@@ -48,21 +48,21 @@ impl SpecError {
 /// Every problem found in a spec; a spec with any builds nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Diagnostic)]
 #[error("invalid build spec: {} errors", .errors.len())]
-pub struct SpecErrors {
+pub struct SourceErrors {
     #[related]
-    pub errors: Vec<SpecError>,
+    pub errors: Vec<SourceError>,
 }
 
-/// [`SpecErrors`] against a named file.
+/// [`SourceErrors`] against a named file.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("{file}: invalid build spec: {} errors", .errors.len())]
 struct FileErrors {
     file: String,
     #[related]
-    errors: Vec<SpecError>,
+    errors: Vec<SourceError>,
 }
 
-impl SpecErrors {
+impl SourceErrors {
     /// A report of these errors against the file they came from: a single
     /// error is shown as itself, several under one heading.
     pub fn into_report(self, file: &str, text: &str) -> miette::Report {
