@@ -1,0 +1,320 @@
+//! Docker's shell-word rules for the instructions it expands: words split on
+//! unquoted whitespace, quotes removed, `\` (or the escape character)
+//! escaping, and `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}` kept as
+//! variable parts of a [`Word`] to expand at build time.
+
+use crate::graph::{Part, Word};
+
+/// A lexing problem at a byte offset of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LexError {
+    pub offset: usize,
+    pub message: String,
+}
+
+struct Lexer<'a> {
+    chars: Vec<(usize, char)>,
+    pos: usize,
+    escape: char,
+    text: &'a str,
+}
+
+fn push_lit(parts: &mut Vec<Part>, c: char) {
+    if let Some(Part::Lit(s)) = parts.last_mut() {
+        s.push(c);
+    } else {
+        parts.push(Part::Lit(c.to_string()));
+    }
+}
+
+impl Lexer<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).map(|(_, c)| *c)
+    }
+
+    fn offset(&self) -> usize {
+        self.chars.get(self.pos).map_or(self.text.len(), |(o, _)| *o)
+    }
+
+    fn error(&self, message: impl Into<String>) -> LexError {
+        LexError { offset: self.offset(), message: message.into() }
+    }
+
+    /// One word; stops at unquoted whitespace when `split`, else reads to the end.
+    fn word(&mut self, split: bool) -> Result<Word, LexError> {
+        let mut parts = Vec::new();
+        while let Some(c) = self.peek() {
+            if split && c.is_whitespace() {
+                break;
+            }
+            self.pos += 1;
+            match c {
+                '\'' => loop {
+                    match self.peek() {
+                        None => return Err(self.error("unterminated single quote")),
+                        Some('\'') => {
+                            self.pos += 1;
+                            break;
+                        }
+                        Some(c) => {
+                            self.pos += 1;
+                            push_lit(&mut parts, c);
+                        }
+                    }
+                },
+                '"' => loop {
+                    match self.peek() {
+                        None => return Err(self.error("unterminated double quote")),
+                        Some('"') => {
+                            self.pos += 1;
+                            break;
+                        }
+                        Some('$') => {
+                            self.pos += 1;
+                            self.variable(&mut parts)?;
+                        }
+                        Some(c) if c == self.escape => {
+                            self.pos += 1;
+                            match self.peek() {
+                                Some(n @ ('"' | '$')) => {
+                                    self.pos += 1;
+                                    push_lit(&mut parts, n);
+                                }
+                                Some(n) if n == self.escape => {
+                                    self.pos += 1;
+                                    push_lit(&mut parts, n);
+                                }
+                                _ => push_lit(&mut parts, c),
+                            }
+                        }
+                        Some(c) => {
+                            self.pos += 1;
+                            push_lit(&mut parts, c);
+                        }
+                    }
+                },
+                '$' => self.variable(&mut parts)?,
+                c if c == self.escape => match self.peek() {
+                    Some(n) => {
+                        self.pos += 1;
+                        push_lit(&mut parts, n);
+                    }
+                    None => push_lit(&mut parts, c),
+                },
+                c => push_lit(&mut parts, c),
+            }
+        }
+        Ok(Word(parts))
+    }
+
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(c) = self.peek() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                name.push(c);
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        name
+    }
+
+    /// After a `$`: a variable reference, or a literal `$` when none follows.
+    fn variable(&mut self, parts: &mut Vec<Part>) -> Result<(), LexError> {
+        match self.peek() {
+            Some('{') => {
+                self.pos += 1;
+                let name = self.name();
+                if name.is_empty() {
+                    return Err(self.error("bad substitution: expected a variable name after ${"));
+                }
+                match self.peek() {
+                    Some('}') => {
+                        self.pos += 1;
+                        parts.push(Part::Var(name));
+                    }
+                    Some(':') | Some('-') | Some('+') => {
+                        let colon = self.peek() == Some(':');
+                        if colon {
+                            self.pos += 1;
+                        }
+                        let op = self.peek();
+                        if !matches!(op, Some('-') | Some('+')) {
+                            return Err(self.error(format!("unsupported modifier in ${{{name}…}}: only :- and :+ are supported")));
+                        }
+                        self.pos += 1;
+                        let word = self.nested()?;
+                        parts.push(if op == Some('-') {
+                            Part::Default { name, colon, word }
+                        } else {
+                            Part::Alt { name, colon, word }
+                        });
+                    }
+                    _ => return Err(self.error(format!("bad substitution in ${{{name}…}}: missing }}"))),
+                }
+            }
+            Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+                let name = self.name();
+                parts.push(Part::Var(name));
+            }
+            _ => push_lit(parts, '$'),
+        }
+        Ok(())
+    }
+
+    /// The word inside `${NAME:-…}` up to the closing brace.
+    fn nested(&mut self) -> Result<Word, LexError> {
+        let mut parts = Vec::new();
+        loop {
+            match self.peek() {
+                None => return Err(self.error("bad substitution: missing }")),
+                Some('}') => {
+                    self.pos += 1;
+                    return Ok(Word(parts));
+                }
+                Some('$') => {
+                    self.pos += 1;
+                    self.variable(&mut parts)?;
+                }
+                Some(c) if c == self.escape => {
+                    self.pos += 1;
+                    if let Some(n) = self.peek() {
+                        self.pos += 1;
+                        push_lit(&mut parts, n);
+                    }
+                }
+                Some(c) => {
+                    self.pos += 1;
+                    push_lit(&mut parts, c);
+                }
+            }
+        }
+    }
+}
+
+fn lexer(text: &str, escape: char) -> Lexer<'_> {
+    Lexer { chars: text.char_indices().collect(), pos: 0, escape, text }
+}
+
+/// Splits `text` into words (quotes removed, variables kept).
+pub fn words(text: &str, escape: char) -> Result<Vec<Word>, LexError> {
+    let mut lx = lexer(text, escape);
+    let mut out = Vec::new();
+    loop {
+        while lx.peek().is_some_and(char::is_whitespace) {
+            lx.pos += 1;
+        }
+        if lx.peek().is_none() {
+            return Ok(out);
+        }
+        out.push(lx.word(true)?);
+    }
+}
+
+/// The whole of `text` as one word (spaces kept), as `ENV KEY value with spaces` reads it.
+pub fn single_word(text: &str, escape: char) -> Result<Word, LexError> {
+    lexer(text.trim(), escape).word(false)
+}
+
+/// A heredoc body: `$` references and escaped `$` only; quotes are content.
+pub fn heredoc_word(text: &str, escape: char) -> Word {
+    let mut lx = lexer(text, escape);
+    let mut parts = Vec::new();
+    while let Some(c) = lx.peek() {
+        lx.pos += 1;
+        match c {
+            '$' => {
+                let (saved, before) = (lx.pos, parts.len());
+                if lx.variable(&mut parts).is_err() {
+                    // Not a reference after all: keep the text as written.
+                    lx.pos = saved;
+                    parts.truncate(before);
+                    push_lit(&mut parts, '$');
+                }
+            }
+            c if c == escape && lx.peek() == Some('$') => {
+                lx.pos += 1;
+                push_lit(&mut parts, '$');
+            }
+            c => push_lit(&mut parts, c),
+        }
+    }
+    Word(parts)
+}
+
+/// Splits a raw word at its first unquoted `=`: `KEY=value` → ("KEY", "value").
+pub fn split_assignment(raw: &str) -> Option<(&str, &str)> {
+    let (key, value) = raw.split_once('=')?;
+    (!key.is_empty() && !key.contains(['"', '\''])).then_some((key, value))
+}
+
+/// The raw (unlexed) words of `text`, split on unquoted whitespace.
+pub fn raw_words(text: &str, escape: char) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0;
+    let mut quote: Option<char> = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if quote.is_none() && c.is_whitespace() {
+            if !current.is_empty() {
+                out.push((start, std::mem::take(&mut current)));
+            }
+            continue;
+        }
+        if current.is_empty() {
+            start = i;
+        }
+        current.push(c);
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (q, c) if c == escape && q != Some('\'') => {
+                if let Some((_, n)) = chars.next() {
+                    current.push(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !current.is_empty() {
+        out.push((start, current));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lit(s: &str) -> Part {
+        Part::Lit(s.into())
+    }
+
+    #[test]
+    fn quotes_escapes_and_variables() {
+        let w = words(r#"a"b c"'$d' \$e ${F:-x y} $G"#, '\\').unwrap();
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0], Word(vec![lit("ab c$d")]));
+        assert_eq!(w[1], Word(vec![lit("$e")]));
+        assert_eq!(w[2], Word(vec![Part::Default { name: "F".into(), colon: true, word: Word(vec![lit("x y")]) }]));
+        assert_eq!(w[3], Word(vec![Part::Var("G".into())]));
+    }
+
+    #[test]
+    fn unterminated_quote_is_an_error() {
+        assert!(words("\"abc", '\\').is_err());
+        assert!(words("${A", '\\').is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn displayed_literals_lex_back_to_themselves(text in "[ -~]{0,40}") {
+            let word = Word::lit(text.clone());
+            let quoted = format!("\"{}\"", word.to_string().replace('"', "\\\""));
+            prop_assert_eq!(single_word(&quoted, '\\').unwrap(), word);
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! Instructions to graph: one parse function per instruction, each turning a
+//! `Line` into an `Op` (or a stage), collecting every error with its span.
+//! Passes: collect stages, then lower each instruction with stage names known.
+
+use std::sync::Arc;
+
+use miette::SourceSpan;
+
+use super::lexer::{self, LexError};
+use super::parser::{Flag, Line, Parsed};
+use crate::frontend::BuildArgs;
+use crate::frontend::diagnostic::SourceError;
+use crate::graph::{
+    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, Network, Op, Origin, RunMount, RunOp, Stage,
+    StageId, Step, Word, did_you_mean,
+};
+
+/// Every instruction Docker knows.
+pub const KEYWORDS: [&str; 18] = [
+    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG",
+    "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+];
+
+pub struct Lowerer<'a> {
+    file: Arc<str>,
+    escape: char,
+    build_args: &'a BuildArgs,
+    pub errors: Vec<SourceError>,
+    /// Stage names in order (None for unnamed), known before any step is lowered.
+    stage_names: Vec<Option<String>>,
+    global_args: Vec<ArgDecl>,
+}
+
+fn span(offset: usize, len: usize) -> Option<SourceSpan> {
+    Some((offset, len.max(1)).into())
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase()) && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+}
+
+/// A JSON array of strings (exec form), if `args` is one.
+pub fn json_args(args: &str) -> Option<Vec<String>> {
+    let trimmed = args.trim();
+    if !trimmed.starts_with('[') {
+        return None;
+    }
+    serde_json::from_str::<Vec<String>>(trimmed).ok()
+}
+
+impl<'a> Lowerer<'a> {
+    pub fn new(file: &str, escape: char, build_args: &'a BuildArgs) -> Self {
+        Lowerer { file: file.into(), escape, build_args, errors: Vec::new(), stage_names: Vec::new(), global_args: Vec::new() }
+    }
+
+    fn error(&mut self, line: &Line, message: impl Into<String>, label: &str) -> SourceError {
+        let e = SourceError::new(message, span(line.offset, line.keyword.len()), label);
+        self.errors.push(e.clone());
+        e
+    }
+
+    fn args_error(&mut self, line: &Line, message: impl Into<String>, label: &str, help: Option<String>) {
+        let len = line.args.len();
+        let mut e = SourceError::new(message, span(line.args_offset, len), label);
+        e.help = help;
+        self.errors.push(e);
+    }
+
+    fn lex_error(&mut self, line: &Line, e: LexError) {
+        let offset = line.args_offset + e.offset.min(line.args.len());
+        self.errors.push(SourceError::new(e.message, span(offset, 1), "here"));
+    }
+
+    fn words(&mut self, line: &Line, text: &str) -> Vec<Word> {
+        match lexer::words(text, self.escape) {
+            Ok(w) => w,
+            Err(e) => {
+                self.lex_error(line, e);
+                Vec::new()
+            }
+        }
+    }
+
+    fn word(&mut self, line: &Line, text: &str) -> Word {
+        match lexer::single_word(text, self.escape) {
+            Ok(w) => w,
+            Err(e) => {
+                self.lex_error(line, e);
+                Word::default()
+            }
+        }
+    }
+
+    /// The value of a global build arg for expansion at lowering (FROM, --from).
+    fn global(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.build_args.get(name) {
+            return Some(v.clone());
+        }
+        let decl = self.global_args.iter().find(|a| a.name == name)?;
+        decl.default.as_ref().map(|d| d.expand(&|n| self.global(n)))
+    }
+
+    fn expand_global(&mut self, line: &Line, text: &str) -> String {
+        let word = self.word(line, text);
+        word.expand(&|n| self.global(n).or_else(|| crate::exec::automatic_args().remove(n)))
+    }
+
+    fn check_flags(&mut self, line: &Line, allowed: &[&str]) {
+        for flag in &line.flags {
+            if !allowed.contains(&flag.name.as_str()) {
+                let help = match did_you_mean(&flag.name, allowed.iter().copied()) {
+                    Some(s) => Some(format!("did you mean --{s}?")),
+                    None if allowed.is_empty() => Some(format!("{} takes no flags", line.keyword.to_uppercase())),
+                    None => Some(format!("{} takes {}", line.keyword.to_uppercase(), allowed.iter().map(|a| format!("--{a}")).collect::<Vec<_>>().join(", "))),
+                };
+                let mut e = SourceError::new(format!("unknown flag --{} for {}", flag.name, line.keyword.to_uppercase()), span(flag.offset, flag.name.len() + 2), "unknown flag");
+                e.help = help;
+                self.errors.push(e);
+            }
+        }
+    }
+
+    fn flag<'l>(line: &'l Line, name: &str) -> Option<&'l Flag> {
+        line.flags.iter().rev().find(|f| f.name == name)
+    }
+
+    fn bool_flag(&mut self, line: &Line, name: &str) -> bool {
+        match Self::flag(line, name).map(|f| f.value.as_deref()) {
+            None => false,
+            Some(None | Some("true")) => true,
+            Some(Some("false")) => false,
+            Some(Some(other)) => {
+                let offset = Self::flag(line, name).map_or(line.offset, |f| f.offset);
+                self.errors.push(SourceError::new(format!("--{name}={other}: expected true or false"), span(offset, name.len() + 2), "here"));
+                false
+            }
+        }
+    }
+
+    fn stage_ref(&mut self, line: &Line, flag: &Flag, value: &str) -> CopyFrom {
+        let value = self.expand_global(line, value);
+        if let Some(i) = self.stage_names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&value))) {
+            return CopyFrom::Stage(StageId(i));
+        }
+        if let Ok(i) = value.parse::<usize>() {
+            if i < self.stage_names.len() {
+                return CopyFrom::Stage(StageId(i));
+            }
+            self.errors.push(SourceError::new(format!("stage index {i} does not exist (the file has {} stages)", self.stage_names.len()), span(flag.offset, flag.name.len() + 2), "here"));
+            return CopyFrom::Image(value);
+        }
+        let names: Vec<String> = self.stage_names.iter().flatten().cloned().collect();
+        if !value.contains([':', '/', '.', '@'])
+            && let Some(s) = did_you_mean(&value, names.iter().map(String::as_str))
+        {
+            let mut e = SourceError::new(format!("unknown stage {value:?}"), span(flag.offset, flag.name.len() + 3 + value.len()), "no stage has this name");
+            e.help = Some(format!("did you mean {s:?}?"));
+            self.errors.push(e);
+        }
+        CopyFrom::Image(value)
+    }
+
+    /// Lowers the whole file.
+    pub fn lower(mut self, parsed: &Parsed) -> (BuildGraph, Vec<SourceError>) {
+        let mut graph = BuildGraph::default();
+        // Pass 1: stage names, so COPY --from may name a later stage.
+        for line in &parsed.lines {
+            if line.keyword.eq_ignore_ascii_case("FROM") {
+                let words = lexer::raw_words(&line.args, self.escape);
+                let name = match words.as_slice() {
+                    [_, (_, as_kw), (_, name)] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+                    _ => None,
+                };
+                self.stage_names.push(name);
+            }
+        }
+        if parsed.lines.is_empty() {
+            self.errors.push(SourceError::new("the Dockerfile has no instructions", span(0, 0), "empty").help("a Dockerfile starts with FROM"));
+        }
+        let mut current: Option<Stage> = None;
+        for line in &parsed.lines {
+            let keyword = line.keyword.to_ascii_uppercase();
+            if !KEYWORDS.contains(&keyword.as_str()) {
+                let e = self.error(line, format!("unknown instruction: {}", line.keyword), "not an instruction");
+                let help = did_you_mean(&keyword, KEYWORDS).map(|s| format!("did you mean {s}?"));
+                if let Some(last) = self.errors.last_mut() {
+                    last.help = help.or(e.help);
+                }
+                continue;
+            }
+            let origin = Origin { file: self.file.clone(), line: line.line };
+            if keyword == "FROM" {
+                if let Some(stage) = current.take() {
+                    graph.stages.push(stage);
+                }
+                current = Some(self.from(line, graph.stages.len(), origin));
+                continue;
+            }
+            if keyword == "ARG" && current.is_none() {
+                let decls = self.arg(line);
+                self.global_args.extend(decls.iter().cloned());
+                graph.args.extend(decls);
+                continue;
+            }
+            let Some(stage) = current.as_mut() else {
+                self.error(line, format!("{keyword} before the first FROM"), "needs a stage").help("only ARG may come before FROM");
+                if let Some(last) = self.errors.last_mut() {
+                    last.help = Some("only ARG may come before FROM".into());
+                }
+                continue;
+            };
+            if let Some(op) = self.instruction(line, &keyword) {
+                stage.steps.push(Step { op, origin, comments: line.comments.clone() });
+            }
+        }
+        if let Some(stage) = current.take() {
+            graph.stages.push(stage);
+        } else if !parsed.lines.is_empty() && self.errors.is_empty() {
+            self.errors.push(SourceError::new("the Dockerfile has no FROM instruction", span(0, 0), "no stage").help("a build starts with FROM an image, a stage or scratch"));
+        }
+        (graph, self.errors)
+    }
+
+    fn from(&mut self, line: &Line, index: usize, origin: Origin) -> Stage {
+        self.check_flags(line, &["platform"]);
+        let platform = Self::flag(line, "platform").and_then(|f| f.value.clone()).map(|v| Word::lit(self.expand_global(line, &v)));
+        let words = lexer::raw_words(&line.args, self.escape);
+        let (image, name) = match words.as_slice() {
+            [(_, image)] => (image.clone(), None),
+            [(_, image), (_, as_kw), (offset, name)] if as_kw.eq_ignore_ascii_case("as") => {
+                if !valid_stage_name(&name.to_lowercase()) {
+                    let mut e = SourceError::new(format!("invalid stage name {name:?}"), span(line.args_offset + offset, name.len()), "here");
+                    e.help = Some("stage names start with a letter and hold lowercase letters, digits, '-', '_' and '.'".into());
+                    self.errors.push(e);
+                }
+                let lower = name.to_lowercase();
+                if self.stage_names[..index].iter().flatten().any(|n| *n == lower) {
+                    self.errors.push(SourceError::new(format!("duplicate stage name {name:?}"), span(line.args_offset + offset, name.len()), "already used"));
+                }
+                (image.clone(), Some(lower))
+            }
+            [] => {
+                self.error(line, "FROM needs an image: FROM <image> [AS <name>]", "missing image");
+                (String::new(), None)
+            }
+            _ => {
+                self.args_error(line, "FROM takes an image and optionally AS <name>", "unexpected words", Some("FROM <image> [AS <name>]".into()));
+                (words[0].1.clone(), None)
+            }
+        };
+        let image = self.expand_global(line, &image);
+        let base = if image.eq_ignore_ascii_case("scratch") {
+            Base::Scratch
+        } else if let Some(i) = self.stage_names[..index].iter().position(|n| n.as_deref() == Some(image.to_lowercase().as_str())) {
+            Base::Stage(StageId(i))
+        } else {
+            if !image.is_empty()
+                && let Err(e) = image.parse::<crate::oci::ImageRef>()
+            {
+                self.args_error(line, e.to_string(), "not an image reference", None);
+            }
+            Base::Image(image)
+        };
+        Stage { name, base, platform, steps: Vec::new(), hidden: false, origin }
+    }
+
+    fn arg(&mut self, line: &Line) -> Vec<ArgDecl> {
+        self.check_flags(line, &[]);
+        let words = lexer::raw_words(&line.args, self.escape);
+        if words.is_empty() {
+            self.error(line, "ARG needs a name: ARG <name>[=<default>]", "missing name");
+        }
+        words
+            .into_iter()
+            .map(|(_, raw)| match lexer::split_assignment(&raw) {
+                Some((name, value)) => ArgDecl { name: name.to_string(), default: Some(self.word(line, value)) },
+                None => ArgDecl { name: raw, default: None },
+            })
+            .collect()
+    }
+
+    /// `K=V …` pairs, or the legacy `K V` form; (key, value) words.
+    fn pairs(&mut self, line: &Line, what: &str) -> Vec<(Word, Word)> {
+        let words = lexer::raw_words(&line.args, self.escape);
+        if words.is_empty() {
+            self.error(line, format!("{what} needs at least one key and value"), "missing arguments");
+            return Vec::new();
+        }
+        if lexer::split_assignment(&words[0].1).is_none() && !words[0].1.starts_with('"') {
+            // Legacy form: the first word is the key, the rest of the line the value.
+            let key = words[0].1.clone();
+            let rest = line.args[words[0].0 + key.len()..].trim();
+            if rest.is_empty() {
+                self.args_error(line, format!("{what} {key} has no value"), "missing value", Some(format!("write {what} {key}=<value>")));
+                return Vec::new();
+            }
+            return vec![(Word::lit(key), self.word(line, rest))];
+        }
+        let mut out = Vec::new();
+        for (offset, raw) in words {
+            let split = split_unquoted_eq(&raw);
+            match split {
+                Some((key, value)) if !key.is_empty() => {
+                    let key = self.word(line, key);
+                    out.push((key, self.word(line, value)));
+                }
+                _ => {
+                    let mut e = SourceError::new(format!("{what}: {raw:?} is not KEY=VALUE"), span(line.args_offset + offset, raw.len()), "expected KEY=VALUE");
+                    e.help = Some(format!("write {what} KEY=VALUE [KEY=VALUE…]"));
+                    self.errors.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn command(&mut self, line: &Line) -> CommandLine {
+        match json_args(&line.args) {
+            Some(args) => CommandLine::Exec(args),
+            None => CommandLine::Shell(line.args.clone()),
+        }
+    }
+
+    fn instruction(&mut self, line: &Line, keyword: &str) -> Option<Op> {
+        let no_flags = !matches!(keyword, "RUN" | "COPY" | "ADD" | "HEALTHCHECK");
+        if no_flags {
+            self.check_flags(line, &[]);
+        }
+        let needs_args = !matches!(keyword, "CMD" | "ENTRYPOINT");
+        if needs_args && line.args.trim().is_empty() && line.heredocs.is_empty() {
+            self.error(line, format!("{keyword} needs arguments"), "missing arguments");
+            return None;
+        }
+        Some(match keyword {
+            "RUN" => Op::Run(self.run(line)),
+            "COPY" | "ADD" => Op::Copy(self.copy(line, keyword == "ADD")?),
+            "ENV" => {
+                let pairs = self.pairs(line, "ENV");
+                let mut out = Vec::new();
+                for (k, v) in pairs {
+                    match k.as_literal() {
+                        Some(k) if !k.is_empty() => out.push((k, v)),
+                        _ => self.args_error(line, "ENV names must be plain, non-empty names", "here", None),
+                    }
+                }
+                Op::Env(out)
+            }
+            "ARG" => Op::Arg(self.arg(line)),
+            "LABEL" => Op::Label(self.pairs(line, "LABEL")),
+            "MAINTAINER" => Op::Maintainer(line.args.clone()),
+            "EXPOSE" => Op::Expose(self.words(line, &line.args)),
+            "VOLUME" => Op::Volume(match json_args(&line.args) {
+                Some(paths) => paths.into_iter().map(Word::lit).collect(),
+                None => self.words(line, &line.args),
+            }),
+            "USER" => {
+                let words = self.words(line, &line.args);
+                if words.len() != 1 {
+                    self.args_error(line, "USER takes one user[:group]", "here", None);
+                }
+                Op::User(words.into_iter().next().unwrap_or_default())
+            }
+            "WORKDIR" => Op::Workdir(self.word(line, &line.args)),
+            "CMD" => Op::Cmd(self.command(line)),
+            "ENTRYPOINT" => Op::Entrypoint(self.command(line)),
+            "SHELL" => match json_args(&line.args) {
+                Some(shell) if !shell.is_empty() => Op::Shell(shell),
+                _ => {
+                    self.args_error(line, "SHELL must be a JSON array of strings", "not a JSON array", Some("SHELL [\"/bin/bash\", \"-c\"]".into()));
+                    return None;
+                }
+            },
+            "STOPSIGNAL" => Op::StopSignal(self.word(line, &line.args)),
+            "HEALTHCHECK" => Op::Healthcheck(self.healthcheck(line)?),
+            "ONBUILD" => {
+                let trigger = line.args.trim().to_string();
+                let first = trigger.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
+                if matches!(first.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+                    self.args_error(line, format!("ONBUILD cannot trigger {first}"), "not allowed", None);
+                    return None;
+                }
+                if !KEYWORDS.contains(&first.as_str()) {
+                    let help = did_you_mean(&first, KEYWORDS).map(|s| format!("did you mean {s}?"));
+                    self.args_error(line, format!("unknown instruction in ONBUILD: {first}"), "not an instruction", help);
+                    return None;
+                }
+                Op::Onbuild(trigger)
+            }
+            _ => return None,
+        })
+    }
+
+    fn run(&mut self, line: &Line) -> RunOp {
+        self.check_flags(line, &["mount", "network", "security"]);
+        let mut mounts = Vec::new();
+        for flag in line.flags.iter().filter(|f| f.name == "mount") {
+            match parse_mount(flag.value.as_deref().unwrap_or_default()) {
+                Ok((mount, from)) => {
+                    let mount = match (mount, from) {
+                        (RunMount::Bind { source, target, rw, .. }, Some(from)) => {
+                            let from = self.stage_ref(line, flag, &from);
+                            RunMount::Bind { from: Some(from), source, target, rw }
+                        }
+                        (m, _) => m,
+                    };
+                    mounts.push(mount);
+                }
+                Err(message) => self.errors.push(SourceError::new(format!("--mount: {message}"), span(flag.offset, 7 + flag.value.as_deref().map_or(0, str::len)), "bad mount")),
+            }
+        }
+        let network = match Self::flag(line, "network").map(|f| f.value.clone().unwrap_or_default()) {
+            None => Network::Default,
+            Some(v) if v == "default" => Network::Default,
+            Some(v) if v == "host" => Network::Host,
+            Some(v) if v == "none" => Network::None,
+            Some(v) => {
+                let offset = Self::flag(line, "network").map_or(line.offset, |f| f.offset);
+                self.errors.push(SourceError::new(format!("--network={v}: expected default, none or host"), span(offset, 10 + v.len()), "here"));
+                Network::Default
+            }
+        };
+        if let Some(f) = Self::flag(line, "security").filter(|f| f.value.as_deref() != Some("sandbox")) {
+            self.errors.push(SourceError::new("--security=insecure is not supported", span(f.offset, 10), "here"));
+        }
+        let command = match json_args(&line.args) {
+            Some(args) if line.heredocs.is_empty() => CommandLine::Exec(args),
+            _ => CommandLine::Shell(fold_heredocs(&line.args, &line.heredocs)),
+        };
+        RunOp { command, mounts, network }
+    }
+
+    fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {
+        let allowed: &[&str] = if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
+        self.check_flags(line, allowed);
+        for unsupported in ["checksum", "keep-git-dir"] {
+            if let Some(f) = Self::flag(line, unsupported) {
+                self.errors.push(SourceError::new(format!("ADD --{unsupported} is not supported: ADD from URLs and git needs a registry-free network this builder does not use"), span(f.offset, unsupported.len() + 2), "not supported"));
+            }
+        }
+        let keyword = if add { "ADD" } else { "COPY" };
+        let raw: Vec<String> = match json_args(&line.args) {
+            Some(args) => args.into_iter().map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))).collect(),
+            None => lexer::raw_words(&line.args, self.escape).into_iter().map(|(_, w)| w).collect(),
+        };
+        if raw.len() < 2 {
+            self.args_error(line, format!("{keyword} needs a source and a destination"), "missing arguments", Some(format!("{keyword} <src>… <dest>")));
+            return None;
+        }
+        let mut sources = Vec::new();
+        let mut heredocs = line.heredocs.iter();
+        for word in &raw[..raw.len() - 1] {
+            if word.starts_with("<<") {
+                if let Some(doc) = heredocs.next() {
+                    let content = if doc.quoted { Word::lit(doc.body.clone()) } else { lexer::heredoc_word(&doc.body, self.escape) };
+                    sources.push(CopySource::Inline { name: doc.name.clone(), content });
+                    continue;
+                }
+            }
+            if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@") {
+                self.args_error(line, format!("{keyword} from a URL ({word}) is not supported"), "a URL", Some("download it into the build context first".into()));
+                continue;
+            }
+            sources.push(CopySource::Path(self.word(line, word)));
+        }
+        let dest = self.word(line, &raw[raw.len() - 1]);
+        let from = match Self::flag(line, "from") {
+            Some(f) => {
+                let value = f.value.clone().unwrap_or_default();
+                let f = f.clone();
+                Some(self.stage_ref(line, &f, &value))
+            }
+            None => None,
+        };
+        let chown = Self::flag(line, "chown").and_then(|f| f.value.clone()).map(|v| self.word(line, &v));
+        let chmod = Self::flag(line, "chmod").and_then(|f| f.value.clone()).map(|v| self.word(line, &v));
+        let link = self.bool_flag(line, "link");
+        Some(CopyOp { add, from, sources, dest, chown, chmod, link })
+    }
+
+    fn healthcheck(&mut self, line: &Line) -> Option<Healthcheck> {
+        self.check_flags(line, &["interval", "timeout", "start-period", "start-interval", "retries"]);
+        let args = line.args.trim();
+        if args.eq_ignore_ascii_case("none") {
+            return Some(Healthcheck { test: vec!["NONE".into()], ..Default::default() });
+        }
+        let Some(rest) = args.strip_prefix("CMD").or_else(|| args.strip_prefix("cmd")) else {
+            self.args_error(line, "HEALTHCHECK takes NONE or CMD <command>", "expected CMD", None);
+            return None;
+        };
+        let test = match json_args(rest) {
+            Some(args) => std::iter::once("CMD".to_string()).chain(args).collect(),
+            None => vec!["CMD-SHELL".to_string(), rest.trim().to_string()],
+        };
+        let mut check = Healthcheck { test, ..Default::default() };
+        for flag in &line.flags {
+            let value = flag.value.clone().unwrap_or_default();
+            if flag.name == "retries" {
+                match value.parse() {
+                    Ok(n) => check.retries = Some(n),
+                    Err(_) => self.errors.push(SourceError::new(format!("--retries={value}: not a number"), span(flag.offset, 9 + value.len()), "here")),
+                }
+                continue;
+            }
+            let Some(duration) = crate::frontend::kdl::parse_duration(&value) else {
+                self.errors.push(SourceError::new(format!("--{}={value}: not a duration like 30s or 1m30s", flag.name), span(flag.offset, flag.name.len() + 3 + value.len()), "here"));
+                continue;
+            };
+            let nanos = Some(duration.as_nanos() as u64);
+            match flag.name.as_str() {
+                "interval" => check.interval = nanos,
+                "timeout" => check.timeout = nanos,
+                "start-period" => check.start_period = nanos,
+                "start-interval" => check.start_interval = nanos,
+                _ => {}
+            }
+        }
+        Some(check)
+    }
+}
+
+/// Splits `key=value` at the first `=` outside quotes.
+fn split_unquoted_eq(raw: &str) -> Option<(&str, &str)> {
+    let mut quote = None;
+    for (i, c) in raw.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '=') => return Some((&raw[..i], &raw[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A lone `<<EOF` runs its body as the script; otherwise bodies follow the
+/// command as a POSIX shell reads heredocs.
+fn fold_heredocs(args: &str, heredocs: &[super::parser::Heredoc]) -> String {
+    if heredocs.is_empty() {
+        return args.to_string();
+    }
+    let markers = super::parser::heredoc_markers(args);
+    let lone = heredocs.len() == 1 && markers.len() == 1 && {
+        let t = args.trim();
+        let (name, strip, quoted) = &markers[0];
+        let q = if *quoted { "\"" } else { "" };
+        let forms = [format!("<<{}{q}{name}{q}", if *strip { "-" } else { "" }), format!("<<{}'{name}'", if *strip { "-" } else { "" })];
+        forms.iter().any(|f| f == t)
+    };
+    if lone {
+        return heredocs[0].body.clone();
+    }
+    let mut script = args.to_string();
+    for doc in heredocs {
+        script.push('\n');
+        script.push_str(&doc.body);
+        script.push_str(&doc.name);
+    }
+    script
+}
+
+/// Parses `type=cache,target=/x,…`; returns the mount and a `from=` to resolve.
+fn parse_mount(spec: &str) -> Result<(RunMount, Option<String>), String> {
+    let mut kind = "bind".to_string();
+    let (mut target, mut id, mut source, mut from) = (None, None, None, None);
+    let (mut readonly, mut rw, mut required) = (false, false, false);
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v.to_string())));
+        let truthy = value.as_deref().is_none_or(|v| v == "true");
+        match key {
+            "type" => kind = value.unwrap_or_default(),
+            "target" | "dst" | "destination" => target = value,
+            "id" => id = value,
+            "source" | "src" => source = value,
+            "from" => from = value,
+            "ro" | "readonly" => readonly = truthy,
+            "rw" | "readwrite" => rw = truthy,
+            "required" => required = truthy,
+            "sharing" | "mode" | "uid" | "gid" | "size" => {}
+            other => return Err(format!("unknown option {other:?} in {spec:?}")),
+        }
+    }
+    let mount = match kind.as_str() {
+        "cache" => {
+            let target = target.ok_or("type=cache needs target=")?;
+            RunMount::Cache { id: id.unwrap_or_else(|| target.clone()), target, readonly }
+        }
+        "bind" => {
+            let target = target.ok_or("type=bind needs target=")?;
+            RunMount::Bind { from: None, source: source.unwrap_or_else(|| "/".into()), target, rw }
+        }
+        "secret" => {
+            let id = id.or_else(|| target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string))).ok_or("type=secret needs id=")?;
+            let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+            RunMount::Secret { id, target, required }
+        }
+        "tmpfs" => RunMount::Tmpfs { target: target.ok_or("type=tmpfs needs target=")? },
+        other => return Err(format!("unknown mount type {other:?} (cache, bind, secret or tmpfs)")),
+    };
+    Ok((mount, from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lone_heredoc_is_the_script() {
+        let doc = super::super::parser::Heredoc { name: "EOF".into(), body: "echo a\necho b\n".into(), quoted: false };
+        assert_eq!(fold_heredocs("<<EOF", std::slice::from_ref(&doc)), "echo a\necho b\n");
+        assert_eq!(fold_heredocs("cat <<EOF > /x", &[doc]), "cat <<EOF > /x\necho a\necho b\nEOF");
+    }
+
+    #[test]
+    fn mounts_parse_with_buildkit_keys() {
+        let (m, _) = parse_mount("type=cache,target=/root/.cache,id=pip").unwrap();
+        assert_eq!(m, RunMount::Cache { id: "pip".into(), target: "/root/.cache".into(), readonly: false });
+        let (m, from) = parse_mount("type=bind,from=build,source=/out,target=/in").unwrap();
+        assert_eq!(from.as_deref(), Some("build"));
+        assert!(matches!(m, RunMount::Bind { .. }));
+        assert!(parse_mount("type=nfs,target=/x").is_err());
+    }
+}
