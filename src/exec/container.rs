@@ -42,6 +42,8 @@ pub struct RunRecord {
     /// The run used a copied root instead of an overlay (see `STRATA_SNAPSHOTTER`).
     #[serde(default)]
     pub copied_root: bool,
+    #[serde(default)]
+    pub dir_inodes: super::copydiff::DirInodes,
 }
 
 fn runs_dir(store: &Store) -> PathBuf {
@@ -107,6 +109,7 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
         exit_code: None,
         mount_points: prepared.mount_points.clone(),
         copied_root: prepared.spec.copied_root,
+        dir_inodes: prepared.dir_inodes.clone(),
     };
     let write_record = |record: &RunRecord| {
         let path = dir.join("run.json");
@@ -187,7 +190,7 @@ pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Desc
     let layer = if record.copied_root {
         let root = runs_dir(store).join(name).join("root");
         let skip = stubs_to_skip(&root, &record.mount_points, &view);
-        super::copydiff::diff_to_layer(store, &view, &root, &skip, epoch)?
+        super::copydiff::diff_to_layer(store, &view, &root, &record.dir_inodes, &skip, epoch)?
     } else {
         let upper = runs_dir(store).join(name).join("upper");
         let skip = stubs_to_skip(&upper, &record.mount_points, &view);

@@ -10,6 +10,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use super::ExecError;
+use super::diff::list_xattrs;
+use crate::store::snapshot::{xattr_get, xattr_set};
 use super::layer::{Attrs, LayerWriter};
 use crate::oci::Digest;
 use crate::store::Store;
@@ -21,17 +23,31 @@ fn set_times_and_owner(path: &Path, meta: &fs::Metadata) {
     let _ = nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink);
 }
 
+/// Marks every directory of a copied root; one found later without it was
+/// removed and made again, which the layer records as opaque, as overlayfs does.
+const COPIED_MARK: &str = "user.strata.copied";
+
+/// Whether the copied root's directories carry `COPIED_MARK` (the filesystem took the xattr).
+pub type DirInodes = bool;
+
 /// Copies the merged image into `dest`, keeping owners, modes, mtimes, links and devices.
-pub fn materialize(view: &RootfsView, dest: &Path) -> Result<(), ExecError> {
+pub fn materialize(view: &RootfsView, dest: &Path) -> Result<DirInodes, ExecError> {
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
-    copy_dir(view, Path::new(""), dest, &mut links)?;
+    let mut dirs = true;
+    copy_dir(view, Path::new(""), dest, &mut links, &mut dirs)?;
     if let Some(meta) = view.lookup(Path::new("")).and_then(|r| fs::metadata(r).ok()) {
         let _ = fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777));
     }
-    Ok(())
+    Ok(dirs)
 }
 
-fn copy_dir(view: &RootfsView, rel: &Path, dest: &Path, links: &mut HashMap<(u64, u64), std::path::PathBuf>) -> Result<(), ExecError> {
+fn copy_dir(
+    view: &RootfsView,
+    rel: &Path,
+    dest: &Path,
+    links: &mut HashMap<(u64, u64), std::path::PathBuf>,
+    dirs: &mut DirInodes,
+) -> Result<(), ExecError> {
     for (name, real) in view.read_dir(rel) {
         let child_rel = rel.join(&name);
         let target = dest.join(&child_rel);
@@ -40,7 +56,8 @@ fn copy_dir(view: &RootfsView, rel: &Path, dest: &Path, links: &mut HashMap<(u64
         let io = |action, e| ExecError::io(action, &target, e);
         if ft.is_dir() {
             fs::create_dir(&target).map_err(|e| io("create", e))?;
-            copy_dir(view, &child_rel, dest, links)?;
+            *dirs &= xattr_set(&target, COPIED_MARK, b"1").is_ok();
+            copy_dir(view, &child_rel, dest, links, dirs)?;
             fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| io("chmod", e))?;
         } else if ft.is_symlink() {
             let link = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
@@ -66,6 +83,9 @@ fn copy_dir(view: &RootfsView, rel: &Path, dest: &Path, links: &mut HashMap<(u64
             let mode = nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777);
             nix::sys::stat::mknod(&target, kind, mode, meta.rdev()).map_err(|e| io("create device", e.into()))?;
         }
+        for (name, value) in list_xattrs(&real) {
+            let _ = xattr_set(&target, &name, &value);
+        }
         set_times_and_owner(&target, &meta);
     }
     let dir = dest.join(rel);
@@ -86,9 +106,9 @@ fn changed(old: &fs::Metadata, new: &fs::Metadata, old_path: &Path, new_path: &P
     // A directory's mtime moves whenever an entry is added or removed; that shows as the entry itself.
     let (a, b) = (attrs(old), attrs(new));
     if new.is_dir() {
-        return (a.mode, a.uid, a.gid) != (b.mode, b.uid, b.gid);
+        return (a.mode, a.uid, a.gid) != (b.mode, b.uid, b.gid) || list_xattrs(old_path) != list_xattrs(new_path);
     }
-    if a != b {
+    if a != b || list_xattrs(old_path) != list_xattrs(new_path) {
         return true;
     }
     if new.file_type().is_symlink() {
@@ -98,22 +118,30 @@ fn changed(old: &fs::Metadata, new: &fs::Metadata, old_path: &Path, new_path: &P
 }
 
 /// Writes what differs between the image (`view`) and the copy at `root` as a layer.
-pub fn diff_to_layer(store: &Store, view: &RootfsView, root: &Path, skip: &[String], clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
+pub fn diff_to_layer(
+    store: &Store,
+    view: &RootfsView,
+    root: &Path,
+    dirs: &DirInodes,
+    skip: &[String],
+    clamp: Option<u64>,
+) -> Result<(Digest, u64), ExecError> {
     let layer = LayerWriter::new(store, clamp)?;
-    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new() };
+    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new(), dirs };
     diff_dir(view, root, Path::new(""), skip, &mut walk)?;
     Ok(walk.layer.finish()?)
 }
 
 /// The diff in progress. Directories whose own attributes did not change are
 /// written only once something below them is, as overlay copies them up.
-struct Walk {
+struct Walk<'a> {
     layer: LayerWriter,
+    dirs: &'a DirInodes,
     first_of_inode: HashMap<(u64, u64), String>,
     pending: Vec<(String, Attrs)>,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         for (path, attrs) in self.pending.drain(..) {
             self.layer.dir(&path, attrs)?;
@@ -122,7 +150,7 @@ impl Walk {
     }
 }
 
-fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &mut Walk) -> Result<(), ExecError> {
+fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &mut Walk<'_>) -> Result<(), ExecError> {
     let old: HashMap<_, _> = view.read_dir(rel).into_iter().collect();
     let dir = root.join(rel);
     let mut names: Vec<_> = fs::read_dir(&dir).map_err(|e| ExecError::io("list", &dir, e))?.flatten().map(|e| e.file_name()).collect();
@@ -155,8 +183,20 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
         if ft.is_dir() {
             let depth = walk.pending.len();
             walk.pending.push((path.clone(), a));
-            if is_new_or_changed {
+            let remade = *walk.dirs && old_meta.as_ref().is_some_and(|(_, m)| m.is_dir()) && xattr_get(&new_path, COPIED_MARK).is_none();
+            if is_new_or_changed || remade {
+                walk.pending.pop();
                 walk.flush().map_err(wrap)?;
+                walk.layer.xattrs(&list_xattrs(&new_path)).map_err(wrap)?;
+                walk.layer.dir(&path, a).map_err(wrap)?;
+            }
+            if remade {
+                let marker = format!("{path}/.wh..wh..opq");
+                walk.layer.file(&marker, Attrs { mode: 0o644, ..a }, 0, std::io::empty()).map_err(wrap)?;
+                // Below an opaque directory nothing of the image shows: every entry is new.
+                diff_dir(&RootfsView::default(), root, &child, skip, walk)?;
+                walk.pending.truncate(depth);
+                continue;
             }
             diff_dir(view, root, &child, skip, walk)?;
             walk.pending.truncate(depth);
@@ -167,6 +207,7 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
         }
         walk.flush().map_err(wrap)?;
         let layer = &mut walk.layer;
+        layer.xattrs(&list_xattrs(&new_path)).map_err(wrap)?;
         let first_of_inode = &mut walk.first_of_inode;
         if ft.is_symlink() {
             let target = fs::read_link(&new_path).map_err(|e| ExecError::io("read link", &new_path, e))?;

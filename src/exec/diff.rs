@@ -15,7 +15,8 @@ use super::layer::{Attrs, LayerWriter};
 use crate::oci::Digest;
 use crate::store::Store;
 
-fn list_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+/// The extended attributes of `path` that belong in a layer, sorted.
+pub(crate) fn list_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return Vec::new() };
     let mut names = vec![0u8; 4096];
     // SAFETY: names has names.len() writable bytes; c_path is NUL-terminated.
@@ -28,7 +29,7 @@ fn list_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let name = String::from_utf8_lossy(name).into_owned();
         // Overlay's own bookkeeping never belongs in a layer.
-        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") || name.starts_with("user.strata.") {
             continue;
         }
         if let Some(value) = crate::store::snapshot::xattr_get(path, &name) {

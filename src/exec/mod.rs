@@ -6,7 +6,7 @@
 pub mod container;
 pub mod context;
 pub mod copy;
-mod copydiff;
+pub(crate) mod copydiff;
 mod diff;
 mod layer;
 pub mod run;

@@ -162,7 +162,7 @@ fn run_in_sandbox(
         }
         return if copied {
             let skip = stubs_to_skip(&prepared.spec.rootfs, &prepared.mount_points, &view);
-            copydiff::diff_to_layer(cx.store, &view, &prepared.spec.rootfs, &skip, cx.epoch)
+            copydiff::diff_to_layer(cx.store, &view, &prepared.spec.rootfs, &prepared.dir_inodes, &skip, cx.epoch)
         } else {
             let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points, &view);
             diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch)
@@ -180,6 +180,8 @@ pub struct Prepared {
     pub spec: SandboxSpec,
     /// Image paths created only to mount over; not changes of the command.
     pub mount_points: Vec<String>,
+    /// With a copied root: its directories' inodes before the command ran.
+    pub dir_inodes: copydiff::DirInodes,
 }
 
 /// Lays out `dir` (upper, work, root, supplied /etc files) for a sandbox over `view`.
@@ -206,9 +208,8 @@ pub fn prepare(
         fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
     }
     let mut lowerdirs: Vec<PathBuf> = if copied_root { Vec::new() } else { view.layers().iter().rev().cloned().collect() };
-    if copied_root {
-        super::copydiff::materialize(view, &rootfs)?;
-    } else if lowerdirs.is_empty() {
+    let dir_inodes = if copied_root { super::copydiff::materialize(view, &rootfs)? } else { Default::default() };
+    if !copied_root && lowerdirs.is_empty() {
         let empty = dir.join("empty");
         fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
         lowerdirs.push(empty);
@@ -245,7 +246,7 @@ pub fn prepare(
         etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
         mounts,
     };
-    Ok(Prepared { spec, mount_points })
+    Ok(Prepared { spec, mount_points, dir_inodes })
 }
 
 fn rootless_hint() -> &'static str {

@@ -2,31 +2,37 @@
 
 use crate::{TestStore, context, require_root};
 
+fn layers(store: &TestStore, image: &str) -> serde_json::Value {
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", image])).expect("inspect is JSON");
+    inspect[0]["RootFS"]["Layers"].clone()
+}
+
 #[test]
-fn copy_snapshotter_gives_the_same_image_as_overlay() {
-    if !require_root("copy_snapshotter_gives_the_same_image_as_overlay") {
+fn copy_snapshotter_gives_the_same_layers_as_overlay() {
+    if !require_root("copy_snapshotter_gives_the_same_layers_as_overlay") {
         return;
     }
     let spec = r#"
 image "changes:latest" from="busybox:latest" {
     run "mkdir -p /data/sub && echo x > /data/f && ln /data/f /data/hard && ln -s f /data/soft && rm /etc/group && chmod 700 /home"
-    run "rm -rf /data/sub && mkdir /data/sub && echo y >> /etc/passwd && mkfifo /data/fifo"
+    run "rm -rf /data/sub && mkdir /data/sub && echo y >> /etc/passwd && mkfifo /data/fifo && rm -rf /tmp"
 }
 "#;
     let ctx = context(&[("spec.kdl", spec)]);
-    let mut ids = Vec::new();
-    for snapshotter in ["overlay", "copy"] {
-        let store = TestStore::with_busybox();
+    let store = TestStore::with_busybox();
+    for (snapshotter, tag) in [("overlay", "overlay:1"), ("copy", "copy:1")] {
         let out = store
             .strata()
             .env("SOURCE_DATE_EPOCH", "0")
             .env("STRATA_SNAPSHOTTER", snapshotter)
-            .args(["build", "-q", "--no-cache"])
+            .args(["build", "-q", "--no-cache", "-t", tag, "-f"])
             .arg(ctx.path().join("spec.kdl"))
+            .arg(ctx.path())
             .output()
             .expect("run strata");
         assert!(out.status.success(), "{snapshotter}: {}", String::from_utf8_lossy(&out.stderr));
-        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
-    assert_eq!(ids[0], ids[1], "overlay and copy snapshotters disagree");
+    let (overlay, copy) = (layers(&store, "overlay:1"), layers(&store, "copy:1"));
+    assert_eq!(overlay.as_array().map(Vec::len), Some(3));
+    assert_eq!(overlay, copy, "overlay and copy snapshotters disagree");
 }
