@@ -186,7 +186,7 @@ fn build_stage(
     progress.done(step_id, started.elapsed());
 
     for (n, step) in stage.steps.iter().enumerate() {
-        let text = describe(&step.op);
+        let text = describe(graph, &step.op);
         let step_id = progress.started(&format!("{} {text}", prefix(n + 2)));
         output_id.store(step_id, Ordering::SeqCst);
         let started = Instant::now();

@@ -22,7 +22,7 @@ pub fn to_dot(graph: &BuildGraph) -> String {
         };
         let _ = writeln!(out, "    s{i}_0 [label={}];", quote(&base));
         for (j, step) in stage.steps.iter().enumerate() {
-            let _ = writeln!(out, "    s{i}_{} [label={}];", j + 1, quote(&summary(&step.op)));
+            let _ = writeln!(out, "    s{i}_{} [label={}];", j + 1, quote(&summary(graph, &step.op)));
             let _ = writeln!(out, "    s{i}_{j} -> s{i}_{};", j + 1);
         }
         out.push_str("  }\n");
@@ -63,7 +63,7 @@ fn stage_of(from: Option<&CopyFrom>) -> Option<usize> {
 }
 
 /// A one-line description of a step as written (variables unexpanded).
-pub fn describe(op: &Op) -> String {
+pub fn describe(graph: &BuildGraph, op: &Op) -> String {
     let detail = match op {
         Op::Run(run) => match &run.command {
             CommandLine::Shell(script) => script.lines().next().unwrap_or_default().to_string(),
@@ -79,7 +79,12 @@ pub fn describe(op: &Op) -> String {
                 })
                 .collect();
             words.push(copy.dest.to_string());
-            words.join(" ")
+            let from = match &copy.from {
+                Some(CopyFrom::Stage(id)) => format!("--from={} ", graph.stage_label(*id)),
+                Some(CopyFrom::Image(name)) => format!("--from={name} "),
+                None => String::new(),
+            };
+            format!("{from}{}", words.join(" "))
         }
         Op::Env(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
         Op::Arg(args) => args.iter().map(|a| a.name.clone()).collect::<Vec<_>>().join(" "),
@@ -99,8 +104,8 @@ pub fn describe(op: &Op) -> String {
 }
 
 /// `describe`, cut to fit a graph node.
-fn summary(op: &Op) -> String {
-    let text = describe(op);
+fn summary(graph: &BuildGraph, op: &Op) -> String {
+    let text = describe(graph, op);
     if text.chars().count() > 60 { text.chars().take(57).collect::<String>() + "..." } else { text }
 }
 
