@@ -47,7 +47,7 @@ impl SourceError {
 
 /// Every problem found in a spec; a spec with any builds nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Diagnostic)]
-#[error("invalid build spec: {} errors", .errors.len())]
+#[error("{} errors in the build file", .errors.len())]
 pub struct SourceErrors {
     #[related]
     pub errors: Vec<SourceError>,
@@ -55,7 +55,7 @@ pub struct SourceErrors {
 
 /// [`SourceErrors`] against a named file.
 #[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{file}: invalid build spec: {} errors", .errors.len())]
+#[error("{file}: {} errors", .errors.len())]
 struct FileErrors {
     file: String,
     #[related]
