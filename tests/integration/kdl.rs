@@ -211,3 +211,26 @@ fn dockerfiles_and_their_kdl_twins_lower_alike() {
         );
     }
 }
+
+/// With SOURCE_DATE_EPOCH set, a Dockerfile and its KDL twin build the same image.
+#[test]
+fn dockerfile_and_kdl_twin_build_the_same_image() {
+    let store = crate::TestStore::with_busybox();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let context = fixtures().join("web-ping");
+    let mut ids = Vec::new();
+    for file in [context.join("Dockerfile"), root.join("specs/web-ping.kdl")] {
+        let out = store
+            .strata()
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["build", "-q", "--no-cache", "-f"])
+            .arg(&file)
+            .arg(&context)
+            .output()
+            .expect("run strata build");
+        assert!(out.status.success(), "build {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert!(ids[0].starts_with("sha256:"), "{ids:?}");
+    assert_eq!(ids[0], ids[1], "the Dockerfile and its KDL twin built different images");
+}
