@@ -51,7 +51,7 @@ pub enum BuildError {
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error("step {origin} [{stage}] {instruction}: {source}")]
-    Step { origin: Origin, stage: String, instruction: String, source: ExecError },
+    Step { origin: Origin, stage: String, instruction: String, source: Box<ExecError> },
     #[error("base image {name:?} of stage {stage} is not in the store ({source}); load it with `strata load -i …` or build it first")]
     MissingBase { name: String, stage: String, source: StoreError },
     #[error("tag {tag:?}: {reason}")]
@@ -86,7 +86,10 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
     let plan = graph.plan(&roots)?;
     for tag in &opts.tags {
         if roots.len() > 1 {
-            return Err(BuildError::BadTag { tag: tag.to_string(), reason: "the spec builds several images; choose one with --target".into() });
+            return Err(BuildError::BadTag {
+                tag: tag.to_string(),
+                reason: "the spec builds several images; choose one with --target".into(),
+            });
         }
     }
     let context = BuildContext::open(&opts.context)?;
@@ -109,10 +112,12 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
         let mut tags: Vec<ImageRef> = opts.tags.clone();
         if let Some(image) = graph.images.iter().find(|image| image.stage == root) {
             for word in &image.tags {
-                let cx_lookup = |name: &str| opts.build_args.get(name).cloned().or_else(|| {
-                    let decl = graph.args.iter().find(|a| a.name == name)?;
-                    decl.default.as_ref().map(|d| d.expand(&|_| None))
-                });
+                let cx_lookup = |name: &str| {
+                    opts.build_args.get(name).cloned().or_else(|| {
+                        let decl = graph.args.iter().find(|a| a.name == name)?;
+                        decl.default.as_ref().map(|d| d.expand(&|_| None))
+                    })
+                };
                 let text = word.expand(&cx_lookup);
                 let tag = text.parse::<ImageRef>().map_err(|e| BuildError::BadTag { tag: text.clone(), reason: e.to_string() })?;
                 tags.push(tag);
@@ -170,8 +175,7 @@ fn build_stage(
     let mut state = match &stage.base {
         Base::Scratch => ImageState::scratch(),
         Base::Stage(base) => ImageState::from_stage(
-            finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?
-                .as_ref(),
+            finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?.as_ref(),
         ),
         Base::Image(name) => {
             let image = store.resolve(name).map_err(|source| {
@@ -195,7 +199,7 @@ fn build_stage(
             Ok(StepOutcome::Built) => progress.done(step_id, started.elapsed()),
             Err(source) => {
                 progress.failed(step_id, &source.to_string());
-                return Err(BuildError::Step { origin: step.origin.clone(), stage: label, instruction: text, source });
+                return Err(BuildError::Step { origin: step.origin.clone(), stage: label, instruction: text, source: Box::new(source) });
             }
         }
     }
@@ -210,7 +214,7 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, stage: &str, origin
             origin: origin.clone(),
             stage: stage.to_string(),
             instruction: format!("ONBUILD {trigger}"),
-            source,
+            source: Box::new(source),
         };
         let op = crate::frontend::dockerfile::parse_trigger(&trigger)
             .map_err(|report| step_error(ExecError::Invalid(format!("bad ONBUILD trigger: {report}"))))?;

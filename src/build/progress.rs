@@ -113,7 +113,10 @@ impl Tty {
 impl Progress for Tty {
     fn started(&self, label: &str) -> usize {
         let bar = self.bars.add(ProgressBar::new_spinner());
-        bar.set_style(ProgressStyle::with_template("{spinner:.cyan} {prefix} {wide_msg:.dim} {elapsed:>4}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner:.cyan} {prefix} {wide_msg:.dim} {elapsed:>4}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.enable_steady_tick(Duration::from_millis(100));
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.0 += 1;

@@ -74,7 +74,7 @@ pub fn run<E: Send>(
     };
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
-            scope.spawn(&worker);
+            scope.spawn(worker);
         }
     });
     match queue.into_inner().unwrap_or_else(|p| p.into_inner()).failure {

@@ -212,13 +212,7 @@ pub fn remove(store: &Store, args: &RmArgs) -> miette::Result<ExitCode> {
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
+    walkdir::WalkDir::new(path).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
 }
 
 pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
@@ -250,7 +244,13 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
     let snapshots = dir_size(&store.root().join("strata/snapshots"));
     let mut table = Table::new(&["TYPE", "TOTAL", "SIZE", "LOGICAL SIZE", "RECLAIMABLE"]);
     let dangling = all.iter().filter(|i| i.tag.is_none()).count();
-    table.row(vec!["Images".into(), unique_images.len().to_string(), human_size(actual), human_size(logical), format!("{dangling} untagged")]);
+    table.row(vec![
+        "Images".into(),
+        unique_images.len().to_string(),
+        human_size(actual),
+        human_size(logical),
+        format!("{dangling} untagged"),
+    ]);
     let cache_sz = human_size(cache_size);
     table.row(vec!["Build Cache".into(), cache.len().to_string(), cache_sz.clone(), cache_sz.clone(), cache_sz]);
     let snap = human_size(snapshots);
@@ -261,7 +261,8 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
         let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE"]);
         for image in &all {
             let (repo, tag) = image.tag.as_deref().map(split_tag).unwrap_or(("<none>", "<none>"));
-            let shared: u64 = image.manifest.layers.iter().filter(|l| layer_users.get(&l.digest).is_some_and(|u| u.1 > 1)).map(|l| l.size).sum();
+            let shared: u64 =
+                image.manifest.layers.iter().filter(|l| layer_users.get(&l.digest).is_some_and(|u| u.1 > 1)).map(|l| l.size).sum();
             let size = image_size(image);
             table.row(vec![
                 repo.to_string(),

@@ -109,7 +109,7 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
         exit_code: None,
         mount_points: prepared.mount_points.clone(),
         copied_root: prepared.spec.copied_root,
-        dir_inodes: prepared.dir_inodes.clone(),
+        dir_inodes: prepared.dir_inodes,
     };
     let write_record = |record: &RunRecord| {
         let path = dir.join("run.json");
@@ -171,18 +171,13 @@ pub fn remove(store: &Store, name: &str) -> Result<(), ExecError> {
 /// Turns a run's changes into a new layer over its image and tags the result.
 pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Descriptor, Digest), ExecError> {
     let record = record(store, name)?;
-    let descriptor = store
-        .entries()?
-        .into_iter()
-        .map(|(_, d)| d)
-        .find(|d| d.digest == record.image_manifest)
-        .unwrap_or(Descriptor {
-            media_type: crate::oci::MEDIA_MANIFEST.into(),
-            digest: record.image_manifest.clone(),
-            size: store.read_blob(&record.image_manifest)?.len() as u64,
-            annotations: BTreeMap::new(),
-            platform: None,
-        });
+    let descriptor = store.entries()?.into_iter().map(|(_, d)| d).find(|d| d.digest == record.image_manifest).unwrap_or(Descriptor {
+        media_type: crate::oci::MEDIA_MANIFEST.into(),
+        digest: record.image_manifest.clone(),
+        size: store.read_blob(&record.image_manifest)?.len() as u64,
+        annotations: BTreeMap::new(),
+        platform: None,
+    });
     let image = store.load_image(None, descriptor)?;
     let mut state = ImageState::from_image(&image);
     let view = state.view(store)?;

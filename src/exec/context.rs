@@ -30,9 +30,7 @@ impl IgnoreRules {
             let cleaned = clean(Path::new(pattern)).unwrap_or_default();
             let text = cleaned.to_string_lossy();
             let glob = Glob::new(if text.is_empty() { "." } else { &text })
-                .and_then(|g| {
-                    globset::GlobBuilder::new(g.glob()).literal_separator(true).backslash_escape(true).build()
-                })
+                .and_then(|g| globset::GlobBuilder::new(g.glob()).literal_separator(true).backslash_escape(true).build())
                 .map_err(|e| ExecError::Context(format!("{}:{}: bad pattern {pattern:?}: {e}", file.display(), number + 1)))?;
             rules.push((glob.compile_matcher(), negated));
         }
@@ -63,11 +61,7 @@ pub fn clean(path: &Path) -> Option<PathBuf> {
     for c in path.components() {
         match c {
             Component::Normal(part) => out.push(part),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
+            Component::ParentDir if !out.pop() => return None,
             _ => {}
         }
     }
@@ -84,9 +78,7 @@ pub struct BuildContext {
 impl BuildContext {
     /// Opens a context directory and reads its `.dockerignore`.
     pub fn open(root: &Path) -> Result<BuildContext, ExecError> {
-        let root = root
-            .canonicalize()
-            .map_err(|e| ExecError::Context(format!("open build context {}: {e}", root.display())))?;
+        let root = root.canonicalize().map_err(|e| ExecError::Context(format!("open build context {}: {e}", root.display())))?;
         let ignore_file = root.join(".dockerignore");
         let ignore = match std::fs::read_to_string(&ignore_file) {
             Ok(text) => IgnoreRules::parse(&text, &ignore_file)?,

@@ -181,10 +181,7 @@ impl LayerPlan {
         let dest_rel = clean(Path::new(&req.dest)).unwrap_or_default();
         let dest_rel = dest_rel.to_string_lossy().into_owned();
         let wildcard = req.sources.iter().any(|s| matches!(s, CopyInput::Path(p) if has_wildcard(p)));
-        let dest_exists_as_dir = req
-            .below
-            .and_then(|v| v.resolve(Path::new(&req.dest)))
-            .is_some_and(|(_, real)| real.is_dir());
+        let dest_exists_as_dir = req.below.and_then(|v| v.resolve(Path::new(&req.dest))).is_some_and(|(_, real)| real.is_dir());
         let dest_is_dir = req.dest.ends_with('/')
             || req.dest.ends_with("/.")
             || req.sources.len() > 1
@@ -202,12 +199,12 @@ impl LayerPlan {
             match source {
                 CopyInput::Inline { name, content } => {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
-                    let attrs = Attrs { mode: req.chmod.unwrap_or(0o644), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
+                    let attrs =
+                        Attrs { mode: req.chmod.unwrap_or(0o644), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
                     plan.insert(path, Kind::Inline(content.clone().into_bytes()), attrs);
                 }
                 CopyInput::Path(pattern) => {
-                    let rel = clean(Path::new(pattern))
-                        .ok_or_else(|| ExecError::OutsideContext(pattern.clone()))?;
+                    let rel = clean(Path::new(pattern)).ok_or_else(|| ExecError::OutsideContext(pattern.clone()))?;
                     let matches = if has_wildcard(pattern) {
                         let found = root.glob(&rel)?;
                         if found.is_empty() {
@@ -447,12 +444,7 @@ impl LayerPlan {
 }
 
 fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) -> Attrs {
-    Attrs {
-        mode: req.chmod.unwrap_or(meta.mode() & 0o7777),
-        uid: owner.0.into(),
-        gid: owner.1.into(),
-        mtime: meta.mtime().max(0) as u64,
-    }
+    Attrs { mode: req.chmod.unwrap_or(meta.mode() & 0o7777), uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 }
 }
 
 fn hash_file(path: &Path) -> Result<[u8; 32], ExecError> {

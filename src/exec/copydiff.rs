@@ -11,11 +11,11 @@ use std::path::Path;
 
 use super::ExecError;
 use super::diff::list_xattrs;
-use crate::store::snapshot::{xattr_get, xattr_set};
 use super::layer::{Attrs, LayerWriter};
 use crate::oci::Digest;
 use crate::store::Store;
 use crate::store::rootfs::RootfsView;
+use crate::store::snapshot::{xattr_get, xattr_set};
 
 fn set_times_and_owner(path: &Path, meta: &fs::Metadata) {
     let _ = std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()));
@@ -64,7 +64,9 @@ fn copy_dir(
             std::os::unix::fs::symlink(link, &target).map_err(|e| io("create symlink", e))?;
         } else if ft.is_file() {
             let inode = (meta.dev(), meta.ino());
-            if meta.nlink() > 1 && let Some(first) = links.get(&inode) {
+            if meta.nlink() > 1
+                && let Some(first) = links.get(&inode)
+            {
                 fs::hard_link(first, &target).map_err(|e| io("link", e))?;
                 continue;
             }
@@ -214,7 +216,9 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
             layer.symlink(&path, &target.to_string_lossy(), a).map_err(wrap)?;
         } else if ft.is_file() {
             let inode = (new.dev(), new.ino());
-            if new.nlink() > 1 && let Some(first) = first_of_inode.get(&inode) {
+            if new.nlink() > 1
+                && let Some(first) = first_of_inode.get(&inode)
+            {
                 layer.hardlink(&path, first, a).map_err(wrap)?;
                 continue;
             }

@@ -97,11 +97,8 @@ impl LayerWriter {
 
     /// Ends the tar and stores it; returns the diff_id (= blob digest, uncompressed) and size.
     pub fn finish(self) -> Result<(Digest, u64), StoreError> {
-        let writer = self.builder.into_inner().map_err(|e| StoreError::Io {
-            action: "finish layer tar",
-            path: "<layer>".into(),
-            source: e,
-        })?;
+        let writer =
+            self.builder.into_inner().map_err(|e| StoreError::Io { action: "finish layer tar", path: "<layer>".into(), source: e })?;
         writer.commit(None)
     }
 }

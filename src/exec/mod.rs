@@ -90,10 +90,8 @@ pub struct ExecCx<'a> {
 }
 
 /// Build args Docker passes to RUN without an ARG and leaves out of history.
-pub const PROXY_ARGS: [&str; 10] = [
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY",
-    "all_proxy",
-];
+pub const PROXY_ARGS: [&str; 10] =
+    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
 
 /// Build args every stage may declare without a default (BuildKit's automatic platform args).
 pub fn automatic_args() -> BTreeMap<String, String> {
@@ -436,9 +434,9 @@ impl ImageState {
     fn copy_step(&mut self, cx: &ExecCx, op: &crate::graph::CopyOp) -> Result<StepOutcome, ExecError> {
         let from_state = match &op.from {
             None => None,
-            Some(CopyFrom::Stage(id)) => Some(
-                (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
-            ),
+            Some(CopyFrom::Stage(id)) => {
+                Some((cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?)
+            }
             Some(CopyFrom::Image(name)) => Some(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
         };
         let dest = self.expand(&op.dest);
@@ -463,7 +461,9 @@ impl ImageState {
             .collect();
         let chown = op.chown.as_ref().map(|w| self.expand(w));
         let chmod = match op.chmod.as_ref().map(|w| self.expand(w)) {
-            Some(text) => Some(u32::from_str_radix(&text, 8).map_err(|_| ExecError::Invalid(format!("--chmod={text}: not an octal mode")))?),
+            Some(text) => {
+                Some(u32::from_str_radix(&text, 8).map_err(|_| ExecError::Invalid(format!("--chmod={text}: not an octal mode")))?)
+            }
             None => None,
         };
         let mut text = String::from(op_keyword(op.add));

@@ -68,9 +68,7 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
         inputs.push('\n');
     }
     let command_shown = argv.join(" ");
-    state.commit(cx, text, inputs.as_bytes(), |state| {
-        run_in_sandbox(state, cx, run, &argv, env, &cwd, &user, &command_shown).map(Some)
-    })
+    state.commit(cx, text, inputs.as_bytes(), |state| run_in_sandbox(state, cx, run, &argv, env, &cwd, &user, &command_shown).map(Some))
 }
 
 /// A scratch folder for one RUN, removed however the step ends.
@@ -96,7 +94,8 @@ fn run_in_sandbox(
     let view = state.view(cx.store)?;
     let ids = users::resolve_user_or_root(&view, user)?;
     let tmp_root = cx.store.root().join("strata/tmp");
-    let dir = tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
+    let dir =
+        tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
     let dir = RunDir(dir.keep());
     let mut mounts = Vec::new();
     for mount in &run.mounts {
@@ -116,7 +115,8 @@ fn run_in_sandbox(
                     }
                     Some(from) => {
                         let other = match from {
-                            CopyFrom::Stage(id) => (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
+                            CopyFrom::Stage(id) => (cx.stage)(*id)
+                                .ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
                             CopyFrom::Image(name) => std::sync::Arc::new(ImageState::from_image(&cx.store.resolve(name)?)),
                         };
                         let other_view = other.view(cx.store)?;
@@ -124,7 +124,9 @@ fn run_in_sandbox(
                         if rel.as_os_str().is_empty() {
                             mounts.push(SandboxMount::Layers { lowerdirs: other_view.layers().iter().rev().cloned().collect(), target });
                         } else {
-                            let (_, real) = other_view.resolve(&rel).ok_or_else(|| ExecError::NotFound(format!("{source} in the --mount from= source")))?;
+                            let (_, real) = other_view
+                                .resolve(&rel)
+                                .ok_or_else(|| ExecError::NotFound(format!("{source} in the --mount from= source")))?;
                             mounts.push(SandboxMount::Bind { source: real, target, readonly: true });
                         }
                     }
@@ -135,7 +137,9 @@ fn run_in_sandbox(
                     let source = src.canonicalize().map_err(|e| ExecError::io("open secret", src, e))?;
                     mounts.push(SandboxMount::Bind { source, target: absolute(target, cwd), readonly: true });
                 }
-                None if *required => return Err(ExecError::Invalid(format!("secret {id:?} is required but was not given (--secret id={id},src=PATH)"))),
+                None if *required => {
+                    return Err(ExecError::Invalid(format!("secret {id:?} is required but was not given (--secret id={id},src=PATH)")));
+                }
                 None => {}
             },
             RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
@@ -144,7 +148,8 @@ fn run_in_sandbox(
     let mut copied = copy_snapshotter_forced();
     loop {
         let attempt = dir.0.join(if copied { "copy" } else { "overlay" });
-        let prepared = prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
+        let prepared =
+            prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
         let spec_path = attempt.join("spec.json");
         fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
         let (tail, code) = spawn_and_wait(cx, &spec_path)?;
@@ -223,7 +228,8 @@ pub fn prepare(
     for (path, text) in [(&hosts, hosts_text), (&resolv, resolv_text), (&hostname_file, format!("{hostname}\n"))] {
         fs::write(path, text).map_err(|e| ExecError::io("write", path, e))?;
     }
-    let mut points: Vec<String> = ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
+    let mut points: Vec<String> =
+        ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
     for m in &mounts {
         let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
         points.push(target.trim_start_matches('/').to_string());
@@ -283,9 +289,8 @@ pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::roo
     parents.dedup();
     for dir in parents.into_iter().filter(|d| !d.is_empty()) {
         let real = upper.join(&dir);
-        let only_stubs = fs::read_dir(&real).is_ok_and(|entries| {
-            entries.flatten().all(|e| skip.contains(&format!("{dir}/{}", e.file_name().to_string_lossy())))
-        });
+        let only_stubs = fs::read_dir(&real)
+            .is_ok_and(|entries| entries.flatten().all(|e| skip.contains(&format!("{dir}/{}", e.file_name().to_string_lossy()))));
         let same_as_below = match (fs::symlink_metadata(&real), below.lookup(Path::new(&dir)).and_then(|l| fs::symlink_metadata(l).ok())) {
             (Ok(up), Some(low)) => up.mode() == low.mode() && up.uid() == low.uid() && up.gid() == low.gid(),
             _ => false,

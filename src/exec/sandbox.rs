@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Uid, chdir, execve, fork, pivot_root, sethostname, setgid, setgroups, setuid};
+use nix::unistd::{ForkResult, Gid, Uid, chdir, execve, fork, pivot_root, setgid, setgroups, sethostname, setuid};
 use serde::{Deserialize, Serialize};
 
 /// A mount inside the sandbox.
@@ -21,10 +21,19 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum SandboxMount {
     /// A host path bound at `target`.
-    Bind { source: PathBuf, target: String, readonly: bool },
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
     /// A read-only overlay of snapshot directories (top first) at `target`: another stage's filesystem.
-    Layers { lowerdirs: Vec<PathBuf>, target: String },
-    Tmpfs { target: String },
+    Layers {
+        lowerdirs: Vec<PathBuf>,
+        target: String,
+    },
+    Tmpfs {
+        target: String,
+    },
 }
 
 /// Everything the sandbox process needs, written by the build as JSON.
@@ -159,23 +168,41 @@ fn setup_and_exec(spec: &SandboxSpec) -> ! {
     }
     let must = |what: &str, r: std::io::Result<PathBuf>| r.unwrap_or_else(|e| fail(what, e));
     let proc_dir = must("create /proc", ensure_target(root, "proc", true));
-    step("mount /proc", mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>));
+    step(
+        "mount /proc",
+        mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>),
+    );
     let dev = must("create /dev", ensure_target(root, "dev", true));
-    step("mount /dev", mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k")));
+    step(
+        "mount /dev",
+        mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k")),
+    );
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = must("create device", ensure_target(&dev, name, false));
-        step(&format!("bind /dev/{name}"), mount(Some(Path::new("/dev").join(name).as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>));
+        step(
+            &format!("bind /dev/{name}"),
+            mount(Some(Path::new("/dev").join(name).as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+        );
     }
     let pts = must("create /dev/pts", ensure_target(&dev, "pts", true));
-    let _ = mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
+    let _ =
+        mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
     let _ = std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"));
     let shm = must("create /dev/shm", ensure_target(&dev, "shm", true));
     step("mount /dev/shm", mount(Some("shm"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k")));
-    for (link, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in
+        [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
+    {
         let _ = std::os::unix::fs::symlink(target, dev.join(link));
     }
     let sys = must("create /sys", ensure_target(root, "sys", true));
-    let _ = mount(Some("sysfs"), &sys, Some("sysfs"), MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>);
+    let _ = mount(
+        Some("sysfs"),
+        &sys,
+        Some("sysfs"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    );
     for (source, target) in &spec.etc_files {
         let path = must("create mount point", ensure_target(root, target, false));
         step(&format!("bind {target}"), mount(Some(source.as_path()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>));
@@ -184,7 +211,10 @@ fn setup_and_exec(spec: &SandboxSpec) -> ! {
         match m {
             SandboxMount::Bind { source, target, readonly } => {
                 let path = must("create mount point", ensure_target(root, target, source.is_dir()));
-                step(&format!("bind {target}"), mount(Some(source.as_path()), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>));
+                step(
+                    &format!("bind {target}"),
+                    mount(Some(source.as_path()), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
+                );
                 if *readonly {
                     step(
                         &format!("make {target} read-only"),
@@ -195,16 +225,26 @@ fn setup_and_exec(spec: &SandboxSpec) -> ! {
             SandboxMount::Layers { lowerdirs, target } => {
                 let path = must("create mount point", ensure_target(root, target, true));
                 if lowerdirs.len() == 1 {
-                    step(&format!("bind {target}"), mount(Some(lowerdirs[0].as_path()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>));
-                    let _ = mount(None::<&str>, &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+                    step(
+                        &format!("bind {target}"),
+                        mount(Some(lowerdirs[0].as_path()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+                    );
+                    let _ =
+                        mount(None::<&str>, &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
                 } else if !lowerdirs.is_empty() {
                     let options = overlay_options(lowerdirs, None, spec.user_namespace);
-                    step(&format!("mount {target}"), mount(Some("overlay"), &path, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str())));
+                    step(
+                        &format!("mount {target}"),
+                        mount(Some("overlay"), &path, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str())),
+                    );
                 }
             }
             SandboxMount::Tmpfs { target } => {
                 let path = must("create mount point", ensure_target(root, target, true));
-                step(&format!("mount tmpfs {target}"), mount(Some("tmpfs"), &path, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>));
+                step(
+                    &format!("mount tmpfs {target}"),
+                    mount(Some("tmpfs"), &path, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>),
+                );
             }
         }
     }

@@ -17,17 +17,8 @@ pub struct SourceError {
 
 impl SourceError {
     /// An error at `span`, labelled `label`.
-    pub fn new(
-        message: impl Into<String>,
-        span: Option<SourceSpan>,
-        label: impl Into<String>,
-    ) -> SourceError {
-        SourceError {
-            message: message.into(),
-            span,
-            label: label.into(),
-            help: None,
-        }
+    pub fn new(message: impl Into<String>, span: Option<SourceSpan>, label: impl Into<String>) -> SourceError {
+        SourceError { message: message.into(), span, label: label.into(), help: None }
     }
 
     /// Adds a hint.
@@ -72,11 +63,7 @@ impl SourceErrors {
             let only = errors.remove(0);
             miette::Report::new(only).with_source_code(source)
         } else {
-            miette::Report::new(FileErrors {
-                file: file.to_string(),
-                errors,
-            })
-            .with_source_code(source)
+            miette::Report::new(FileErrors { file: file.to_string(), errors }).with_source_code(source)
         }
     }
 }

@@ -120,7 +120,10 @@ pub enum Op {
     Onbuild(String),
     Maintainer(String),
     /// Stack the layers of a stage built independently of this one (KDL `layer … link=#true`).
-    LinkLayers { stage: StageId, name: String },
+    LinkLayers {
+        stage: StageId,
+        name: String,
+    },
 }
 
 impl Op {
@@ -173,12 +176,27 @@ pub enum Network {
 #[serde(rename_all = "snake_case")]
 pub enum RunMount {
     /// Persistent across builds, shared by `id` (default: the target path).
-    Cache { id: String, target: String, readonly: bool },
+    Cache {
+        id: String,
+        target: String,
+        readonly: bool,
+    },
     /// A path from a stage, an image or the context (`from` = None), read-only unless `rw`.
-    Bind { from: Option<CopyFrom>, source: String, target: String, rw: bool },
+    Bind {
+        from: Option<CopyFrom>,
+        source: String,
+        target: String,
+        rw: bool,
+    },
     /// A secret given with `--secret id=…,src=…`; never part of a layer or a cache key.
-    Secret { id: String, target: String, required: bool },
-    Tmpfs { target: String },
+    Secret {
+        id: String,
+        target: String,
+        required: bool,
+    },
+    Tmpfs {
+        target: String,
+    },
 }
 
 /// Where `COPY --from` / `--mount from=` reads.
@@ -238,10 +256,7 @@ fn suggestion(did_you_mean: &Option<String>) -> String {
 }
 
 /// The closest of `candidates` to `name`, if close enough to be a likely typo.
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()), c))
@@ -261,9 +276,7 @@ impl BuildGraph {
 
     /// Finds a stage by name or index, as `--target` and `COPY --from` accept.
     pub fn find_stage(&self, name: &str) -> Option<StageId> {
-        if let Some(i) = self.stages.iter().position(|s| {
-            s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))
-        }) {
+        if let Some(i) = self.stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))) {
             return Some(StageId(i));
         }
         name.parse::<usize>().ok().filter(|i| *i < self.stages.len()).map(StageId)
@@ -275,24 +288,17 @@ impl BuildGraph {
         match target {
             Some(name) => {
                 let by_image = self.images.iter().find(|image| {
-                    image.tags.iter().any(|tag| {
-                        tag.as_literal().is_some_and(|t| t == name || t.split(':').next() == Some(name))
-                    })
+                    image.tags.iter().any(|tag| tag.as_literal().is_some_and(|t| t == name || t.split(':').next() == Some(name)))
                 });
                 if let Some(image) = by_image {
                     return Ok(vec![image.stage]);
                 }
                 self.find_stage(name).map(|id| vec![id]).ok_or_else(|| {
                     let names = self.stages.iter().filter_map(|s| s.name.as_deref());
-                    GraphError::UnknownTarget {
-                        name: name.to_string(),
-                        did_you_mean: did_you_mean(name, names),
-                    }
+                    GraphError::UnknownTarget { name: name.to_string(), did_you_mean: did_you_mean(name, names) }
                 })
             }
-            None if !self.images.is_empty() => {
-                Ok(self.images.iter().map(|image| image.stage).collect())
-            }
+            None if !self.images.is_empty() => Ok(self.images.iter().map(|image| image.stage).collect()),
             None => Ok(self.stages.len().checked_sub(1).map(StageId).into_iter().collect()),
         }
     }
@@ -345,8 +351,7 @@ impl BuildGraph {
                 Mark::Done => return Ok(()),
                 Mark::Active => {
                     let start = path.iter().position(|p| *p == id).unwrap_or(0);
-                    let mut cycle: Vec<String> =
-                        path[start..].iter().map(|s| graph.stage_label(*s)).collect();
+                    let mut cycle: Vec<String> = path[start..].iter().map(|s| graph.stage_label(*s)).collect();
                     cycle.push(graph.stage_label(id));
                     return Err(GraphError::Cycle(cycle));
                 }
@@ -422,30 +427,18 @@ mod tests {
     #[test]
     fn cycles_are_reported_with_their_path() {
         let graph = BuildGraph {
-            stages: vec![
-                stage("a", Base::Scratch, vec![copy_from(1)]),
-                stage("b", Base::Scratch, vec![copy_from(0)]),
-            ],
+            stages: vec![stage("a", Base::Scratch, vec![copy_from(1)]), stage("b", Base::Scratch, vec![copy_from(0)])],
             ..Default::default()
         };
-        assert_eq!(
-            graph.check(),
-            Err(GraphError::Cycle(vec!["a".into(), "b".into(), "a".into()]))
-        );
+        assert_eq!(graph.check(), Err(GraphError::Cycle(vec!["a".into(), "b".into(), "a".into()])));
     }
 
     #[test]
     fn unknown_target_suggests_the_closest_stage() {
-        let graph = BuildGraph {
-            stages: vec![stage("builder", Base::Scratch, vec![])],
-            ..Default::default()
-        };
+        let graph = BuildGraph { stages: vec![stage("builder", Base::Scratch, vec![])], ..Default::default() };
         assert_eq!(
             graph.roots(Some("bulder")),
-            Err(GraphError::UnknownTarget {
-                name: "bulder".into(),
-                did_you_mean: Some("builder".into())
-            })
+            Err(GraphError::UnknownTarget { name: "bulder".into(), did_you_mean: Some("builder".into()) })
         );
     }
 }

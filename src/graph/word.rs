@@ -29,11 +29,7 @@ impl Word {
     /// A word with no variable references.
     pub fn lit(text: impl Into<String>) -> Word {
         let text = text.into();
-        if text.is_empty() {
-            Word(Vec::new())
-        } else {
-            Word(vec![Part::Lit(text)])
-        }
+        if text.is_empty() { Word(Vec::new()) } else { Word(vec![Part::Lit(text)]) }
     }
 
     /// The text, if this word has no variable references.
@@ -103,12 +99,8 @@ impl fmt::Display for Word {
                     }
                 }
                 Part::Var(name) => write!(f, "${{{name}}}")?,
-                Part::Default { name, colon, word } => {
-                    write!(f, "${{{name}{}-{word}}}", if *colon { ":" } else { "" })?
-                }
-                Part::Alt { name, colon, word } => {
-                    write!(f, "${{{name}{}+{word}}}", if *colon { ":" } else { "" })?
-                }
+                Part::Default { name, colon, word } => write!(f, "${{{name}{}-{word}}}", if *colon { ":" } else { "" })?,
+                Part::Alt { name, colon, word } => write!(f, "${{{name}{}+{word}}}", if *colon { ":" } else { "" })?,
             }
         }
         Ok(())

@@ -51,7 +51,7 @@ struct DockerItem {
 /// Writes `images` to `output`; nothing is left at `output` if it fails.
 pub fn save(store: &Store, images: &[StoredImage], output: &Path, format: Format) -> Result<(), ArchiveError> {
     let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let as_dir = format == Format::Oci && !output.extension().is_some_and(|e| e == "tar");
+    let as_dir = format == Format::Oci && output.extension().is_none_or(|e| e != "tar");
     if as_dir {
         let tmp = tempfile::Builder::new().prefix(".strata-save-").tempdir_in(parent).map_err(io_err("create temp dir in", parent))?;
         write_layout(store, images, tmp.path())?;
@@ -185,10 +185,8 @@ fn write_docker_tar(store: &Store, images: &[StoredImage], builder: &mut tar::Bu
 pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
     let meta = fs::metadata(input).map_err(io_err("open", input))?;
     // `…/debian-minbase` or `debian-minbase.tar` names images whose index gives only a tag.
-    let default_name = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_lowercase())
-        .filter(|s| format!("{s}:x").parse::<ImageRef>().is_ok());
+    let default_name =
+        input.file_stem().map(|s| s.to_string_lossy().to_lowercase()).filter(|s| format!("{s}:x").parse::<ImageRef>().is_ok());
     if meta.is_dir() {
         if !input.join("oci-layout").exists() {
             return Err(ArchiveError::Format(format!("{} is a directory but not an OCI layout (no oci-layout file)", input.display())));
@@ -223,7 +221,11 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
             Ok(())
         })?;
         return import_layout(store, &index, tag, default_name.as_deref(), &mut |d| {
-            if blobs.contains_key(d) || store.has_blob(d) { Ok(()) } else { Err(ArchiveError::Format(format!("blob {d} is missing from the archive"))) }
+            if blobs.contains_key(d) || store.has_blob(d) {
+                Ok(())
+            } else {
+                Err(ArchiveError::Format(format!("blob {d} is missing from the archive")))
+            }
         });
     }
     let Some(manifest_json) = small.get("manifest.json") else {
@@ -276,12 +278,19 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
         let manifest = Manifest {
             schema_version: 2,
             media_type: Some(super::MEDIA_MANIFEST.into()),
-            config: Descriptor { media_type: super::MEDIA_CONFIG.into(), digest: config_digest.clone(), size: config_size, annotations: BTreeMap::new(), platform: None },
+            config: Descriptor {
+                media_type: super::MEDIA_CONFIG.into(),
+                digest: config_digest.clone(),
+                size: config_size,
+                annotations: BTreeMap::new(),
+                platform: None,
+            },
             layers,
             annotations: BTreeMap::new(),
         };
         let (digest, size) = store.write_blob(&to_blob(&manifest))?;
-        let descriptor = Descriptor { media_type: super::MEDIA_MANIFEST.into(), digest, size, annotations: BTreeMap::new(), platform: None };
+        let descriptor =
+            Descriptor { media_type: super::MEDIA_MANIFEST.into(), digest, size, annotations: BTreeMap::new(), platform: None };
         let tags: Vec<String> = match tag {
             Some(t) => vec![t.to_string()],
             None => item.repo_tags.clone().unwrap_or_default(),
@@ -325,10 +334,10 @@ fn copy_in(store: &Store, digest: &Digest, mut reader: Box<dyn Read + '_>) -> Re
     Ok(())
 }
 
-fn for_each_entry(
-    input: &Path,
-    visit: &mut dyn FnMut(&str, &mut tar::Entry<'_, BufReader<File>>) -> Result<(), ArchiveError>,
-) -> Result<(), ArchiveError> {
+/// Called with each entry's path and reader.
+type EntryVisitor<'a> = dyn FnMut(&str, &mut tar::Entry<'_, BufReader<File>>) -> Result<(), ArchiveError> + 'a;
+
+fn for_each_entry(input: &Path, visit: &mut EntryVisitor<'_>) -> Result<(), ArchiveError> {
     let file = File::open(input).map_err(io_err("open", input))?;
     let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, file));
     for entry in archive.entries().map_err(io_err("read tar", input))? {

@@ -59,18 +59,13 @@ fn valid_domain(d: &str) -> bool {
         None => (d, None),
     };
     !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
+        && host.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn valid_tag(t: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    !t.is_empty()
-        && t.len() <= 128
-        && word(t.as_bytes()[0])
-        && t.bytes().all(|b| word(b) || b == b'.' || b == b'-')
+    !t.is_empty() && t.len() <= 128 && word(t.as_bytes()[0]) && t.bytes().all(|b| word(b) || b == b'.' || b == b'-')
 }
 
 impl FromStr for ImageRef {

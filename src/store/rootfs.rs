@@ -19,7 +19,10 @@ pub struct RootfsView {
 /// What one layer says about a path.
 enum LayerState {
     /// Present here (real path on disk); `opaque` if it is a directory that hides lower ones.
-    Found { real: PathBuf, opaque: bool },
+    Found {
+        real: PathBuf,
+        opaque: bool,
+    },
     /// Deleted here, or an ancestor was replaced by a non-directory: lower layers are hidden.
     Hidden,
     /// An ancestor is an opaque directory of this layer: lower layers are hidden, this one lacks the path.

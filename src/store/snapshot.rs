@@ -107,9 +107,8 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
-        let path = clean_layer_path(&raw).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("path {} leaves the layer root", raw.display()))
-        })?;
+        let path = clean_layer_path(&raw)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("path {} leaves the layer root", raw.display())))?;
         let Some(name) = path.file_name().map(OsStr::to_owned) else { continue };
         let parent = dest.join(path.parent().unwrap_or(Path::new("")));
         if name == OsStr::new(OPAQUE_MARKER) {

@@ -145,11 +145,7 @@ impl Lexer<'_> {
                         }
                         self.pos += 1;
                         let word = self.nested()?;
-                        parts.push(if op == Some('-') {
-                            Part::Default { name, colon, word }
-                        } else {
-                            Part::Alt { name, colon, word }
-                        });
+                        parts.push(if op == Some('-') { Part::Default { name, colon, word } } else { Part::Alt { name, colon, word } });
                     }
                     _ => return Err(self.error(format!("bad substitution in ${{{name}…}}: missing }}"))),
                 }

@@ -17,8 +17,24 @@ use crate::graph::{
 
 /// Every instruction Docker knows.
 pub const KEYWORDS: [&str; 18] = [
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR", "ARG",
-    "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 ];
 
 pub struct Lowerer<'a> {
@@ -112,9 +128,17 @@ impl<'a> Lowerer<'a> {
                 let help = match did_you_mean(&flag.name, allowed.iter().copied()) {
                     Some(s) => Some(format!("did you mean --{s}?")),
                     None if allowed.is_empty() => Some(format!("{} takes no flags", line.keyword.to_uppercase())),
-                    None => Some(format!("{} takes {}", line.keyword.to_uppercase(), allowed.iter().map(|a| format!("--{a}")).collect::<Vec<_>>().join(", "))),
+                    None => Some(format!(
+                        "{} takes {}",
+                        line.keyword.to_uppercase(),
+                        allowed.iter().map(|a| format!("--{a}")).collect::<Vec<_>>().join(", ")
+                    )),
                 };
-                let mut e = SourceError::new(format!("unknown flag --{} for {}", flag.name, line.keyword.to_uppercase()), span(flag.offset, flag.name.len() + 2), "unknown flag");
+                let mut e = SourceError::new(
+                    format!("unknown flag --{} for {}", flag.name, line.keyword.to_uppercase()),
+                    span(flag.offset, flag.name.len() + 2),
+                    "unknown flag",
+                );
                 e.help = help;
                 self.errors.push(e);
             }
@@ -132,7 +156,11 @@ impl<'a> Lowerer<'a> {
             Some(Some("false")) => false,
             Some(Some(other)) => {
                 let offset = Self::flag(line, name).map_or(line.offset, |f| f.offset);
-                self.errors.push(SourceError::new(format!("--{name}={other}: expected true or false"), span(offset, name.len() + 2), "here"));
+                self.errors.push(SourceError::new(
+                    format!("--{name}={other}: expected true or false"),
+                    span(offset, name.len() + 2),
+                    "here",
+                ));
                 false
             }
         }
@@ -147,14 +175,22 @@ impl<'a> Lowerer<'a> {
             if i < self.stage_names.len() {
                 return CopyFrom::Stage(StageId(i));
             }
-            self.errors.push(SourceError::new(format!("stage index {i} does not exist (the file has {} stages)", self.stage_names.len()), span(flag.offset, flag.name.len() + 2), "here"));
+            self.errors.push(SourceError::new(
+                format!("stage index {i} does not exist (the file has {} stages)", self.stage_names.len()),
+                span(flag.offset, flag.name.len() + 2),
+                "here",
+            ));
             return CopyFrom::Image(value);
         }
         let names: Vec<String> = self.stage_names.iter().flatten().cloned().collect();
         if !value.contains([':', '/', '.', '@'])
             && let Some(s) = did_you_mean(&value, names.iter().map(String::as_str))
         {
-            let mut e = SourceError::new(format!("unknown stage {value:?}"), span(flag.offset, flag.name.len() + 3 + value.len()), "no stage has this name");
+            let mut e = SourceError::new(
+                format!("unknown stage {value:?}"),
+                span(flag.offset, flag.name.len() + 3 + value.len()),
+                "no stage has this name",
+            );
             e.help = Some(format!("did you mean {s:?}?"));
             self.errors.push(e);
         }
@@ -176,7 +212,8 @@ impl<'a> Lowerer<'a> {
             }
         }
         if parsed.lines.is_empty() {
-            self.errors.push(SourceError::new("the Dockerfile has no instructions", span(0, 0), "empty").help("a Dockerfile starts with FROM"));
+            self.errors
+                .push(SourceError::new("the Dockerfile has no instructions", span(0, 0), "empty").help("a Dockerfile starts with FROM"));
         }
         let mut current: Option<Stage> = None;
         for line in &parsed.lines {
@@ -217,7 +254,10 @@ impl<'a> Lowerer<'a> {
         if let Some(stage) = current.take() {
             graph.stages.push(stage);
         } else if !parsed.lines.is_empty() && self.errors.is_empty() {
-            self.errors.push(SourceError::new("the Dockerfile has no FROM instruction", span(0, 0), "no stage").help("a build starts with FROM an image, a stage or scratch"));
+            self.errors.push(
+                SourceError::new("the Dockerfile has no FROM instruction", span(0, 0), "no stage")
+                    .help("a build starts with FROM an image, a stage or scratch"),
+            );
         }
         (graph, self.errors)
     }
@@ -230,13 +270,18 @@ impl<'a> Lowerer<'a> {
             [(_, image)] => (image.clone(), None),
             [(_, image), (_, as_kw), (offset, name)] if as_kw.eq_ignore_ascii_case("as") => {
                 if !valid_stage_name(&name.to_lowercase()) {
-                    let mut e = SourceError::new(format!("invalid stage name {name:?}"), span(line.args_offset + offset, name.len()), "here");
+                    let mut e =
+                        SourceError::new(format!("invalid stage name {name:?}"), span(line.args_offset + offset, name.len()), "here");
                     e.help = Some("stage names start with a letter and hold lowercase letters, digits, '-', '_' and '.'".into());
                     self.errors.push(e);
                 }
                 let lower = name.to_lowercase();
                 if self.stage_names[..index].iter().flatten().any(|n| *n == lower) {
-                    self.errors.push(SourceError::new(format!("duplicate stage name {name:?}"), span(line.args_offset + offset, name.len()), "already used"));
+                    self.errors.push(SourceError::new(
+                        format!("duplicate stage name {name:?}"),
+                        span(line.args_offset + offset, name.len()),
+                        "already used",
+                    ));
                 }
                 (image.clone(), Some(lower))
             }
@@ -245,7 +290,12 @@ impl<'a> Lowerer<'a> {
                 (String::new(), None)
             }
             _ => {
-                self.args_error(line, "FROM takes an image and optionally AS <name>", "unexpected words", Some("FROM <image> [AS <name>]".into()));
+                self.args_error(
+                    line,
+                    "FROM takes an image and optionally AS <name>",
+                    "unexpected words",
+                    Some("FROM <image> [AS <name>]".into()),
+                );
                 (words[0].1.clone(), None)
             }
         };
@@ -306,7 +356,11 @@ impl<'a> Lowerer<'a> {
                     out.push((key, self.word(line, value)));
                 }
                 _ => {
-                    let mut e = SourceError::new(format!("{what}: {raw:?} is not KEY=VALUE"), span(line.args_offset + offset, raw.len()), "expected KEY=VALUE");
+                    let mut e = SourceError::new(
+                        format!("{what}: {raw:?} is not KEY=VALUE"),
+                        span(line.args_offset + offset, raw.len()),
+                        "expected KEY=VALUE",
+                    );
                     e.help = Some(format!("write {what} KEY=VALUE [KEY=VALUE…]"));
                     self.errors.push(e);
                 }
@@ -367,7 +421,12 @@ impl<'a> Lowerer<'a> {
             "SHELL" => match json_args(&line.args) {
                 Some(shell) if !shell.is_empty() => Op::Shell(shell),
                 _ => {
-                    self.args_error(line, "SHELL must be a JSON array of strings", "not a JSON array", Some("SHELL [\"/bin/bash\", \"-c\"]".into()));
+                    self.args_error(
+                        line,
+                        "SHELL must be a JSON array of strings",
+                        "not a JSON array",
+                        Some("SHELL [\"/bin/bash\", \"-c\"]".into()),
+                    );
                     return None;
                 }
             },
@@ -406,7 +465,11 @@ impl<'a> Lowerer<'a> {
                     };
                     mounts.push(mount);
                 }
-                Err(message) => self.errors.push(SourceError::new(format!("--mount: {message}"), span(flag.offset, 7 + flag.value.as_deref().map_or(0, str::len)), "bad mount")),
+                Err(message) => self.errors.push(SourceError::new(
+                    format!("--mount: {message}"),
+                    span(flag.offset, 7 + flag.value.as_deref().map_or(0, str::len)),
+                    "bad mount",
+                )),
             }
         }
         let network = match Self::flag(line, "network").map(|f| f.value.clone().unwrap_or_default()) {
@@ -416,7 +479,11 @@ impl<'a> Lowerer<'a> {
             Some(v) if v == "none" => Network::None,
             Some(v) => {
                 let offset = Self::flag(line, "network").map_or(line.offset, |f| f.offset);
-                self.errors.push(SourceError::new(format!("--network={v}: expected default, none or host"), span(offset, 10 + v.len()), "here"));
+                self.errors.push(SourceError::new(
+                    format!("--network={v}: expected default, none or host"),
+                    span(offset, 10 + v.len()),
+                    "here",
+                ));
                 Network::Default
             }
         };
@@ -431,7 +498,8 @@ impl<'a> Lowerer<'a> {
     }
 
     fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {
-        let allowed: &[&str] = if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
+        let allowed: &[&str] =
+            if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
         self.check_flags(line, allowed);
         for unsupported in ["checksum", "keep-git-dir"] {
             if let Some(f) = Self::flag(line, unsupported) {
@@ -444,21 +512,31 @@ impl<'a> Lowerer<'a> {
             None => lexer::raw_words(&line.args, self.escape).into_iter().map(|(_, w)| w).collect(),
         };
         if raw.len() < 2 {
-            self.args_error(line, format!("{keyword} needs a source and a destination"), "missing arguments", Some(format!("{keyword} <src>… <dest>")));
+            self.args_error(
+                line,
+                format!("{keyword} needs a source and a destination"),
+                "missing arguments",
+                Some(format!("{keyword} <src>… <dest>")),
+            );
             return None;
         }
         let mut sources = Vec::new();
         let mut heredocs = line.heredocs.iter();
         for word in &raw[..raw.len() - 1] {
-            if word.starts_with("<<") {
-                if let Some(doc) = heredocs.next() {
-                    let content = if doc.quoted { Word::lit(doc.body.clone()) } else { lexer::heredoc_word(&doc.body, self.escape) };
-                    sources.push(CopySource::Inline { name: doc.name.clone(), content });
-                    continue;
-                }
+            if word.starts_with("<<")
+                && let Some(doc) = heredocs.next()
+            {
+                let content = if doc.quoted { Word::lit(doc.body.clone()) } else { lexer::heredoc_word(&doc.body, self.escape) };
+                sources.push(CopySource::Inline { name: doc.name.clone(), content });
+                continue;
             }
             if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@") {
-                self.args_error(line, format!("{keyword} from a URL ({word}) is not supported"), "a URL", Some("download it into the build context first".into()));
+                self.args_error(
+                    line,
+                    format!("{keyword} from a URL ({word}) is not supported"),
+                    "a URL",
+                    Some("download it into the build context first".into()),
+                );
                 continue;
             }
             sources.push(CopySource::Path(self.word(line, word)));
@@ -498,12 +576,20 @@ impl<'a> Lowerer<'a> {
             if flag.name == "retries" {
                 match value.parse() {
                     Ok(n) => check.retries = Some(n),
-                    Err(_) => self.errors.push(SourceError::new(format!("--retries={value}: not a number"), span(flag.offset, 9 + value.len()), "here")),
+                    Err(_) => self.errors.push(SourceError::new(
+                        format!("--retries={value}: not a number"),
+                        span(flag.offset, 9 + value.len()),
+                        "here",
+                    )),
                 }
                 continue;
             }
             let Some(duration) = crate::frontend::kdl::parse_duration(&value) else {
-                self.errors.push(SourceError::new(format!("--{}={value}: not a duration like 30s or 1m30s", flag.name), span(flag.offset, flag.name.len() + 3 + value.len()), "here"));
+                self.errors.push(SourceError::new(
+                    format!("--{}={value}: not a duration like 30s or 1m30s", flag.name),
+                    span(flag.offset, flag.name.len() + 3 + value.len()),
+                    "here",
+                ));
                 continue;
             };
             let nanos = Some(duration.as_nanos() as u64);
@@ -590,7 +676,8 @@ fn parse_mount(spec: &str) -> Result<(RunMount, Option<String>), String> {
             RunMount::Bind { from: None, source: source.unwrap_or_else(|| "/".into()), target, rw }
         }
         "secret" => {
-            let id = id.or_else(|| target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string))).ok_or("type=secret needs id=")?;
+            let id =
+                id.or_else(|| target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string))).ok_or("type=secret needs id=")?;
             let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
             RunMount::Secret { id, target, required }
         }

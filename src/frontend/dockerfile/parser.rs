@@ -217,8 +217,12 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
                 }
                 if !terminated {
                     errors.push(
-                        SourceError::new(format!("heredoc <<{name} is never terminated"), Some((keyword_offset, keyword.len()).into()), "this instruction")
-                            .help(format!("end the heredoc with a line holding only {name}")),
+                        SourceError::new(
+                            format!("heredoc <<{name} is never terminated"),
+                            Some((keyword_offset, keyword.len()).into()),
+                            "this instruction",
+                        )
+                        .help(format!("end the heredoc with a line holding only {name}")),
                     );
                 }
                 heredocs.push(Heredoc { name, body, quoted });
