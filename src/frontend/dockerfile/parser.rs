@@ -131,6 +131,7 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
 
     let mut lines = Vec::new();
     let mut comments = Vec::new();
+    let index = crate::frontend::LineIndex::new(text);
     while i < physical.len() {
         let (off, line) = physical[i];
         i += 1;
@@ -144,7 +145,7 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
             continue;
         }
         let keyword_offset = off + (line.len() - trimmed.len());
-        let line_number = text[..keyword_offset].matches('\n').count() + 1;
+        let line_number = index.line(keyword_offset);
         // Join continuation lines; comment and empty lines inside are skipped.
         let mut joined = String::new();
         let mut current = trimmed.to_string();

@@ -27,15 +27,15 @@ impl Spec {
 }
 
 /// The file a spec came from, to stamp origins on stages and steps.
-pub(crate) struct SourceFile<'a> {
+pub(crate) struct SourceFile {
     pub name: Arc<str>,
-    pub text: &'a str,
+    pub lines: crate::frontend::LineIndex,
 }
 
 pub(crate) fn lower_spec(
     spec: &Spec,
     build_args: &BuildArgs,
-    source: Option<SourceFile<'_>>,
+    source: Option<SourceFile>,
 ) -> Result<BuildGraph, SourceErrors> {
     let mut lowerer = Lowerer {
         source,
@@ -112,8 +112,8 @@ fn looks_like_image_ref(value: &str) -> bool {
     value.contains([':', '/', '@', '.'])
 }
 
-struct Lowerer<'a> {
-    source: Option<SourceFile<'a>>,
+struct Lowerer {
+    source: Option<SourceFile>,
     errors: Vec<SourceError>,
     /// Effective values of the global args (build arg, else default).
     globals: HashMap<String, String>,
@@ -121,12 +121,12 @@ struct Lowerer<'a> {
     names: Vec<Option<String>>,
 }
 
-impl Lowerer<'_> {
+impl Lowerer {
     fn origin(&self, span: Option<SourceSpan>) -> Origin {
         match (&self.source, span) {
             (Some(source), Some(span)) => Origin {
                 file: source.name.clone(),
-                line: super::parse::line_of(source.text, span),
+                line: source.lines.line(span.offset()),
             },
             (Some(source), None) => Origin {
                 file: source.name.clone(),

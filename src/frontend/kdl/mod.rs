@@ -73,7 +73,7 @@ pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<B
     // Lower even a spec with shape errors, to report reference errors too.
     let source = lower::SourceFile {
         name: Arc::from(file),
-        text,
+        lines: crate::frontend::LineIndex::new(text),
     };
     let lowered = lower::lower_spec(&spec, build_args, Some(source));
     match lowered {

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
-use miette::SourceSpan;
 
 use crate::frontend::diagnostic::SourceError;
 use super::schema::{
@@ -855,12 +854,3 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_nanos(total.round() as u64))
 }
 
-/// Where `span` starts, as a 1-based line number of `text`.
-pub fn line_of(text: &str, span: SourceSpan) -> usize {
-    let offset = span.offset().min(text.len());
-    text.as_bytes()[..offset]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
-}
