@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod dockerfile;
 mod kdl;
 mod snapshotter;
 

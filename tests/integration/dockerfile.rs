@@ -1,0 +1,91 @@
+//! Golden tests of the Dockerfile front end: `fixtures/dockerfile/<case>/Dockerfile`
+//! → `strata graph --format json` must equal `graph.json`, and every
+//! `fixtures/dockerfile-invalid/<case>/Dockerfile` must fail with `error.txt`.
+//! Regenerate with `STRATA_BLESS=1 cargo test --test integration dockerfile`.
+
+use std::path::PathBuf;
+
+use crate::{assert_golden, fixtures, strata};
+
+fn cases(folder: &str) -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(fixtures().join(folder))
+        .unwrap_or_else(|e| panic!("list fixtures/{folder}: {e}"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("Dockerfile").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+#[test]
+fn valid_dockerfiles_lower_to_their_golden_graphs() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let mut checked = 0;
+    for case in cases("dockerfile").into_iter().chain([fixtures().join("web-ping"), fixtures().join("multistage")]) {
+        let out = strata(store.path()).args(["graph", "--format", "json"]).arg(case.join("Dockerfile")).output().expect("run strata");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: strata graph failed:\n{stderr}", case.display());
+        assert_golden(&case.join("graph.json"), &String::from_utf8_lossy(&out.stdout));
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} cases");
+}
+
+#[test]
+fn invalid_dockerfiles_fail_with_their_golden_messages() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let mut checked = 0;
+    for case in cases("dockerfile-invalid") {
+        // Run from the case folder so the report names the file as `Dockerfile`.
+        let out = strata(store.path()).current_dir(&case).args(["graph", "Dockerfile"]).output().expect("run strata");
+        assert!(!out.status.success(), "{}: strata graph accepted an invalid Dockerfile", case.display());
+        assert!(out.stdout.is_empty(), "{}: printed a graph for an invalid Dockerfile", case.display());
+        assert_golden(&case.join("error.txt"), &String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} cases");
+}
+
+#[test]
+fn error_reports_name_line_column_and_suggestion() {
+    let case = fixtures().join("dockerfile-invalid/unknown-instruction");
+    let store = tempfile::tempdir().expect("temp dir");
+    let out = strata(store.path()).current_dir(&case).args(["graph", "Dockerfile"]).output().expect("run strata");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Dockerfile:2:1"), "{stderr}");
+    assert!(stderr.contains("did you mean RUN?"), "{stderr}");
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let case = fixtures().join("dockerfile-invalid/several-errors");
+    let store = tempfile::tempdir().expect("temp dir");
+    let out = strata(store.path()).current_dir(&case).args(["graph", "Dockerfile"]).output().expect("run strata");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in ["Dockerfile:2:1", "Dockerfile:3:1", "Dockerfile:4:6", "Dockerfile:5:1", "did you mean WORKDIR?"] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn graph_dot_renders_with_graphviz() {
+    if std::process::Command::new("dot").arg("-V").output().is_err() {
+        eprintln!("skipping graph_dot_renders_with_graphviz: graphviz (dot) is not installed");
+        return;
+    }
+    let store = tempfile::tempdir().expect("temp dir");
+    let out = strata(store.path()).args(["graph"]).arg(fixtures().join("dockerfile/multistage-index/Dockerfile")).output().expect("run strata");
+    assert!(out.status.success());
+    let mut dot = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dot");
+    use std::io::Write;
+    dot.stdin.take().expect("stdin").write_all(&out.stdout).expect("feed dot");
+    let rendered = dot.wait_with_output().expect("dot output");
+    assert!(rendered.status.success(), "dot rejected the graph");
+    assert!(String::from_utf8_lossy(&rendered.stdout).contains("<svg"));
+}
