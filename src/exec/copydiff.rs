@@ -4,8 +4,7 @@
 //! new and changed paths in full, removed ones as whiteouts.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::BufReader;
+use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -208,36 +207,8 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
             continue;
         }
         walk.flush().map_err(wrap)?;
-        let layer = &mut walk.layer;
-        layer.xattrs(&list_xattrs(&new_path)).map_err(wrap)?;
-        let first_of_inode = &mut walk.first_of_inode;
-        if ft.is_symlink() {
-            let target = fs::read_link(&new_path).map_err(|e| ExecError::io("read link", &new_path, e))?;
-            layer.symlink(&path, &target.to_string_lossy(), a).map_err(wrap)?;
-        } else if ft.is_file() {
-            let inode = (new.dev(), new.ino());
-            if new.nlink() > 1
-                && let Some(first) = first_of_inode.get(&inode)
-            {
-                layer.hardlink(&path, first, a).map_err(wrap)?;
-                continue;
-            }
-            first_of_inode.insert(inode, path.clone());
-            let file = File::open(&new_path).map_err(|e| ExecError::io("open", &new_path, e))?;
-            layer.file(&path, a, new.len(), BufReader::new(file)).map_err(wrap)?;
-        } else {
-            let kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else {
-                continue;
-            };
-            let (major, minor) = (nix::sys::stat::major(new.rdev()) as u32, nix::sys::stat::minor(new.rdev()) as u32);
-            layer.special(&path, kind, a, major, minor).map_err(wrap)?;
-        }
+        walk.layer.xattrs(&list_xattrs(&new_path)).map_err(wrap)?;
+        walk.layer.object(&path, &new_path, &new, a, &mut walk.first_of_inode).map_err(wrap)?;
     }
     Ok(())
 }

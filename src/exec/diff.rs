@@ -4,8 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::fs::{self, File};
-use std::io::BufReader;
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -74,32 +73,8 @@ pub fn upper_to_layer(store: &Store, upper: &Path, skip: &[String], clamp: Optio
             if is_opaque(&real) {
                 layer.file(&format!("{rel}/.wh..wh..opq"), Attrs { mode: 0o644, ..attrs }, 0, std::io::empty()).map_err(wrap)?;
             }
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
-            layer.symlink(&rel, &target.to_string_lossy(), attrs).map_err(wrap)?;
-        } else if ft.is_file() {
-            if meta.nlink() > 1 {
-                let inode = (meta.dev(), meta.ino());
-                if let Some(first) = first_of_inode.get(&inode) {
-                    layer.hardlink(&rel, first, attrs).map_err(wrap)?;
-                    continue;
-                }
-                first_of_inode.insert(inode, rel.clone());
-            }
-            let file = File::open(&real).map_err(|e| ExecError::io("open", &real, e))?;
-            layer.file(&rel, attrs, meta.len(), BufReader::with_capacity(256 * 1024, file)).map_err(wrap)?;
         } else {
-            let kind = if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else {
-                continue; // sockets have no place in a layer
-            };
-            let (major, minor) = (nix::sys::stat::major(meta.rdev()) as u32, nix::sys::stat::minor(meta.rdev()) as u32);
-            layer.special(&rel, kind, attrs, major, minor).map_err(wrap)?;
+            layer.object(&rel, &real, &meta, attrs, &mut first_of_inode).map_err(wrap)?;
         }
     }
     Ok(layer.finish()?)

@@ -85,6 +85,47 @@ impl LayerWriter {
         self.builder.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
     }
 
+    /// Writes the object at `real` as `path` (no directories): a regular file, or a
+    /// hard link to the first path written for its inode; a symlink; a device or
+    /// fifo. Sockets have no place in a layer and are skipped.
+    pub fn object(
+        &mut self,
+        path: &str,
+        real: &std::path::Path,
+        meta: &std::fs::Metadata,
+        attrs: Attrs,
+        links: &mut std::collections::HashMap<(u64, u64), String>,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(real)?;
+            return self.symlink(path, &target.to_string_lossy(), attrs);
+        }
+        if ft.is_file() {
+            if meta.nlink() > 1 {
+                let inode = (meta.dev(), meta.ino());
+                if let Some(first) = links.get(&inode) {
+                    return self.hardlink(path, &first.clone(), attrs);
+                }
+                links.insert(inode, path.to_string());
+            }
+            let file = std::fs::File::open(real)?;
+            return self.file(path, attrs, meta.len(), io::BufReader::with_capacity(256 * 1024, file));
+        }
+        let kind = if ft.is_char_device() {
+            tar::EntryType::Char
+        } else if ft.is_block_device() {
+            tar::EntryType::Block
+        } else if ft.is_fifo() {
+            tar::EntryType::Fifo
+        } else {
+            return Ok(());
+        };
+        let (major, minor) = (nix::sys::stat::major(meta.rdev()) as u32, nix::sys::stat::minor(meta.rdev()) as u32);
+        self.special(path, kind, attrs, major, minor)
+    }
+
     /// An OCI whiteout removing `path` from the layers below.
     pub fn whiteout(&mut self, path: &str, attrs: Attrs) -> io::Result<()> {
         let (dir, name) = match path.rsplit_once('/') {
