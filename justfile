@@ -55,7 +55,10 @@ debian: build
 
 # Build every example spec in specs/ (the Debian one needs `just debian`).
 specs: busybox
-    for spec in specs/web-ping.kdl specs/multistage.kdl specs/multi-image.kdl; do {{strata}} build --progress plain -f $spec fixtures/web-ping || exit 1; done
+    {{strata}} build --progress plain -f specs/web-ping.kdl fixtures/web-ping
+    {{strata}} build --progress plain -f specs/multistage.kdl fixtures/multistage
+    {{strata}} build --progress plain -f specs/multi-image.kdl fixtures/multi-image
+    {{strata}} build --progress plain -f specs/rootfs-base.kdl {{fixtures}}/busybox
 
 # Build one Dockerfile or spec: just build-one specs/web-ping.kdl CONTEXT
 build-one file context=".": build

@@ -234,3 +234,48 @@ fn dockerfile_and_kdl_twin_build_the_same_image() {
     assert!(ids[0].starts_with("sha256:"), "{ids:?}");
     assert_eq!(ids[0], ids[1], "the Dockerfile and its KDL twin built different images");
 }
+
+/// Every example in `specs/` (but the Debian one, a `just` recipe) builds, each with its context.
+#[test]
+fn example_specs_build() {
+    if !crate::require_root("example_specs_build") {
+        return;
+    }
+    let store = crate::TestStore::with_busybox();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cases = [
+        ("specs/web-ping.kdl", fixtures().join("web-ping")),
+        ("specs/multistage.kdl", fixtures().join("multistage")),
+        ("specs/multi-image.kdl", fixtures().join("multi-image")),
+        ("specs/rootfs-base.kdl", crate::busybox_context()),
+    ];
+    for (spec, context) in &cases {
+        let path = root.join(spec);
+        store.build(context, &["-f", path.to_str().expect("utf-8 path")]);
+    }
+    let images = store.ok(&["images"]);
+    for tag in ["rootfs-base", "app"] {
+        assert!(images.contains(tag), "{tag} missing from:\n{images}");
+    }
+    // Both images of multi-image.kdl exist, and only the app one has the linked assets layer.
+    let app: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "app:1.0"])).expect("json");
+    let debug: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "app:1.0-debug"])).expect("json");
+    let history = |v: &serde_json::Value| v[0]["History"].as_array().cloned().unwrap_or_default();
+    assert!(history(&app).iter().any(|h| h["created_by"].as_str().is_some_and(|c| c.contains("/srv/static/"))));
+    assert!(!history(&debug).iter().any(|h| h["created_by"].as_str().is_some_and(|c| c.contains("/srv/static/"))));
+    let out = store.strata().args(["run", "--rm", "app:1.0"]).output().expect("run app");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app 1.0 running");
+}
+
+/// The shared build stage of a multi-image spec is built once for both images.
+#[test]
+fn shared_stage_builds_once() {
+    if !crate::require_root("shared_stage_builds_once") {
+        return;
+    }
+    let store = crate::TestStore::with_busybox();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/multi-image.kdl");
+    let (_, stderr) = store.build(&fixtures().join("multi-image"), &["--no-cache", "-f", spec.to_str().expect("utf-8")]);
+    let runs = stderr.lines().filter(|l| l.contains("] RUN mkdir -p /out")).count();
+    assert_eq!(runs, 1, "the build stage ran {runs} times:\n{stderr}");
+}
