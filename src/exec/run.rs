@@ -122,7 +122,7 @@ fn run_in_sandbox(
                         let other_view = other.view(cx.store)?;
                         let rel = super::context::clean(Path::new(source)).unwrap_or_default();
                         if rel.as_os_str().is_empty() {
-                            mounts.push(SandboxMount::Layers { lowerdirs: other_view.layers().iter().rev().cloned().collect(), target });
+                            mounts.push(SandboxMount::Layers { lowerdirs: other_view.overlay_lowerdirs(), target });
                         } else {
                             let (_, real) = other_view
                                 .resolve(&rel)
@@ -212,7 +212,7 @@ pub fn prepare(
     for d in [&upper, &work, &rootfs] {
         fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
     }
-    let mut lowerdirs: Vec<PathBuf> = if copied_root { Vec::new() } else { view.layers().iter().rev().cloned().collect() };
+    let mut lowerdirs: Vec<PathBuf> = if copied_root { Vec::new() } else { view.overlay_lowerdirs() };
     let dir_inodes = if copied_root { super::copydiff::materialize(view, &rootfs)? } else { Default::default() };
     if !copied_root && lowerdirs.is_empty() {
         let empty = dir.join("empty");

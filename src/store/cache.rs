@@ -31,7 +31,7 @@ impl Store {
 
     pub fn cache_put(&self, key: &Digest, entry: &CacheEntry) -> Result<()> {
         let bytes = serde_json::to_vec(entry).unwrap_or_default();
-        self.write_file(&self.strata_dir("cache").join(key.hex()), &bytes)
+        self.write_file_with(&self.strata_dir("cache").join(key.hex()), &bytes, false)
     }
 
     /// Every cache entry (for garbage collection and `system df`).

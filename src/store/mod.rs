@@ -119,11 +119,19 @@ impl Store {
 
     /// Writes `bytes` to `path` atomically: temp file in the store, fsync, rename.
     pub fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_file_with(path, bytes, true)
+    }
+
+    /// `write_file`, with the fsync optional for data whose loss after a crash is
+    /// harmless (a cache entry: the step is then a miss). The rename keeps it whole.
+    pub(crate) fn write_file_with(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         use std::io::Write;
         let tmp_dir = self.strata_dir("tmp");
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_err("create temp file in", &tmp_dir))?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
+        if durable {
+            tmp.as_file().sync_all().map_err(io_err("fsync", path))?;
+        }
         tmp.persist(path).map_err(|e| StoreError::Io { action: "rename into place", path: path.to_path_buf(), source: e.error })?;
         Ok(())
     }

@@ -66,6 +66,15 @@ impl RootfsView {
         &self.layers
     }
 
+    /// The snapshots as overlay lowerdirs: top first, each once. Overlayfs
+    /// refuses a directory given twice (ELOOP), and a layer repeated higher up
+    /// (two identical RUN results) re-applies everything its lower twin did,
+    /// so only the topmost occurrence matters.
+    pub fn overlay_lowerdirs(&self) -> Vec<PathBuf> {
+        let mut seen = std::collections::HashSet::new();
+        self.layers.iter().rev().filter(|dir| seen.insert(dir.as_path())).cloned().collect()
+    }
+
     fn state(layer: &Path, rel: &Path) -> LayerState {
         let mut dir = layer.to_path_buf();
         let mut blocked = false;

@@ -36,3 +36,19 @@ image "changes:latest" from="busybox:latest" {
     assert_eq!(overlay.as_array().map(Vec::len), Some(3));
     assert_eq!(overlay, copy, "overlay and copy snapshotters disagree");
 }
+
+/// Regression: two RUN steps with the same (empty) result made the same
+/// snapshot appear twice in the overlay's lowerdirs; overlayfs refused it
+/// (ELOOP) and every later RUN fell back to the slow copy snapshotter.
+#[test]
+fn identical_run_layers_still_mount_as_overlay() {
+    if !require_root("identical_run_layers_still_mount_as_overlay") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN true\nRUN true\nRUN true\nRUN echo done > /done\n")]);
+    let (_, stderr) = store.build(ctx.path(), &["--no-cache", "-t", "stacked"]);
+    assert!(!stderr.contains("strata sandbox:"), "the sandbox reported a problem:\n{stderr}");
+    let out = store.strata().args(["run", "--rm", "stacked", "cat", "/done"]).output().expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+}
