@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod dockerfile;
+mod engine;
 mod kdl;
 mod snapshotter;
 
