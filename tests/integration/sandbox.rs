@@ -1,0 +1,233 @@
+//! RUN and `strata run`: isolation, layers from the upperdir (whiteouts,
+//! opaque directories, links), the step's environment, mounts, secrets,
+//! failures, run/commit/ps/rm, and rootless builds.
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use crate::{TestStore, context, require_root};
+
+fn build_ok(store: &TestStore, dockerfile: &str, tag: &str, extra: &[&str]) -> (tempfile::TempDir, String) {
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    let mut flags = vec!["-t", tag];
+    flags.extend_from_slice(extra);
+    let (_, stderr) = store.build(ctx.path(), &flags);
+    (ctx, stderr)
+}
+
+fn run_out(store: &TestStore, args: &[&str]) -> (i32, String) {
+    let out = store.strata().arg("run").arg("--rm").args(args).output().expect("strata run");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn layers_record_changes_deletions_and_links() {
+    if !require_root("layers_record_changes_deletions_and_links") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    build_ok(
+        &store,
+        "FROM busybox:latest\n\
+         RUN mkdir -p /d/old /gone && echo 1 > /d/old/f && echo x > /gone/x && echo keep > /k\n\
+         RUN rm -rf /gone /d/old && mkdir /d/old && echo new > /d/old/g && rm /etc/group \\\n\
+          && echo h > /h1 && ln /h1 /h2 && ln -s /k /link && mkdir /empty && chmod 0750 /empty\n",
+        "changes",
+        &[],
+    );
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("changes:latest", unpacked.path());
+    assert!(!root.join("gone").exists(), "a deleted directory is gone");
+    assert!(!root.join("etc/group").exists(), "a deleted file is gone");
+    assert!(!root.join("d/old/f").exists(), "an opaque directory hides the lower one's files");
+    assert_eq!(std::fs::read_to_string(root.join("d/old/g")).expect("g"), "new\n");
+    let (h1, h2) = (std::fs::metadata(root.join("h1")).expect("h1"), std::fs::metadata(root.join("h2")).expect("h2"));
+    assert_eq!(h1.ino(), h2.ino(), "hard links stay one inode");
+    assert_eq!(std::fs::read_link(root.join("link")).expect("link").to_string_lossy(), "/k");
+    let empty = std::fs::metadata(root.join("empty")).expect("empty dir");
+    assert!(empty.is_dir() && empty.mode() & 0o777 == 0o750);
+    // The whiteouts are in the layer itself, as OCI writes them.
+    let layers = store.ok(&["image", "inspect", "changes"]);
+    let inspect: serde_json::Value = serde_json::from_str(&layers).expect("json");
+    let last = inspect[0]["RootFS"]["Layers"].as_array().and_then(|l| l.last()).and_then(|d| d.as_str()).expect("layer").to_string();
+    let blob = store.root().join("blobs/sha256").join(last.trim_start_matches("sha256:"));
+    let listing = Command::new("tar").arg("-tf").arg(&blob).output().expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for entry in [".wh.gone", "etc/.wh.group", "d/old/.wh..wh..opq"] {
+        assert!(listing.lines().any(|l| l.ends_with(entry)), "{entry} missing from:\n{listing}");
+    }
+    assert!(!listing.lines().any(|l| l.contains("resolv.conf") || l.starts_with("proc")), "sandbox mounts leaked:\n{listing}");
+}
+
+#[test]
+fn run_is_isolated_from_the_host() {
+    if !require_root("run_is_isolated_from_the_host") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let host_dir = tempfile::tempdir().expect("temp dir");
+    let probe = host_dir.path().display().to_string();
+    let dockerfile = format!(
+        "FROM busybox:latest\nRUN echo \"pid=$$ host=$(hostname)\" && test ! -e {probe} && echo hidden && cat /etc/hosts | grep -c localhost && ls /dev\n"
+    );
+    let (_, stderr) = build_ok(&store, &dockerfile, "iso", &[]);
+    let host = String::from_utf8(Command::new("hostname").output().expect("hostname").stdout).unwrap_or_default();
+    assert!(stderr.contains("pid=1 host=strata"), "{stderr}");
+    assert!(!host.trim().is_empty() && !stderr.contains(&format!("host={}", host.trim())));
+    assert!(stderr.contains("hidden"), "a host path is visible inside:\n{stderr}");
+    for dev in ["null", "zero", "urandom", "pts", "shm"] {
+        assert!(stderr.lines().any(|l| l.ends_with(&format!(" {dev}"))), "/dev/{dev} missing:\n{stderr}");
+    }
+    let (_, stderr) = build_ok(&store, "FROM busybox:latest\nRUN --network=none cat /proc/net/dev\n", "nonet", &[]);
+    // Output lines read `#N SECONDS TEXT`; /proc/net/dev's interface lines start with `name:`.
+    let is_interface = |l: &&str| l.split_whitespace().nth(2).is_some_and(|w| w.ends_with(':'));
+    let interfaces: Vec<&str> = stderr.lines().filter(is_interface).collect();
+    assert_eq!(interfaces.len(), 1, "only loopback inside --network=none:\n{stderr}");
+    assert!(interfaces[0].contains("lo:"), "{stderr}");
+    let (_, stderr) = build_ok(&store, "FROM busybox:latest\nRUN --network=host cat /proc/net/dev\n", "hostnet", &[]);
+    assert!(stderr.lines().filter(is_interface).count() > 1, "--network=host sees the host's interfaces:\n{stderr}");
+}
+
+#[test]
+fn run_sees_user_workdir_env_and_args() {
+    if !require_root("run_sees_user_workdir_env_and_args") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let (_, stderr) = build_ok(
+        &store,
+        "FROM busybox:latest\nARG FLAVOUR=plain\nENV COLOUR=blue\nWORKDIR /work/here\nUSER app\nRUN echo \"id=$(id -u):$(id -g) pwd=$(pwd) colour=$COLOUR flavour=$FLAVOUR home=$HOME\"\n",
+        "env",
+        &["--build-arg", "FLAVOUR=spicy"],
+    );
+    assert!(stderr.contains("id=1000:1000 pwd=/work/here colour=blue flavour=spicy home=/home/app"), "{stderr}");
+}
+
+#[test]
+fn cache_mounts_persist_and_secrets_stay_out_of_the_store() {
+    if !require_root("cache_mounts_persist_and_secrets_stay_out_of_the_store") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let dockerfile = "FROM busybox:latest\nRUN --mount=type=cache,target=/cache ls /cache && date +%N >> /cache/runs\n";
+    build_ok(&store, dockerfile, "c1", &[]);
+    let (_, stderr) = build_ok(&store, dockerfile, "c2", &["--no-cache"]);
+    assert!(stderr.contains(" runs"), "the second build sees the first one's file:\n{stderr}");
+    let secret = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(secret.path(), "s3cr3t-value-42").expect("write secret");
+    let spec = format!("id=tok,src={}", secret.path().display());
+    let (_, stderr) = build_ok(
+        &store,
+        "FROM busybox:latest\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && wc -c < /run/secrets/tok\n",
+        "secret",
+        &["--secret", &spec],
+    );
+    assert!(stderr.contains(" 15"), "the command read the secret:\n{stderr}");
+    for blob in std::fs::read_dir(store.root().join("blobs/sha256")).expect("blobs").flatten() {
+        let bytes = std::fs::read(blob.path()).expect("blob");
+        assert!(!bytes.windows(15).any(|w| w == b"s3cr3t-value-42"), "the secret is in blob {:?}", blob.file_name());
+    }
+    // A missing required secret is refused.
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=secret,id=nope,required cat /run/secrets/nope\n")]);
+    let out = store.strata().args(["build"]).arg(ctx.path()).output().expect("build");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("secret \"nope\" is required"));
+}
+
+#[test]
+fn bind_mounts_read_other_stages() {
+    if !require_root("bind_mounts_read_other_stages") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let (_, stderr) = build_ok(
+        &store,
+        "FROM busybox:latest AS build\nRUN echo artefact > /made\nFROM busybox:latest\nRUN --mount=type=bind,from=build,target=/b cat /b/made\n",
+        "bind",
+        &[],
+    );
+    assert!(stderr.contains(" artefact"), "{stderr}");
+}
+
+#[test]
+fn a_failing_run_reports_step_code_and_output_and_tags_nothing() {
+    if !require_root("a_failing_run_reports_step_code_and_output_and_tags_nothing") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN echo about to fail && exit 3\n")]);
+    let out = store.strata().args(["build", "-t", "failing"]).arg(ctx.path()).output().expect("build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for expected in ["Dockerfile:2", "exit code: 3", "about to fail"] {
+        assert!(stderr.contains(expected), "{expected} missing:\n{stderr}");
+    }
+    assert!(!store.ok(&["images"]).contains("failing"));
+    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("strata/tmp")).expect("tmp").flatten().collect();
+    assert!(leftovers.is_empty(), "the failed RUN left {leftovers:?}");
+}
+
+#[test]
+fn run_commit_ps_and_rm() {
+    if !require_root("run_commit_ps_and_rm") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    build_ok(&store, "FROM busybox:latest\nENV TARGET=blog.sixeyed.com\nCMD [\"sh\", \"-c\", \"echo $TARGET\"]\n", "pinger", &[]);
+    assert_eq!(run_out(&store, &["pinger"]), (0, "blog.sixeyed.com\n".into()));
+    assert_eq!(run_out(&store, &["-e", "TARGET=google.com", "pinger"]), (0, "google.com\n".into()));
+    let env_file = tempfile::NamedTempFile::new().expect("env file");
+    std::fs::write(env_file.path(), "# comment\nTARGET=from-file\n").expect("write");
+    assert_eq!(run_out(&store, &["--env-file", env_file.path().to_str().expect("utf-8"), "pinger"]).1, "from-file\n");
+    assert_eq!(run_out(&store, &["-w", "/tmp", "-u", "app", "pinger", "sh", "-c", "pwd; id -u"]).1, "/tmp\n1000\n");
+    assert_eq!(run_out(&store, &["pinger", "sh", "-c", "exit 7"]).0, 7);
+    let out = store.strata().args(["run", "--name", "edit", "pinger", "sh", "-c", "echo committed > /greeting"]).output().expect("run");
+    assert!(out.status.success());
+    assert!(store.ok(&["ps", "-a"]).contains("edit"));
+    store.ok(&["commit", "edit", "edited:1"]);
+    assert_eq!(run_out(&store, &["edited:1", "cat", "/greeting"]).1, "committed\n");
+    store.ok(&["rm", "edit"]);
+    assert!(!store.ok(&["ps", "-a"]).contains("edit"));
+}
+
+#[test]
+fn rootless_build_runs_as_an_ordinary_user() {
+    if !require_root("rootless_build_runs_as_an_ordinary_user") {
+        return;
+    }
+    let user = "strata-rootless";
+    if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success()) {
+        let made = Command::new("useradd").args(["-m", user]).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipping rootless_build_runs_as_an_ordinary_user: cannot create user {user}");
+            return;
+        }
+    }
+    if Command::new("runuser").arg("--version").output().is_err() {
+        eprintln!("skipping rootless_build_runs_as_an_ordinary_user: runuser is missing");
+        return;
+    }
+    let work = tempfile::Builder::new().prefix("strata-rootless-").tempdir().expect("temp dir");
+    let bb = crate::busybox_context();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:latest\nRUN id -u > /uid && echo rootless-ok\n").expect("write");
+    for file in ["rootfs.tar", "Dockerfile"] {
+        std::fs::create_dir_all(work.path().join("bb")).expect("mkdir");
+        std::fs::copy(bb.join(file), work.path().join("bb").join(file)).expect("copy");
+    }
+    Command::new("chown").args(["-R", user]).arg(work.path()).status().expect("chown");
+    Command::new("chmod").arg("755").arg(work.path()).status().expect("chmod");
+    let strata = assert_cmd::cargo::cargo_bin("strata");
+    let script = format!(
+        "set -e; export STRATA_ROOT={root}/store; {s} build -q -t busybox {root}/bb >/dev/null; {s} build --progress plain -t rl {root}/ctx",
+        root = work.path().display(),
+        s = strata.display()
+    );
+    let out = Command::new("runuser").args(["-u", user, "--", "sh", "-c", &script]).output().expect("runuser");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("user namespace") {
+        eprintln!("skipping rootless_build_runs_as_an_ordinary_user: this kernel refuses unprivileged user namespaces:\n{stderr}");
+        return;
+    }
+    assert!(out.status.success() && stderr.contains("rootless-ok"), "{stderr}");
+}
