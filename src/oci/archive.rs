@@ -107,10 +107,9 @@ fn write_layout(store: &Store, images: &[StoredImage], dir: &Path) -> Result<(),
             if dest.exists() {
                 continue;
             }
+            // A copy, not a hard link: an edit to the export must never reach the store.
             let src = store.blob_path(&digest);
-            if fs::hard_link(&src, &dest).is_err() {
-                fs::copy(&src, &dest).map_err(io_err("copy blob", &src))?;
-            }
+            fs::copy(&src, &dest).map_err(io_err("copy blob", &src))?;
         }
     }
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_err("write", dir))?;

@@ -8,6 +8,7 @@ mod engine;
 mod kdl;
 mod sandbox;
 mod snapshotter;
+mod verbs;
 
 /// The repository's `fixtures/` folder.
 pub fn fixtures() -> PathBuf {
