@@ -69,6 +69,12 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Mount an image read-only (FUSE) as the union of its layers.
+    Mount(MountArgs),
+    /// Unmount what `strata mount` mounted (also a stale mount).
+    Umount { dir: PathBuf },
+    /// List paths added (A), changed (C) and removed (D) from IMAGE1 to IMAGE2.
+    Diff { image1: String, image2: String },
     /// Internal: the RUN sandbox process.
     #[command(name = "__sandbox", hide = true)]
     Sandbox { spec: PathBuf },
@@ -139,6 +145,21 @@ pub struct RunArgs {
     /// The command (default: the image's ENTRYPOINT and CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    pub image: String,
+    pub dir: PathBuf,
+    /// Serve in this process until Ctrl-C or SIGTERM (default: in the background).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Show only layer N (0 = the bottom one), its whiteouts as files.
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+    /// Internal: print `ready` once mounted (used by the background server).
+    #[arg(long, hide = true)]
+    pub notify: bool,
 }
 
 #[derive(Debug, Args)]

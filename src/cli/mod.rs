@@ -3,6 +3,7 @@
 mod args;
 mod containers;
 mod images;
+mod mount;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn open_store() -> miette::Result<Store> {
+pub(crate) fn open_store() -> miette::Result<Store> {
     let root = Store::default_root();
     Store::open(&root).map_err(|e| miette!("open store {}: {e}", root.display()))
 }
@@ -53,6 +54,9 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Commit { name, image } => containers::commit(&open_store()?, &name, image.as_deref()),
         Command::Ps { all } => containers::ps(&open_store()?, all),
         Command::Rm { names } => containers::remove(&open_store()?, &names),
+        Command::Mount(args) => mount::mount(&args),
+        Command::Umount { dir } => mount::umount(&dir),
+        Command::Diff { image1, image2 } => mount::diff(&open_store()?, &image1, &image2),
         Command::Sandbox { spec } => crate::exec::sandbox::main(&spec),
     }
 }

@@ -1,0 +1,38 @@
+//! The mount verbs: mount, umount, diff.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use miette::miette;
+
+use super::args::MountArgs;
+use crate::mount::{self, Change, View};
+
+pub fn mount(args: &MountArgs) -> miette::Result<ExitCode> {
+    let view = args.layer.map_or(View::Merged, View::Layer);
+    if args.foreground {
+        let store = super::open_store()?;
+        mount::serve(&store, &args.image, &args.dir, view, args.notify).map_err(|e| miette!("mount {}: {e}", args.image))?;
+    } else {
+        let store = super::open_store()?;
+        mount::mount_background(&store, &args.image, &args.dir, args.layer).map_err(|e| miette!("mount {}: {e}", args.image))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn umount(dir: &Path) -> miette::Result<ExitCode> {
+    mount::umount(dir).map_err(|e| miette!("{e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn diff(store: &crate::store::Store, old: &str, new: &str) -> miette::Result<ExitCode> {
+    for change in mount::diff(store, old, new).map_err(|e| miette!("diff {old} {new}: {e}"))? {
+        let (mark, path) = match &change {
+            Change::Added(p) => ('A', p),
+            Change::Changed(p) => ('C', p),
+            Change::Removed(p) => ('D', p),
+        };
+        println!("{mark} {}", mount::display_path(path));
+    }
+    Ok(ExitCode::SUCCESS)
+}

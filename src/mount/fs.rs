@@ -1,0 +1,198 @@
+//! The read-only FUSE filesystem over a merged tree: answers from memory,
+//! reads file data with `pread` from the layers' open data files.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use super::index::Kind;
+use super::tree::{Node, Tree};
+
+/// Read-only: the kernel may cache everything for long.
+const TTL: Duration = Duration::from_secs(3600);
+
+pub struct ImageFs {
+    tree: Tree,
+    /// One open data file per layer: reads never reopen, and a removed image stays readable.
+    layers: Vec<File>,
+}
+
+impl ImageFs {
+    pub fn new(tree: Tree, layers: Vec<File>) -> ImageFs {
+        ImageFs { tree, layers }
+    }
+
+    fn attr(&self, ino: u64, node: &Node) -> FileAttr {
+        let time = if node.mtime >= 0 {
+            UNIX_EPOCH + Duration::from_secs(node.mtime as u64)
+        } else {
+            UNIX_EPOCH.checked_sub(Duration::from_secs(node.mtime.unsigned_abs())).unwrap_or(UNIX_EPOCH)
+        };
+        let kind = match node.kind {
+            Kind::File | Kind::Hardlink => FileType::RegularFile,
+            Kind::Dir => FileType::Directory,
+            Kind::Symlink => FileType::Symlink,
+            Kind::Char => FileType::CharDevice,
+            Kind::Block => FileType::BlockDevice,
+            Kind::Fifo => FileType::NamedPipe,
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size: node.size,
+            blocks: node.size.div_ceil(512),
+            atime: time,
+            mtime: time,
+            ctime: time,
+            crtime: time,
+            kind,
+            perm: (node.mode & 0o7777) as u16,
+            nlink: if node.kind == Kind::Dir {
+                2 + node.children.values().filter(|c| self.tree.nodes.get(c).is_some_and(|n| n.kind == Kind::Dir)).count() as u32
+            } else {
+                node.nlink
+            },
+            uid: node.uid,
+            gid: node.gid,
+            rdev: node.rdev,
+            blksize: 128 * 1024,
+            flags: 0,
+        }
+    }
+
+    fn xattr_reply(data: &[u8], size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(data.len() as u32);
+        } else if data.len() <= size as usize {
+            reply.data(data);
+        } else {
+            reply.error(Errno::ERANGE);
+        }
+    }
+}
+
+impl Filesystem for ImageFs {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let child = self.tree.nodes.get(&parent.0).and_then(|p| p.children.get(name)).copied();
+        match child.and_then(|c| self.tree.nodes.get(&c).map(|n| (c, n))) {
+            Some((ino, node)) => reply.entry(&TTL, &self.attr(ino, node), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree.nodes.get(&ino.0) {
+            Some(node) => reply.attr(&TTL, &self.attr(ino.0, node)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.tree.nodes.get(&ino.0) {
+            Some(node) if node.kind == Kind::Symlink => reply.data(&node.link),
+            Some(_) => reply.error(Errno::EINVAL),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        match self.tree.nodes.get(&ino.0) {
+            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(node) = self.tree.nodes.get(&ino.0) else { return reply.error(Errno::ENOENT) };
+        if offset >= node.size {
+            return reply.data(&[]);
+        }
+        let len = (size as u64).min(node.size - offset) as usize;
+        let mut buf = vec![0u8; len];
+        let result = match (&node.data_file, node.data) {
+            (Some(path), _) => File::open(path).and_then(|f| f.read_exact_at(&mut buf, offset)),
+            (None, Some((layer, start))) => match self.layers.get(layer) {
+                Some(file) => file.read_exact_at(&mut buf, start + offset),
+                None => return reply.error(Errno::EIO),
+            },
+            (None, None) => return reply.error(Errno::EIO),
+        };
+        match result {
+            Ok(()) => reply.data(&buf),
+            Err(_) => reply.error(Errno::EIO),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(node) = self.tree.nodes.get(&ino.0) else { return reply.error(Errno::ENOENT) };
+        // Offsets are positions in the sorted child list, so they stay valid across calls.
+        let dots = [(ino.0, FileType::Directory, OsStr::new(".")), (node.parent, FileType::Directory, OsStr::new(".."))];
+        let children = node.children.iter().map(|(name, child)| {
+            let kind = self.tree.nodes.get(child).map_or(FileType::RegularFile, |c| self.attr(*child, c).kind);
+            (*child, kind, name.as_os_str())
+        });
+        for (i, (child, kind, name)) in dots.into_iter().chain(children).enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let blocks: u64 = self.tree.nodes.values().map(|n| n.size.div_ceil(4096)).sum();
+        reply.statfs(blocks, 0, 0, self.tree.nodes.len() as u64, 0, 4096, 255, 4096);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(node) = self.tree.nodes.get(&ino.0) else { return reply.error(Errno::ENOENT) };
+        match node.xattrs.iter().find(|(k, _)| k.as_bytes() == name.as_bytes()) {
+            Some((_, value)) => Self::xattr_reply(value, size, reply),
+            None => reply.error(Errno::ENODATA),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(node) = self.tree.nodes.get(&ino.0) else { return reply.error(Errno::ENOENT) };
+        let mut names = Vec::new();
+        for (name, _) in &node.xattrs {
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+        }
+        Self::xattr_reply(&names, size, reply);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: fuser::ReplyEmpty) {
+        if mask.bits() & libc::W_OK != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        match self.tree.nodes.get(&ino.0) {
+            Some(_) => reply.ok(),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+}
