@@ -138,8 +138,8 @@ pub fn diff_to_layer(
 struct Walk<'a> {
     layer: LayerWriter,
     dirs: &'a DirInodes,
-    first_of_inode: HashMap<(u64, u64), String>,
-    pending: Vec<(String, Attrs)>,
+    first_of_inode: HashMap<(u64, u64), std::path::PathBuf>,
+    pending: Vec<(std::path::PathBuf, Attrs)>,
 }
 
 impl Walk<'_> {
@@ -163,11 +163,11 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
     names.sort();
     for name in names {
         let child = rel.join(&name);
-        let path = child.to_string_lossy().into_owned();
-        if skip.contains(&path) {
+        let path = child.clone();
+        if skip.iter().any(|s| Path::new(s) == path) {
             continue;
         }
-        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {path} into the layer: {e}"));
+        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {} into the layer: {e}", path.display()));
         let new_path = root.join(&child);
         let Ok(new) = fs::symlink_metadata(&new_path) else {
             walk.flush().map_err(wrap)?;
@@ -192,7 +192,7 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
                 walk.layer.dir(&path, a).map_err(wrap)?;
             }
             if remade {
-                let marker = format!("{path}/.wh..wh..opq");
+                let marker = path.join(".wh..wh..opq");
                 walk.layer.file(&marker, Attrs { mode: 0o644, ..a }, 0, std::io::empty()).map_err(wrap)?;
                 // Below an opaque directory nothing of the image shows: every entry is new.
                 diff_dir(&RootfsView::default(), root, &child, skip, walk)?;

@@ -50,19 +50,19 @@ pub(crate) fn is_opaque(path: &Path) -> bool {
 /// (no leading `/`) that are sandbox mount points, not changes.
 pub fn upper_to_layer(store: &Store, upper: &Path, skip: &[String], clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
     let mut layer = LayerWriter::new(store, clamp)?;
-    let mut first_of_inode: HashMap<(u64, u64), String> = HashMap::new();
+    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let walker = walkdir::WalkDir::new(upper).min_depth(1).sort_by_file_name();
     for entry in walker {
         let entry = entry.map_err(|e| ExecError::Copy(format!("read changes in {}: {e}", upper.display())))?;
         let real: PathBuf = entry.path().to_path_buf();
-        let rel = real.strip_prefix(upper).unwrap_or(&real).to_string_lossy().into_owned();
-        if skip.contains(&rel) {
+        let rel = real.strip_prefix(upper).unwrap_or(&real).to_path_buf();
+        if skip.iter().any(|s| Path::new(s) == rel) {
             continue;
         }
         let meta = fs::symlink_metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
         let ft = meta.file_type();
         let attrs = Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 };
-        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {rel} into the layer: {e}"));
+        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {} into the layer: {e}", rel.display()));
         if ft.is_char_device() && meta.rdev() == 0 {
             layer.whiteout(&rel, attrs).map_err(wrap)?;
             continue;
@@ -71,7 +71,7 @@ pub fn upper_to_layer(store: &Store, upper: &Path, skip: &[String], clamp: Optio
         if ft.is_dir() {
             layer.dir(&rel, attrs).map_err(wrap)?;
             if is_opaque(&real) {
-                layer.file(&format!("{rel}/.wh..wh..opq"), Attrs { mode: 0o644, ..attrs }, 0, std::io::empty()).map_err(wrap)?;
+                layer.file(rel.join(".wh..wh..opq"), Attrs { mode: 0o644, ..attrs }, 0, std::io::empty()).map_err(wrap)?;
             }
         } else {
             layer.object(&rel, &real, &meta, attrs, &mut first_of_inode).map_err(wrap)?;

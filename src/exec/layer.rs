@@ -2,6 +2,8 @@
 //! headers, mtimes clamped) streamed into a store blob while it is hashed.
 
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use crate::oci::Digest;
 use crate::store::{BlobWriter, Store, StoreError};
@@ -41,35 +43,40 @@ impl LayerWriter {
         header
     }
 
-    pub fn dir(&mut self, path: &str, attrs: Attrs) -> io::Result<()> {
+    pub fn dir(&mut self, path: impl AsRef<Path>, attrs: Attrs) -> io::Result<()> {
         let mut header = self.header(tar::EntryType::Directory, attrs, 0);
-        self.builder.append_data(&mut header, format!("{}/", path.trim_end_matches('/')), io::empty())
+        let mut name = path.as_ref().as_os_str().to_owned();
+        if !name.as_bytes().ends_with(b"/") {
+            name.push("/");
+        }
+        self.builder.append_data(&mut header, name, io::empty())
     }
 
-    pub fn file(&mut self, path: &str, attrs: Attrs, size: u64, data: impl Read) -> io::Result<()> {
+    pub fn file(&mut self, path: impl AsRef<Path>, attrs: Attrs, size: u64, data: impl Read) -> io::Result<()> {
+        let path = path.as_ref();
         let mut header = self.header(tar::EntryType::Regular, attrs, size);
         // A short read (file shrank while copying) must fail, not write a bad tar.
         let mut data = data.take(size);
         let mut counted = CountingReader { inner: &mut data, count: 0 };
         self.builder.append_data(&mut header, path, &mut counted)?;
         if counted.count != size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path}: file changed size while being copied")));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: file changed size while being copied", path.display())));
         }
         Ok(())
     }
 
-    pub fn symlink(&mut self, path: &str, target: &str, attrs: Attrs) -> io::Result<()> {
+    pub fn symlink(&mut self, path: impl AsRef<Path>, target: impl AsRef<Path>, attrs: Attrs) -> io::Result<()> {
         let mut header = self.header(tar::EntryType::Symlink, attrs, 0);
         self.builder.append_link(&mut header, path, target)
     }
 
-    pub fn hardlink(&mut self, path: &str, target: &str, attrs: Attrs) -> io::Result<()> {
+    pub fn hardlink(&mut self, path: impl AsRef<Path>, target: impl AsRef<Path>, attrs: Attrs) -> io::Result<()> {
         let mut header = self.header(tar::EntryType::Link, attrs, 0);
         self.builder.append_link(&mut header, path, target)
     }
 
     /// A device node or fifo.
-    pub fn special(&mut self, path: &str, kind: tar::EntryType, attrs: Attrs, major: u32, minor: u32) -> io::Result<()> {
+    pub fn special(&mut self, path: impl AsRef<Path>, kind: tar::EntryType, attrs: Attrs, major: u32, minor: u32) -> io::Result<()> {
         let mut header = self.header(kind, attrs, 0);
         header.set_device_major(major)?;
         header.set_device_minor(minor)?;
@@ -90,17 +97,17 @@ impl LayerWriter {
     /// fifo. Sockets have no place in a layer and are skipped.
     pub fn object(
         &mut self,
-        path: &str,
-        real: &std::path::Path,
+        path: &Path,
+        real: &Path,
         meta: &std::fs::Metadata,
         attrs: Attrs,
-        links: &mut std::collections::HashMap<(u64, u64), String>,
+        links: &mut std::collections::HashMap<(u64, u64), PathBuf>,
     ) -> io::Result<()> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let ft = meta.file_type();
         if ft.is_symlink() {
             let target = std::fs::read_link(real)?;
-            return self.symlink(path, &target.to_string_lossy(), attrs);
+            return self.symlink(path, target, attrs);
         }
         if ft.is_file() {
             if meta.nlink() > 1 {
@@ -108,7 +115,7 @@ impl LayerWriter {
                 if let Some(first) = links.get(&inode) {
                     return self.hardlink(path, &first.clone(), attrs);
                 }
-                links.insert(inode, path.to_string());
+                links.insert(inode, path.to_path_buf());
             }
             let file = std::fs::File::open(real)?;
             return self.file(path, attrs, meta.len(), io::BufReader::with_capacity(256 * 1024, file));
@@ -127,13 +134,13 @@ impl LayerWriter {
     }
 
     /// An OCI whiteout removing `path` from the layers below.
-    pub fn whiteout(&mut self, path: &str, attrs: Attrs) -> io::Result<()> {
-        let (dir, name) = match path.rsplit_once('/') {
-            Some((dir, name)) => (format!("{dir}/"), name),
-            None => (String::new(), path),
-        };
+    pub fn whiteout(&mut self, path: impl AsRef<Path>, attrs: Attrs) -> io::Result<()> {
+        let path = path.as_ref();
+        let mut name = std::ffi::OsString::from(".wh.");
+        name.push(path.file_name().unwrap_or_default());
+        let marker = path.parent().map_or_else(|| PathBuf::from(&name), |dir| dir.join(&name));
         let mut header = self.header(tar::EntryType::Regular, Attrs { mode: 0o644, ..attrs }, 0);
-        self.builder.append_data(&mut header, format!("{dir}.wh.{name}"), io::empty())
+        self.builder.append_data(&mut header, marker, io::empty())
     }
 
     /// Ends the tar and stores it; returns the diff_id (= blob digest, uncompressed) and size.

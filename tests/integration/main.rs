@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 mod dockerfile;
 mod engine;
 mod kdl;
+mod mount;
 mod sandbox;
 mod snapshotter;
 mod verbs;

@@ -1,0 +1,296 @@
+//! `strata mount`: the mounted tree equals `umoci unpack` of the same image,
+//! is read-only, lists huge directories, serves concurrent readers, survives
+//! the image's removal, unmounts cleanly (also busy and stale mounts), and
+//! `--layer` and `strata diff` show what one step changed.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::{TestStore, context, require_root};
+
+/// Whether FUSE mounts can work here; prints why not.
+fn fuse_usable(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() || std::process::Command::new("fusermount3").arg("-V").output().is_err() {
+        eprintln!("skipping {test}: /dev/fuse or fusermount3 (apt-get install fuse3) is missing");
+        return false;
+    }
+    true
+}
+
+/// A mount that is always unmounted, even when the test fails.
+struct Mounted<'a> {
+    store: &'a TestStore,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> Mounted<'a> {
+    fn new(store: &'a TestStore, image: &str, extra: &[&str]) -> Mounted<'a> {
+        let dir = tempfile::Builder::new().prefix("strata-mnt-").tempdir().expect("mount dir");
+        let out = store.strata().arg("mount").args(extra).arg(image).arg(dir.path()).output().expect("strata mount");
+        assert!(out.status.success(), "mount {image}: {}", String::from_utf8_lossy(&out.stderr));
+        Mounted { store, dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.strata().arg("umount").arg(self.dir.path()).output();
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: Option<i64>,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+    rdev: u64,
+    /// Other paths sharing this entry's inode (hard links).
+    links: Vec<OsString>,
+}
+
+fn snapshot(root: &Path) -> BTreeMap<OsString, Entry> {
+    let mut by_inode: BTreeMap<u64, Vec<OsString>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let entry = entry.expect("walk");
+        let rel = entry.path().strip_prefix(root).expect("under root").as_os_str().to_owned();
+        let meta = std::fs::symlink_metadata(entry.path()).expect("stat");
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_file() {
+            "file"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else {
+            "fifo"
+        };
+        if ft.is_file() && meta.nlink() > 1 {
+            by_inode.entry(meta.ino()).or_default().push(rel.clone());
+        }
+        out.insert(
+            rel,
+            Entry {
+                kind,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                size: if ft.is_dir() { 0 } else { meta.len() },
+                // Directory mtimes move as children are unpacked; files' and links' must match.
+                mtime: (!ft.is_dir()).then_some(meta.mtime()),
+                content: ft.is_file().then(|| std::fs::read(entry.path()).expect("read")),
+                link: ft.is_symlink().then(|| std::fs::read_link(entry.path()).expect("readlink")),
+                rdev: meta.rdev(),
+                links: Vec::new(),
+            },
+        );
+    }
+    for group in by_inode.values() {
+        for path in group {
+            if let Some(e) = out.get_mut(path) {
+                e.links = group.clone();
+            }
+        }
+    }
+    out
+}
+
+const FIXTURE: &str = "FROM busybox:latest\n\
+RUN mkdir -p /d/sub /todir && echo a > /d/sub/f && echo one > /x && ln /x /xlink && ln -s /x /sym \\\n\
+ && mkfifo /fifo && mknod /cdev c 1 3 && touch /empty && touch \"/bad$(printf '\\377')name\" \\\n\
+ && chown 1000:50 /d/sub/f && chmod 4750 /x && dd if=/dev/zero of=/big bs=1024 count=3000 2>/dev/null\n\
+RUN rm -rf /d/sub && mkdir /d/sub && echo b > /d/sub/g && rm /x && rm -r /todir && echo now-a-file > /todir \\\n\
+ && rm /empty && mkdir /empty && rm /etc/group\n";
+
+#[test]
+fn mounted_tree_equals_umoci_unpack() {
+    if !fuse_usable("mounted_tree_equals_umoci_unpack") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", FIXTURE)]);
+    store.build(ctx.path(), &["-t", "tree"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let expected = snapshot(&store.unpack("tree:latest", unpacked.path()));
+    let mounted = Mounted::new(&store, "tree", &[]);
+    let actual = snapshot(mounted.path());
+    assert!(expected.contains_key(std::ffi::OsStr::from_bytes(b"bad\xffname")), "the fixture has a non-UTF-8 name");
+    assert!(!actual.contains_key(std::ffi::OsStr::new("x")) && actual.contains_key(std::ffi::OsStr::new("xlink")));
+    let (missing, extra): (Vec<_>, Vec<_>) =
+        (expected.keys().filter(|k| !actual.contains_key(*k)).collect(), actual.keys().filter(|k| !expected.contains_key(*k)).collect());
+    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    for (path, want) in &expected {
+        assert_eq!(&actual[path], want, "{path:?} differs");
+    }
+    // Read-only, with statfs answering.
+    let write = std::fs::write(mounted.path().join("new"), b"x").expect_err("a write must fail");
+    assert_eq!(write.raw_os_error(), Some(libc::EROFS));
+    let stat = nix::sys::statvfs::statvfs(mounted.path()).expect("statvfs");
+    assert!(stat.blocks() > 0);
+}
+
+#[test]
+fn a_huge_directory_lists_completely_and_stably() {
+    if !fuse_usable("a_huge_directory_lists_completely_and_stably") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN mkdir /many && cd /many && seq 1 100000 | xargs touch\n")]);
+    store.build(ctx.path(), &["-t", "many"]);
+    let mounted = Mounted::new(&store, "many", &[]);
+    let list = || {
+        let mut names: Vec<OsString> =
+            std::fs::read_dir(mounted.path().join("many")).expect("list").map(|e| e.expect("entry").file_name()).collect();
+        names.sort();
+        names
+    };
+    let (first, second) = (list(), list());
+    assert_eq!(first.len(), 100_000);
+    assert_eq!(first, second);
+}
+
+#[test]
+fn readers_unmounts_removal_and_stale_mounts() {
+    if !fuse_usable("readers_unmounts_removal_and_stale_mounts") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", FIXTURE)]);
+    store.build(ctx.path(), &["-t", "tree"]);
+    let mounted = Mounted::new(&store, "tree", &[]);
+    // Concurrent readers all see the same bytes.
+    let expected = std::fs::read(mounted.path().join("big")).expect("read big");
+    assert_eq!(expected.len(), 3000 * 1024);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| assert_eq!(std::fs::read(mounted.path().join("big")).expect("read"), expected));
+        }
+    });
+    // The image leaves the store; the mount keeps serving it.
+    store.ok(&["rmi", "tree"]);
+    store.ok(&["system", "prune"]);
+    assert_eq!(std::fs::read(mounted.path().join("d/sub/g")).expect("read after removal"), b"b\n");
+    // Unmount while a reader holds a file open: the tree goes, the reader finishes.
+    let mut reader = std::fs::File::open(mounted.path().join("big")).expect("open");
+    store.ok(&["umount", mounted.path().to_str().expect("utf-8")]);
+    assert!(std::fs::read_dir(mounted.path()).expect("list").next().is_none(), "the mount point is empty again");
+    let mut rest = Vec::new();
+    use std::io::Read;
+    reader.read_to_end(&mut rest).expect("the open reader still reads");
+    assert_eq!(rest.len(), expected.len());
+}
+
+#[test]
+fn a_killed_server_leaves_a_stale_mount_that_is_cleared() {
+    if !fuse_usable("a_killed_server_leaves_a_stale_mount_that_is_cleared") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let mounted = Mounted::new(&store, "busybox", &[]);
+    let server = std::fs::read_to_string("/proc/mounts")
+        .ok()
+        .filter(|m| m.contains(mounted.path().to_str().expect("utf-8")))
+        .map(|_| ())
+        .and_then(|_| {
+            let out = std::process::Command::new("pgrep")
+                .args(["-f", &format!("mount --foreground --notify busybox {}", mounted.path().display())])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string)
+        })
+        .expect("the server process");
+    std::process::Command::new("kill").args(["-9", &server]).status().expect("kill");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let stale = std::fs::metadata(mounted.path()).expect_err("a dead server's mount is not connected");
+    assert_eq!(stale.raw_os_error(), Some(libc::ENOTCONN));
+    // Mounting again on the stale mount point clears it first.
+    let out = store.strata().arg("mount").arg("busybox").arg(mounted.path()).output().expect("mount");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(mounted.path().join("bin/busybox").exists());
+}
+
+#[test]
+fn layer_view_and_diff_show_what_a_step_changed() {
+    if !fuse_usable("layer_view_and_diff_show_what_a_step_changed") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", FIXTURE)]);
+    store.build(ctx.path(), &["-t", "tree"]);
+    let base = context(&[("Dockerfile", &FIXTURE.lines().take(4).collect::<Vec<_>>().join("\n"))]);
+    store.build(base.path(), &["-t", "before"]);
+    let layer = Mounted::new(&store, "tree", &["--layer", "2"]);
+    for whiteout in ["etc/.wh.group", ".wh.x", "d/sub/.wh..wh..opq"] {
+        assert!(layer.path().join(whiteout).exists(), "{whiteout} is listed in the layer view");
+    }
+    assert!(!layer.path().join("bin").exists(), "the layer view holds that layer only");
+    let diff = store.ok(&["diff", "before", "tree"]);
+    for line in ["D /x", "D /etc/group", "A /d/sub/g", "D /d/sub/f", "C /todir", "C /empty"] {
+        assert!(diff.lines().any(|l| l == line), "{line:?} missing from:\n{diff}");
+    }
+    assert!(!diff.lines().any(|l| l.ends_with("/bin/busybox")), "unchanged paths are not listed:\n{diff}");
+}
+
+#[test]
+fn a_truncated_layer_fails_at_mount_time() {
+    if !fuse_usable("a_truncated_layer_fails_at_mount_time") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nCOPY f /f\n"), ("f", &"x".repeat(100_000))]);
+    store.build(ctx.path(), &["-t", "cut"]);
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "cut"])).expect("json");
+    let layer = inspect[0]["RootFS"]["Layers"][1].as_str().expect("layer").trim_start_matches("sha256:").to_string();
+    let blob = store.root().join("blobs/sha256").join(&layer);
+    let len = std::fs::metadata(&blob).expect("blob").len();
+    std::fs::File::options().write(true).open(&blob).expect("open").set_len(len / 2).expect("truncate");
+    let dir = tempfile::tempdir().expect("dir");
+    let out = store.strata().arg("mount").arg("cut").arg(dir.path()).output().expect("mount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a truncated layer mounted");
+    assert!(stderr.contains(&layer[..12]) || stderr.contains("truncated"), "{stderr}");
+}
+
+#[test]
+fn an_ordinary_user_gets_a_clear_fuse_error_or_a_mount() {
+    if !fuse_usable("an_ordinary_user_gets_a_clear_fuse_error_or_a_mount") {
+        return;
+    }
+    let mode = std::fs::metadata("/dev/fuse").map(|m| m.mode() & 0o777).unwrap_or(0);
+    if mode & 0o006 != 0o006 {
+        // /dev/fuse is not open to others (0600 here): an ordinary user cannot mount FUSE at all.
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .arg(assert_cmd::cargo::cargo_bin("strata"))
+            .args(["mount", "busybox", "/tmp"])
+            .env("STRATA_ROOT", "/tmp/strata-nobody-store")
+            .output();
+        let Ok(out) = out else {
+            eprintln!("skipping an_ordinary_user_gets_a_clear_fuse_error_or_a_mount: runuser is missing");
+            return;
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("/dev/fuse") && stderr.contains("chmod 0666 /dev/fuse"), "{stderr}");
+        eprintln!("rootless mount skipped: /dev/fuse is mode {mode:o} here, so only the error path is checked");
+    }
+}
