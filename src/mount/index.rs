@@ -30,6 +30,7 @@ pub enum Kind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexEntry {
     /// Path bytes, relative, cleaned (names need not be UTF-8).
+    #[serde(with = "hex_bytes")]
     pub path: Vec<u8>,
     pub kind: Kind,
     pub mode: u32,
@@ -40,6 +41,7 @@ pub struct IndexEntry {
     /// Where the data starts in the uncompressed layer (regular files).
     pub offset: u64,
     /// Symlink target or hard-link target path.
+    #[serde(with = "hex_bytes")]
     pub link: Vec<u8>,
     pub major: u32,
     pub minor: u32,
@@ -56,7 +58,7 @@ pub struct LayerIndex {
 }
 
 /// Bumped when the cached format changes.
-const FORMAT: &str = "v1";
+const FORMAT: &str = "v2";
 
 /// The index of one layer, from the cache or made now.
 pub fn layer_index(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<LayerIndex, MountError> {
@@ -175,7 +177,7 @@ fn build(data: &Path, sparse_dir: &Path) -> Result<LayerIndex, String> {
             fs::create_dir_all(sparse_dir).map_err(|e| e.to_string())?;
             let target = sparse_dir.join(n.to_string());
             let mut out = File::create(&target).map_err(|e| e.to_string())?;
-            index_entry.size = io::copy(&mut entry, &mut out).map_err(|e| format!("expand sparse {}: {e}", path.display()))?;
+            index_entry.size = copy_with_holes(&mut entry, &mut out).map_err(|e| format!("expand sparse {}: {e}", path.display()))?;
             index_entry.offset = 0;
             index_entry.data_file = Some(target);
         } else if kind == Kind::File && offset + size > total {
@@ -184,4 +186,45 @@ fn build(data: &Path, sparse_dir: &Path) -> Result<LayerIndex, String> {
         entries.push(index_entry);
     }
     Ok(LayerIndex { data: data.to_path_buf(), entries })
+}
+
+/// Copies `reader` into `out`, seeking over all-zero blocks so the copy stays sparse.
+fn copy_with_holes(reader: &mut impl Read, out: &mut File) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match reader.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        if buf[..filled].iter().all(|b| *b == 0) {
+            out.seek(SeekFrom::Current(filled as i64))?;
+        } else {
+            out.write_all(&buf[..filled])?;
+        }
+        total += filled as u64;
+    }
+    out.set_len(total)?;
+    Ok(total)
+}
+
+/// Byte strings as hex in the cached index: far quicker to parse than JSON arrays of numbers.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        hex::decode(text).map_err(serde::de::Error::custom)
+    }
 }

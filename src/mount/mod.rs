@@ -80,6 +80,12 @@ fn is_stale(dir: &Path) -> bool {
 /// reader still has a file open, the mount is detached: it disappears from
 /// the tree now and goes away when the last reader closes.
 pub fn umount(dir: &Path) -> Result<(), MountError> {
+    let target = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(target.to_string_lossy().as_ref())));
+    if !mounted {
+        return Err(MountError::Fuse(format!("{} is not mounted", dir.display())));
+    }
     let busy = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).contains("busy");
     let first = Command::new("fusermount3").arg("-u").arg(dir).output();
     if first.as_ref().is_ok_and(|o| o.status.success()) {

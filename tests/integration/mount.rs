@@ -294,3 +294,68 @@ fn an_ordinary_user_gets_a_clear_fuse_error_or_a_mount() {
         eprintln!("rootless mount skipped: /dev/fuse is mode {mode:o} here, so only the error path is checked");
     }
 }
+
+/// Writes an OCI layout holding one image whose only layer is `layer_tar`.
+fn layout_with_layer(dir: &Path, layer_tar: &Path) {
+    use sha2::Digest as _;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).expect("mkdir");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).expect("write blob");
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (layer, layer_size) = put(&std::fs::read(layer_tar).expect("layer"));
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer]}, "history": [{"created_by": "sparse"}]});
+    let (config, config_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]});
+    let (manifest, manifest_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "sparse:latest"}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+}
+
+#[test]
+fn sparse_files_larger_than_4_gib_read_back_exactly() {
+    if !fuse_usable("sparse_files_larger_than_4_gib_read_back_exactly") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).expect("mkdir");
+    let big = tree.join("big.img");
+    let file = std::fs::File::create(&big).expect("create");
+    use std::os::unix::fs::FileExt;
+    let far = 4_700_000_000u64;
+    file.write_all_at(b"head", 0).expect("write head");
+    file.write_all_at(b"tail beyond four gibibytes", far).expect("write tail");
+    file.set_len(5 << 30).expect("extend");
+    let layer = work.path().join("layer.tar");
+    let status = std::process::Command::new("tar")
+        .args(["--sparse", "--format=gnu", "-cf"])
+        .arg(&layer)
+        .arg("-C")
+        .arg(&tree)
+        .arg("big.img")
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+    let layout = work.path().join("layout");
+    layout_with_layer(&layout, &layer);
+    let store = TestStore::empty();
+    store.ok(&["load", "-i", layout.to_str().expect("utf-8")]);
+    let mounted = Mounted::new(&store, "sparse:latest", &[]);
+    let served = std::fs::File::open(mounted.path().join("big.img")).expect("open");
+    assert_eq!(served.metadata().expect("stat").len(), 5 << 30);
+    let mut head = [0u8; 4];
+    served.read_exact_at(&mut head, 0).expect("read head");
+    assert_eq!(&head, b"head");
+    let mut tail = [0u8; 26];
+    served.read_exact_at(&mut tail, far).expect("read tail");
+    assert_eq!(&tail, b"tail beyond four gibibytes");
+    let mut hole = [1u8; 16];
+    served.read_exact_at(&mut hole, 1 << 30).expect("read hole");
+    assert_eq!(hole, [0u8; 16]);
+}
