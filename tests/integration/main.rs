@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod build;
 mod dockerfile;
 mod engine;
 mod kdl;
