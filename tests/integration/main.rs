@@ -8,6 +8,7 @@ mod dockerfile;
 mod engine;
 mod kdl;
 mod mount;
+mod run;
 mod sandbox;
 mod snapshotter;
 mod verbs;
