@@ -91,7 +91,11 @@ fn save_and_load_round_trip_through_every_format() {
     store.ok(&["save", "web-ping", "-o", docker.to_str().expect("utf-8"), "--format", "docker"]);
     store.ok(&["save", "web-ping", "-o", oci_tar.to_str().expect("utf-8")]);
     store.ok(&["save", "web-ping", "-o", oci_dir.to_str().expect("utf-8")]);
-    for reference in [format!("docker-archive:{}", docker.display()), format!("oci-archive:{}", oci_tar.display()), format!("oci:{}:web-ping:latest", oci_dir.display())] {
+    for reference in [
+        format!("docker-archive:{}", docker.display()),
+        format!("oci-archive:{}", oci_tar.display()),
+        format!("oci:{}:web-ping:latest", oci_dir.display()),
+    ] {
         let inspected = Command::new("skopeo").args(["inspect", "--config", &reference]).output().expect("skopeo");
         assert!(inspected.status.success(), "{reference}: {}", String::from_utf8_lossy(&inspected.stderr));
     }
@@ -132,4 +136,138 @@ fn a_corrupt_archive_loads_nothing() {
     let original = std::fs::read(store.root().join("blobs/sha256").join(&name)).expect("store blob");
     use sha2::Digest as _;
     assert_eq!(hex::encode(sha2::Sha256::digest(&original)), name, "editing the export changed the store");
+}
+
+/// The parsed JSON of `strata image inspect IMAGE`, first element.
+fn inspect(store: &TestStore, image: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(&store.ok(&["image", "inspect", image])).expect("inspect prints JSON")[0].clone()
+}
+
+fn blob_json(root: &std::path::Path, digest: &str) -> serde_json::Value {
+    let path = root.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))).expect("blob is JSON")
+}
+
+/// Copies the tar archive `src` to `dst`, flipping one byte of its largest member
+/// (the layer); returns that member's path.
+fn corrupt_largest_member(src: &std::path::Path, dst: &std::path::Path) -> String {
+    let mut archive = tar::Archive::new(std::fs::File::open(src).expect("open archive"));
+    let mut members = Vec::new();
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let header = entry.header().clone();
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("read member");
+        members.push((header, path, data));
+    }
+    let largest = (0..members.len()).max_by_key(|&i| members[i].2.len()).expect("a member");
+    members[largest].2[1000] ^= 0xff;
+    let victim = members[largest].1.clone();
+    let mut out = tar::Builder::new(std::fs::File::create(dst).expect("create archive"));
+    for (mut header, path, data) in members {
+        out.append_data(&mut header, &path, data.as_slice()).expect("append");
+    }
+    out.finish().expect("finish archive");
+    victim
+}
+
+#[test]
+fn inspect_id_is_the_config_digest_and_layers_are_the_diff_ids() {
+    let store = TestStore::with_busybox();
+    store.build(&fixtures().join("web-ping"), &["-t", "web-ping"]);
+    let image = inspect(&store, "web-ping");
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(store.root().join("index.json")).expect("index")).expect("json");
+    let manifest_digest = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "web-ping:latest")
+        .and_then(|m| m["digest"].as_str())
+        .expect("web-ping in index.json")
+        .to_string();
+    let manifest = blob_json(store.root(), &manifest_digest);
+    let config_digest = manifest["config"]["digest"].as_str().expect("config digest");
+    assert_eq!(image["Id"], config_digest, "Id is the config digest");
+    let config = blob_json(store.root(), config_digest);
+    assert_eq!(image["RootFS"]["Layers"], config["rootfs"]["diff_ids"]);
+    let size: u64 = manifest["layers"].as_array().expect("layers").iter().filter_map(|l| l["size"].as_u64()).sum();
+    assert_eq!(image["Size"].as_u64(), Some(size), "Size is the layers' size");
+}
+
+#[test]
+fn tag_refuses_an_invalid_reference_and_an_unknown_source() {
+    let store = TestStore::with_busybox();
+    let index = std::fs::read(store.root().join("index.json")).expect("index");
+    for (args, expected) in [(["tag", "busybox", "Bad:Name"], "invalid image reference"), (["tag", "nosuch", "x:1"], "\"nosuch\"")] {
+        let out = store.strata().args(args).output().expect("tag");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read(store.root().join("index.json")).expect("index"), index, "a refused tag changed index.json");
+}
+
+#[test]
+fn rmi_of_an_unknown_image_fails_and_changes_nothing() {
+    let store = TestStore::with_busybox();
+    let (index, before) = (std::fs::read(store.root().join("index.json")).expect("index"), blobs(&store));
+    let out = store.strata().args(["rmi", "nosuch"]).output().expect("rmi");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("\"nosuch\""));
+    assert_eq!(std::fs::read(store.root().join("index.json")).expect("index"), index);
+    assert_eq!(blobs(&store), before);
+}
+
+#[test]
+fn rmi_force_removes_every_tag_of_an_id() {
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nCOPY f /f\n"), ("f", "forced")]);
+    store.build(ctx.path(), &["-t", "a:1", "-t", "b:2"]);
+    store.ok(&["tag", "a:1", "c:3"]);
+    let id = store.ok(&["images", "-q", "a"]).trim().to_string();
+    let out = store.ok(&["rmi", "-f", &id]);
+    for tag in ["a:1", "b:2", "c:3"] {
+        assert!(out.contains(&format!("Untagged: {tag}")), "{out}");
+    }
+    let listing = store.ok(&["images"]);
+    let names: Vec<&str> = listing.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(names, vec!["busybox"], "{listing}");
+    assert!(!listing.contains(&id), "{listing}");
+}
+
+#[test]
+fn a_corrupt_oci_archive_loads_nothing() {
+    let store = TestStore::with_busybox();
+    let out = tempfile::tempdir().expect("temp dir");
+    let (good, bad) = (out.path().join("good.tar"), out.path().join("bad.tar"));
+    store.ok(&["save", "busybox", "-o", good.to_str().expect("utf-8")]);
+    let victim = corrupt_largest_member(&good, &bad);
+    let fresh = TestStore::empty();
+    let result = fresh.strata().args(["load", "-i"]).arg(&bad).output().expect("load");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && stderr.contains("corrupt"), "{stderr}");
+    assert_eq!(fresh.ok(&["images", "-q"]).trim(), "", "nothing is tagged");
+    let name = victim.rsplit('/').next().expect("name").to_string();
+    assert!(!blobs(&fresh).contains(&name), "the corrupt blob {name} is in the store");
+    for blob in blobs(&fresh) {
+        use sha2::Digest as _;
+        let bytes = std::fs::read(fresh.root().join("blobs/sha256").join(&blob)).expect("blob");
+        assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), blob, "a stored blob does not match its name");
+    }
+}
+
+#[test]
+#[ignore = "bug: load of a docker save tarball whose layer.tar is corrupt succeeds; the layer is stored under its new hash and the image's config diff_ids no longer match (umoci: diffid mismatch)"]
+fn a_corrupt_docker_archive_loads_nothing() {
+    let store = TestStore::with_busybox();
+    let out = tempfile::tempdir().expect("temp dir");
+    let (good, bad) = (out.path().join("good.tar"), out.path().join("bad.tar"));
+    store.ok(&["save", "busybox", "-o", good.to_str().expect("utf-8"), "--format", "docker"]);
+    let victim = corrupt_largest_member(&good, &bad);
+    assert!(victim.ends_with("/layer.tar"), "{victim}");
+    let fresh = TestStore::empty();
+    let result = fresh.strata().args(["load", "-i"]).arg(&bad).output().expect("load");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "a corrupt layer was accepted: {}", String::from_utf8_lossy(&result.stdout));
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert_eq!(fresh.ok(&["images", "-q"]).trim(), "", "nothing is tagged");
 }
