@@ -59,8 +59,32 @@ struct Entry {
     content: Option<Vec<u8>>,
     link: Option<PathBuf>,
     rdev: u64,
+    /// Link count of a non-directory.
+    nlink: u64,
+    /// Extended attributes, sorted by name.
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// Other paths sharing this entry's inode (hard links).
     links: Vec<OsString>,
+}
+
+/// A path's extended attributes, as `llistxattr`/`lgetxattr` report them.
+fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: c_path is NUL-terminated and names is writable for its whole length.
+    let len = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(len >= 0, "llistxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    let mut out = Vec::new();
+    for name in names[..len as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let c_name = std::ffi::CString::new(name).expect("no NUL in name");
+        let mut value = vec![0u8; 64 * 1024];
+        // SAFETY: both strings are NUL-terminated and value is writable for its whole length.
+        let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        assert!(n >= 0, "lgetxattr {} {:?}: {}", path.display(), String::from_utf8_lossy(name), std::io::Error::last_os_error());
+        out.push((name.to_vec(), value[..n as usize].to_vec()));
+    }
+    out.sort();
+    out
 }
 
 fn snapshot(root: &Path) -> BTreeMap<OsString, Entry> {
@@ -100,6 +124,8 @@ fn snapshot(root: &Path) -> BTreeMap<OsString, Entry> {
                 content: ft.is_file().then(|| std::fs::read(entry.path()).expect("read")),
                 link: ft.is_symlink().then(|| std::fs::read_link(entry.path()).expect("readlink")),
                 rdev: meta.rdev(),
+                nlink: if ft.is_dir() { 0 } else { meta.nlink() },
+                xattrs: if ft.is_symlink() { Vec::new() } else { xattrs(entry.path()) },
                 links: Vec::new(),
             },
         );
@@ -295,8 +321,16 @@ fn an_ordinary_user_gets_a_clear_fuse_error_or_a_mount() {
     }
 }
 
-/// Writes an OCI layout holding one image whose only layer is `layer_tar`.
-fn layout_with_layer(dir: &Path, layer_tar: &Path) {
+/// How a layer blob is stored in a hand-made layout.
+#[derive(Clone, Copy)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Writes an OCI layout holding one image `name` whose layers (bottom first) are these tars.
+fn layout_with_layers(dir: &Path, name: &str, layers: &[(Vec<u8>, Compression)]) {
     use sha2::Digest as _;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("mkdir");
@@ -305,16 +339,210 @@ fn layout_with_layer(dir: &Path, layer_tar: &Path) {
         std::fs::write(blobs.join(&hex), bytes).expect("write blob");
         (format!("sha256:{hex}"), bytes.len())
     };
-    let (layer, layer_size) = put(&std::fs::read(layer_tar).expect("layer"));
-    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer]}, "history": [{"created_by": "sparse"}]});
+    let (mut diff_ids, mut descriptors) = (Vec::new(), Vec::new());
+    for (tar, compression) in layers {
+        diff_ids.push(format!("sha256:{}", hex::encode(sha2::Sha256::digest(tar))));
+        let (blob, media_type) = match compression {
+            Compression::None => (tar.clone(), "application/vnd.oci.image.layer.v1.tar"),
+            Compression::Gzip => {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(tar).expect("gzip");
+                (gz.finish().expect("gzip"), "application/vnd.oci.image.layer.v1.tar+gzip")
+            }
+            Compression::Zstd => (zstd::encode_all(&tar[..], 3).expect("zstd"), "application/vnd.oci.image.layer.v1.tar+zstd"),
+        };
+        let (digest, size) = put(&blob);
+        descriptors.push(serde_json::json!({"mediaType": media_type, "digest": digest, "size": size}));
+    }
+    let history: Vec<_> = layers.iter().map(|_| serde_json::json!({"created_by": "hand-made layer"})).collect();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history});
     let (config, config_size) = put(config.to_string().as_bytes());
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]});
+        "layers": descriptors});
     let (manifest, manifest_size) = put(manifest.to_string().as_bytes());
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "sparse:latest"}}]});
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": name}}]});
     std::fs::write(dir.join("index.json"), index.to_string()).expect("index");
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+}
+
+/// Writes an OCI layout holding one image whose only layer is `layer_tar`.
+fn layout_with_layer(dir: &Path, layer_tar: &Path) {
+    layout_with_layers(dir, "sparse:latest", &[(std::fs::read(layer_tar).expect("layer"), Compression::None)]);
+}
+
+/// A layer tar written entry by entry, with raw names (not UTF-8, or unsafe on purpose).
+struct LayerTar {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl LayerTar {
+    fn new() -> LayerTar {
+        LayerTar { builder: tar::Builder::new(Vec::new()) }
+    }
+
+    fn header(path: &[u8], kind: tar::EntryType, mode: u32) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..path.len()].copy_from_slice(path);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_mtime(1_234_567_890);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(0);
+        header
+    }
+
+    fn add(mut self, mut header: tar::Header, data: &[u8], xattrs: &[(&str, &[u8])]) -> LayerTar {
+        if !xattrs.is_empty() {
+            let keys: Vec<(String, &[u8])> = xattrs.iter().map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v)).collect();
+            self.builder.append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v))).expect("pax");
+        }
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        self.builder.append(&header, data).expect("append");
+        self
+    }
+
+    fn dir(self, path: &str) -> LayerTar {
+        self.add(Self::header(path.as_bytes(), tar::EntryType::Directory, 0o755), b"", &[])
+    }
+
+    fn file(self, path: &[u8], data: &[u8]) -> LayerTar {
+        self.add(Self::header(path, tar::EntryType::Regular, 0o644), data, &[])
+    }
+
+    fn link(self, kind: tar::EntryType, path: &str, target: &str) -> LayerTar {
+        let mut header = Self::header(path.as_bytes(), kind, 0o777);
+        header.set_link_name(target).expect("link name");
+        self.add(header, b"", &[])
+    }
+
+    fn device(self, path: &str, kind: tar::EntryType, major: u32, minor: u32) -> LayerTar {
+        let mut header = Self::header(path.as_bytes(), kind, 0o620);
+        header.set_device_major(major).expect("major");
+        header.set_device_minor(minor).expect("minor");
+        self.add(header, b"", &[])
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.builder.into_inner().expect("finish tar")
+    }
+}
+
+/// Three layers (plain, gzip, zstd) exercising every case the merged tree must get right.
+fn stacked_layers() -> Vec<(Vec<u8>, Compression)> {
+    use tar::EntryType::{Block, Char, Directory, Fifo, Link, Regular, Symlink};
+    let mut owned = LayerTar::header(b"owned", Regular, 0o4750);
+    owned.set_uid(1000);
+    owned.set_gid(50);
+    owned.set_mtime(1_000_000_000);
+    let base = LayerTar::new()
+        .dir("a")
+        .file(b"a/keep", b"kept?")
+        .file(b"a/old", b"old")
+        .dir("todir")
+        .file(b"todir/child", b"child")
+        .file(b"tofile", b"a file first")
+        .file(b"h1", b"hard")
+        .link(Link, "h2", "h1")
+        .link(Link, "h3", "h1")
+        .link(Symlink, "sym", "h1")
+        .link(Symlink, "dangling", "/no/such/target")
+        .add(LayerTar::header(b"fifo", Fifo, 0o600), b"", &[])
+        .device("cdev", Char, 1, 3)
+        .device("bdev", Block, 7, 300)
+        .file(b"empty", b"")
+        .file(b"bad\xffname", b"not utf-8")
+        .add(owned, b"set-uid", &[])
+        .add(LayerTar::header(b"xattr", Regular, 0o644), b"x", &[("user.note", b"hello"), ("user.bin", b"\x00\xff")])
+        .add(LayerTar::header(b"xdir", Directory, 0o700), b"", &[("user.dir", b"1")])
+        .file(b"xdir/inside", &vec![7u8; 300_000])
+        .finish();
+    let middle = LayerTar::new()
+        .file(b".wh.h2", b"")
+        .dir("a")
+        .file(b"a/.wh..wh..opq", b"")
+        .file(b"a/new", b"new")
+        .file(b".wh.todir", b"")
+        .file(b"todir", b"now a file")
+        .dir("tofile")
+        .file(b"tofile/inner", b"inside what was a file")
+        .add(LayerTar::header(b"xdir", Directory, 0o750), b"", &[("user.dir", b"2")])
+        .finish();
+    let top = LayerTar::new()
+        .file(b".wh.todir", b"")
+        .dir("todir")
+        .file(b"todir/again", b"a directory again")
+        .link(Link, "h4", "h3")
+        .file(b"xdir/.wh.inside", b"")
+        .finish();
+    vec![(base, Compression::None), (middle, Compression::Gzip), (top, Compression::Zstd)]
+}
+
+#[test]
+fn stacked_hand_made_layers_equal_umoci_unpack() {
+    if !fuse_usable("stacked_hand_made_layers_equal_umoci_unpack") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = work.path().join("layout");
+    layout_with_layers(&layout, "stacked:latest", &stacked_layers());
+    // umoci 0.4.7 reads no zstd: it unpacks a twin whose zstd layer is gzipped (same diff_ids).
+    let twin = work.path().join("twin");
+    let gzipped: Vec<_> =
+        stacked_layers().into_iter().map(|(tar, c)| (tar, if matches!(c, Compression::Zstd) { Compression::Gzip } else { c })).collect();
+    layout_with_layers(&twin, "twin:latest", &gzipped);
+    let store = TestStore::empty();
+    store.ok(&["load", "-i", layout.to_str().expect("utf-8")]);
+    store.ok(&["load", "-i", twin.to_str().expect("utf-8")]);
+    let expected = snapshot(&store.unpack("twin:latest", work.path()));
+    for _ in 0..2 {
+        // The first mount makes the indexes (and the uncompressed copies), the second reads them back.
+        let mounted = Mounted::new(&store, "stacked:latest", &[]);
+        let actual = snapshot(mounted.path());
+        assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+        for (path, want) in &expected {
+            assert_eq!(&actual[path], want, "{path:?} differs");
+        }
+        let h1 = &actual[std::ffi::OsStr::new("h1")];
+        assert_eq!((h1.nlink, h1.links.len()), (3, 3), "h1, h3 and h4 share one inode");
+        assert_eq!(actual[std::ffi::OsStr::new("xattr")].xattrs.len(), 2);
+        assert!(actual.contains_key(std::ffi::OsStr::from_bytes(b"bad\xffname")));
+    }
+}
+
+#[test]
+fn unsafe_paths_and_corrupt_layers_are_refused_at_mount_time() {
+    if !fuse_usable("unsafe_paths_and_corrupt_layers_are_refused_at_mount_time") {
+        return;
+    }
+    let cases: [(&str, Vec<(Vec<u8>, Compression)>, &str); 3] = [
+        ("dotdot", vec![(LayerTar::new().file(b"a/../../evil", b"x").finish(), Compression::None)], "a/../../evil"),
+        ("absolute", vec![(LayerTar::new().file(b"/etc/evil", b"x").finish(), Compression::None)], "/etc/evil"),
+        ("corrupt", vec![(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5], Compression::None)], "decompress"),
+    ];
+    for (name, layers, needle) in cases {
+        let work = tempfile::tempdir().expect("temp dir");
+        let layout = work.path().join("layout");
+        layout_with_layers(&layout, &format!("{name}:latest"), &layers);
+        let store = TestStore::empty();
+        store.ok(&["load", "-i", layout.to_str().expect("utf-8")]);
+        let dir = tempfile::tempdir().expect("dir");
+        let out =
+            store.strata().arg("mount").arg(name).arg(dir.path()).timeout(std::time::Duration::from_secs(60)).output().expect("mount");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            let _ = store.strata().arg("umount").arg(dir.path()).output();
+            panic!("{name}: a bad layer mounted");
+        }
+        let digest = format!("sha256:{}", {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&layers[0].0))
+        });
+        assert!(stderr.contains(needle) && stderr.contains(&digest), "{name}: the error names neither {needle:?} nor {digest}:\n{stderr}");
+    }
 }
 
 #[test]
