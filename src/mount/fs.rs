@@ -22,11 +22,19 @@ pub struct ImageFs {
     tree: Tree,
     /// One open data file per layer: reads never reopen, and a removed image stays readable.
     layers: Vec<File>,
+    /// Expanded sparse files by inode, opened once for the same reasons.
+    expanded: std::collections::HashMap<u64, File>,
 }
 
 impl ImageFs {
-    pub fn new(tree: Tree, layers: Vec<File>) -> ImageFs {
-        ImageFs { tree, layers }
+    pub fn new(tree: Tree, layers: Vec<File>) -> std::io::Result<ImageFs> {
+        let mut expanded = std::collections::HashMap::new();
+        for (ino, node) in &tree.nodes {
+            if let Some(path) = &node.data_file {
+                expanded.insert(*ino, File::open(path)?);
+            }
+        }
+        Ok(ImageFs { tree, layers, expanded })
     }
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
@@ -34,14 +42,6 @@ impl ImageFs {
             UNIX_EPOCH + Duration::from_secs(node.mtime as u64)
         } else {
             UNIX_EPOCH.checked_sub(Duration::from_secs(node.mtime.unsigned_abs())).unwrap_or(UNIX_EPOCH)
-        };
-        let kind = match node.kind {
-            Kind::File | Kind::Hardlink => FileType::RegularFile,
-            Kind::Dir => FileType::Directory,
-            Kind::Symlink => FileType::Symlink,
-            Kind::Char => FileType::CharDevice,
-            Kind::Block => FileType::BlockDevice,
-            Kind::Fifo => FileType::NamedPipe,
         };
         FileAttr {
             ino: INodeNo(ino),
@@ -51,13 +51,9 @@ impl ImageFs {
             mtime: time,
             ctime: time,
             crtime: time,
-            kind,
+            kind: file_type(node.kind),
             perm: (node.mode & 0o7777) as u16,
-            nlink: if node.kind == Kind::Dir {
-                2 + node.children.values().filter(|c| self.tree.nodes.get(c).is_some_and(|n| n.kind == Kind::Dir)).count() as u32
-            } else {
-                node.nlink
-            },
+            nlink: node.nlink,
             uid: node.uid,
             gid: node.gid,
             rdev: node.rdev,
@@ -74,6 +70,17 @@ impl ImageFs {
         } else {
             reply.error(Errno::ERANGE);
         }
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::File | Kind::Hardlink => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Char => FileType::CharDevice,
+        Kind::Block => FileType::BlockDevice,
+        Kind::Fifo => FileType::NamedPipe,
     }
 }
 
@@ -133,8 +140,8 @@ impl Filesystem for ImageFs {
         }
         let len = (size as u64).min(node.size - offset) as usize;
         let mut buf = vec![0u8; len];
-        let result = match (&node.data_file, node.data) {
-            (Some(path), _) => File::open(path).and_then(|f| f.read_exact_at(&mut buf, offset)),
+        let result = match (self.expanded.get(&ino.0), node.data) {
+            (Some(file), _) => file.read_exact_at(&mut buf, offset),
             (None, Some((layer, start))) => match self.layers.get(layer) {
                 Some(file) => file.read_exact_at(&mut buf, start + offset),
                 None => return reply.error(Errno::EIO),
@@ -152,7 +159,7 @@ impl Filesystem for ImageFs {
         // Offsets are positions in the sorted child list, so they stay valid across calls.
         let dots = [(ino.0, FileType::Directory, OsStr::new(".")), (node.parent, FileType::Directory, OsStr::new(".."))];
         let children = node.children.iter().map(|(name, child)| {
-            let kind = self.tree.nodes.get(child).map_or(FileType::RegularFile, |c| self.attr(*child, c).kind);
+            let kind = self.tree.nodes.get(child).map_or(FileType::RegularFile, |c| file_type(c.kind));
             (*child, kind, name.as_os_str())
         });
         for (i, (child, kind, name)) in dots.into_iter().chain(children).enumerate().skip(offset as usize) {

@@ -144,8 +144,9 @@ pub fn serve(store: &Store, image: &str, dir: &Path, view: View, notify: bool) -
         signals.add(s);
     }
     let _ = signals.thread_block();
-    let session = fuser::spawn_mount(fs::ImageFs::new(tree, files), dir, &config)
-        .map_err(|e| MountError::Fuse(format!("mount {} on {}: {e}", image, dir.display())))?;
+    let image_fs = fs::ImageFs::new(tree, files).map_err(|e| MountError::io("open expanded sparse files for", dir, e))?;
+    let session =
+        fuser::spawn_mount(image_fs, dir, &config).map_err(|e| MountError::Fuse(format!("mount {} on {}: {e}", image, dir.display())))?;
     if notify {
         println!("ready");
         use std::io::Write;

@@ -71,6 +71,7 @@ impl Tree {
         for (i, layer) in layers.into_iter().enumerate() {
             tree.apply(i, layer, true);
         }
+        tree.count_dir_links();
         tree
     }
 
@@ -78,7 +79,26 @@ impl Tree {
     pub fn single(layer: &LayerIndex, index: usize) -> Tree {
         let mut tree = Tree::empty();
         tree.apply(index, layer, false);
+        tree.count_dir_links();
         tree
+    }
+
+    /// A directory's link count is 2 plus its subdirectories, counted once so `getattr` stays O(1).
+    fn count_dir_links(&mut self) {
+        let counts: Vec<(u64, u32)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.kind == Kind::Dir)
+            .map(|(ino, n)| {
+                let subdirs = n.children.values().filter(|c| self.nodes.get(c).is_some_and(|c| c.kind == Kind::Dir)).count();
+                (*ino, 2 + subdirs as u32)
+            })
+            .collect();
+        for (ino, nlink) in counts {
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.nlink = nlink;
+            }
+        }
     }
 
     fn apply(&mut self, layer_no: usize, layer: &LayerIndex, whiteouts: bool) {
