@@ -28,10 +28,11 @@ rootfs=$PEERS/rootfs/debian-minbase
 mksquashfs "$rootfs" "$work/deb.sqfs" -noappend -comp zstd -quiet >/dev/null 2>&1
 
 echo "== mount time, Debian minbase (target: warm index <= 50 ms)"
-cold=$(timed "$STRATA" mount debian-minbase:latest "$mnt"); "$STRATA" umount "$mnt"
-warm=$(timed "$STRATA" mount debian-minbase:latest "$mnt")
-sqt=$(timed squashfuse_ll "$work/deb.sqfs" "$sq")
-fot=$(timed fuse-overlayfs -o "lowerdir=$rootfs" "$fo")
+# Timed in this shell, not in $(…): the server must outlive no subshell.
+t=$(secs); "$STRATA" mount debian-minbase:latest "$mnt"; cold=$(since "$t"); "$STRATA" umount "$mnt"
+t=$(secs); "$STRATA" mount debian-minbase:latest "$mnt"; warm=$(since "$t")
+t=$(secs); squashfuse_ll "$work/deb.sqfs" "$sq"; sqt=$(since "$t")
+t=$(secs); fuse-overlayfs -o "lowerdir=$rootfs" "$fo"; fot=$(since "$t")
 echo "strata cold index ${cold} ms, warm ${warm} ms | squashfuse_ll ${sqt} ms | fuse-overlayfs ${fot} ms"
 
 echo "== whole tree read (tar -cf - . | wc -c) (target: warm no slower than squashfuse_ll, <= 3x ext4)"

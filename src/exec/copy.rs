@@ -180,15 +180,20 @@ impl LayerPlan {
         let mut plan = LayerPlan::default();
         let dest_rel = clean(Path::new(&req.dest)).unwrap_or_default();
         let dest_rel = dest_rel.to_string_lossy().into_owned();
-        let wildcard = req.sources.iter().any(|s| matches!(s, CopyInput::Path(p) if has_wildcard(p)));
         let dest_exists_as_dir = req.below.and_then(|v| v.resolve(Path::new(&req.dest))).is_some_and(|(_, real)| real.is_dir());
-        let dest_is_dir = req.dest.ends_with('/')
-            || req.dest.ends_with("/.")
-            || req.sources.len() > 1
-            || wildcard
-            || dest_exists_as_dir
-            || dest_rel.is_empty();
-        if req.sources.len() > 1 && !(req.dest.ends_with('/') || dest_exists_as_dir || dest_rel.is_empty()) {
+        // A wildcard that matches one file copies it to the destination path, as Docker does.
+        let mut matched = 0;
+        for source in &req.sources {
+            matched += match source {
+                CopyInput::Path(p) if has_wildcard(p) => {
+                    let rel = clean(Path::new(p)).ok_or_else(|| ExecError::OutsideContext(p.clone()))?;
+                    root.glob(&rel)?.len()
+                }
+                _ => 1,
+            };
+        }
+        let dest_is_dir = req.dest.ends_with('/') || req.dest.ends_with("/.") || matched > 1 || dest_exists_as_dir || dest_rel.is_empty();
+        if matched > 1 && !(req.dest.ends_with('/') || dest_exists_as_dir || dest_rel.is_empty()) {
             return Err(ExecError::Copy(format!(
                 "when copying several sources, the destination {} must be a directory ending with /",
                 req.dest

@@ -246,7 +246,20 @@ impl ImageState {
         inputs: &[u8],
         produce: impl FnOnce(&mut Self) -> Result<Option<(Digest, u64)>, ExecError>,
     ) -> Result<StepOutcome, ExecError> {
-        let key = chain_key(&self.key, &text, inputs);
+        let key_text = text.clone();
+        self.commit_keyed(cx, text, &key_text, inputs, produce)
+    }
+
+    /// `commit` with a cache key text other than the history text.
+    fn commit_keyed(
+        &mut self,
+        cx: &ExecCx,
+        text: String,
+        key_text: &str,
+        inputs: &[u8],
+        produce: impl FnOnce(&mut Self) -> Result<Option<(Digest, u64)>, ExecError>,
+    ) -> Result<StepOutcome, ExecError> {
+        let key = chain_key(&self.key, key_text, inputs);
         if !cx.no_cache
             && let Some(entry) = cx.store.cache_get(&key)
         {
@@ -275,9 +288,10 @@ impl ImageState {
         }
         match op {
             Op::Env(pairs) => {
+                // Every value sees the environment from before this instruction, as in Docker.
+                let values: Vec<String> = pairs.iter().map(|(_, value)| self.expand(value)).collect();
                 let mut text = String::from("ENV");
-                for (name, value) in pairs {
-                    let value = self.expand(value);
+                for ((name, _), value) in pairs.iter().zip(values) {
                     text.push_str(&format!(" {name}={value}"));
                     self.config.config.set_env(name, &value);
                 }
@@ -285,7 +299,9 @@ impl ImageState {
             }
             Op::Arg(decls) => {
                 let mut text = String::from("ARG");
+                let mut key_text = String::from("ARG");
                 for decl in decls {
+                    key_text.push_str(&format!(" {}", decl.name));
                     let global = cx.graph.args.iter().find(|g| g.name == decl.name);
                     let value = cx
                         .build_args
@@ -302,7 +318,9 @@ impl ImageState {
                         self.args.insert(decl.name.clone(), v);
                     }
                 }
-                self.commit(cx, text, b"", |_| Ok(None))
+                // A value enters the cache key where it is used (RUN's environment, expanded
+                // words), so a new --build-arg misses at its first use, as in Docker.
+                self.commit_keyed(cx, text, &key_text, b"", |_| Ok(None))
             }
             Op::Label(pairs) => {
                 let mut text = String::from("LABEL");
@@ -321,9 +339,19 @@ impl ImageState {
                 let mut names = Vec::new();
                 for port in ports {
                     for p in self.expand(port).split_whitespace() {
-                        let p = if p.contains('/') { p.to_lowercase() } else { format!("{p}/tcp") };
-                        self.config.config.exposed_ports.insert(p.clone(), oci::Empty {});
-                        names.push(p);
+                        let (ports, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                        let proto = proto.to_lowercase();
+                        // `8000-8002` is one entry per port, as Docker stores it.
+                        let range = match ports.split_once('-').map(|(a, b)| (a.parse::<u16>(), b.parse::<u16>())) {
+                            Some((Ok(first), Ok(last))) if first <= last => (first..=last).map(|n| n.to_string()).collect(),
+                            Some(_) => return Err(ExecError::Invalid(format!("EXPOSE {p}: not a port range"))),
+                            None => vec![ports.to_string()],
+                        };
+                        for port in range {
+                            let key = format!("{port}/{proto}");
+                            self.config.config.exposed_ports.insert(key.clone(), oci::Empty {});
+                            names.push(key);
+                        }
                     }
                 }
                 self.commit(cx, format!("EXPOSE {}", names.join(" ")), b"", |_| Ok(None))
