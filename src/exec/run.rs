@@ -234,7 +234,16 @@ pub fn prepare(
         let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
         points.push(target.trim_start_matches('/').to_string());
     }
-    let mount_points: Vec<String> = points.into_iter().filter(|p| view.lookup(Path::new(p)).is_none()).collect();
+    // The mount points the image lacks, and the directories made only to hold them.
+    let mut mount_points: Vec<String> = Vec::new();
+    for point in points {
+        for ancestor in Path::new(&point).ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            let text = ancestor.to_string_lossy().into_owned();
+            if view.lookup(ancestor).is_none() && !mount_points.contains(&text) {
+                mount_points.push(text);
+            }
+        }
+    }
     let spec = SandboxSpec {
         lowerdirs,
         upperdir: upper,
@@ -272,30 +281,41 @@ fn absolute(target: &str, cwd: &str) -> String {
 /// directories overlay copied up only to hold them (same owner and mode as below).
 pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::rootfs::RootfsView) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let mut skip = Vec::new();
-    for point in missing {
-        let path = upper.join(point);
-        let empty = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false),
+    let depth = |p: &String| std::cmp::Reverse(p.matches('/').count());
+    let holds_only = |dir: &str, skip: &[String]| {
+        fs::read_dir(upper.join(dir)).is_ok_and(|entries| {
+            entries.flatten().all(|e| skip.iter().any(|s| Path::new(s) == Path::new(dir).join(e.file_name())))
+        })
+    };
+    let mut skip: Vec<String> = Vec::new();
+    // Deepest first: a directory made only for mount points is judged after them.
+    let mut made: Vec<&String> = missing.iter().collect();
+    made.sort_by_key(|p| depth(p));
+    for point in made {
+        let unchanged = match fs::symlink_metadata(upper.join(point)) {
+            Ok(m) if m.is_dir() => holds_only(point, &skip),
             Ok(m) => m.len() == 0,
             Err(_) => false,
         };
-        if empty {
+        if unchanged {
             skip.push(point.clone());
         }
     }
-    let mut parents: Vec<String> = skip.iter().filter_map(|p| Path::new(p).parent()).map(|p| p.to_string_lossy().into_owned()).collect();
-    parents.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    // Directories of the image that overlay copied up only to hold those.
+    let mut parents: Vec<String> = skip
+        .iter()
+        .flat_map(|p| Path::new(p).ancestors().skip(1).map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>())
+        .filter(|p| !p.is_empty() && !missing.contains(p))
+        .collect();
+    parents.sort_by_key(depth);
     parents.dedup();
-    for dir in parents.into_iter().filter(|d| !d.is_empty()) {
+    for dir in parents {
         let real = upper.join(&dir);
-        let only_stubs = fs::read_dir(&real)
-            .is_ok_and(|entries| entries.flatten().all(|e| skip.contains(&format!("{dir}/{}", e.file_name().to_string_lossy()))));
         let same_as_below = match (fs::symlink_metadata(&real), below.lookup(Path::new(&dir)).and_then(|l| fs::symlink_metadata(l).ok())) {
             (Ok(up), Some(low)) => up.mode() == low.mode() && up.uid() == low.uid() && up.gid() == low.gid(),
             _ => false,
         };
-        if only_stubs && same_as_below && !diff::is_opaque(&real) {
+        if same_as_below && holds_only(&dir, &skip) && !diff::is_opaque(&real) {
             skip.push(dir);
         }
     }

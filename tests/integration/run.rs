@@ -97,7 +97,6 @@ fn mount_targets_and_their_contents_stay_out_of_the_layer() {
 }
 
 #[test]
-#[ignore = "bug: directories made only to hold a nested mount target (/run/secrets for a secret, /a/b for target=/a/b/c) end up in the RUN layer"]
 fn directories_made_for_nested_mount_targets_stay_out_of_the_layer() {
     if !require_root("directories_made_for_nested_mount_targets_stay_out_of_the_layer") {
         return;
