@@ -105,14 +105,12 @@ fn run_in_sandbox(
                 fs::create_dir_all(&cache_dir).map_err(|e| ExecError::io("create cache mount", &cache_dir, e))?;
                 mounts.push(SandboxMount::Bind { source: cache_dir, target: absolute(target, cwd), readonly: *readonly });
             }
-            RunMount::Bind { from, source, target, .. } => {
+            RunMount::Bind { from, source, target, rw } => {
                 let target = absolute(target, cwd);
-                match from {
-                    None => {
-                        let rel = super::context::clean(Path::new(source)).ok_or_else(|| ExecError::OutsideContext(source.clone()))?;
-                        let real = cx.context.resolve(&rel, source)?;
-                        mounts.push(SandboxMount::Bind { source: real, target, readonly: true });
-                    }
+                let rel = super::context::clean(Path::new(source)).ok_or_else(|| ExecError::OutsideContext(source.clone()))?;
+                // What to show at the target: a stage's whole filesystem, or one real path.
+                let (lowerdirs, real) = match from {
+                    None => (Vec::new(), Some(cx.context.resolve(&rel, source)?)),
                     Some(from) => {
                         let other = match from {
                             CopyFrom::Stage(id) => (cx.stage)(*id)
@@ -120,16 +118,27 @@ fn run_in_sandbox(
                             CopyFrom::Image(name) => std::sync::Arc::new(ImageState::from_image(&cx.store.resolve(name)?)),
                         };
                         let other_view = other.view(cx.store)?;
-                        let rel = super::context::clean(Path::new(source)).unwrap_or_default();
                         if rel.as_os_str().is_empty() {
-                            mounts.push(SandboxMount::Layers { lowerdirs: other_view.overlay_lowerdirs(), target });
+                            (other_view.overlay_lowerdirs(), None)
                         } else {
                             let (_, real) = other_view
                                 .resolve(&rel)
                                 .ok_or_else(|| ExecError::NotFound(format!("{source} in the --mount from= source")))?;
-                            mounts.push(SandboxMount::Bind { source: real, target, readonly: true });
+                            (Vec::new(), Some(real))
                         }
                     }
+                };
+                // `rw` lets the command write; the writes go to a scratch layer and are discarded.
+                let scratch = rw.then(|| dir.0.join(format!("mount-{}", mounts.len())));
+                match real {
+                    Some(path) if path.is_dir() => mounts.push(SandboxMount::Layers { lowerdirs: vec![path], target, scratch }),
+                    Some(path) if *rw => {
+                        let copy = dir.0.join(format!("mount-{}-file", mounts.len()));
+                        fs::copy(&path, &copy).map_err(|e| ExecError::io("copy bind source", &path, e))?;
+                        mounts.push(SandboxMount::Bind { source: copy, target, readonly: false });
+                    }
+                    Some(path) => mounts.push(SandboxMount::Bind { source: path, target, readonly: true }),
+                    None => mounts.push(SandboxMount::Layers { lowerdirs, target, scratch }),
                 }
             }
             RunMount::Secret { id, target, required } => match cx.secrets.get(id) {
@@ -283,9 +292,8 @@ pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::roo
     use std::os::unix::fs::MetadataExt;
     let depth = |p: &String| std::cmp::Reverse(p.matches('/').count());
     let holds_only = |dir: &str, skip: &[String]| {
-        fs::read_dir(upper.join(dir)).is_ok_and(|entries| {
-            entries.flatten().all(|e| skip.iter().any(|s| Path::new(s) == Path::new(dir).join(e.file_name())))
-        })
+        fs::read_dir(upper.join(dir))
+            .is_ok_and(|entries| entries.flatten().all(|e| skip.iter().any(|s| Path::new(s) == Path::new(dir).join(e.file_name()))))
     };
     let mut skip: Vec<String> = Vec::new();
     // Deepest first: a directory made only for mount points is judged after them.

@@ -26,10 +26,12 @@ pub enum SandboxMount {
         target: String,
         readonly: bool,
     },
-    /// A read-only overlay of snapshot directories (top first) at `target`: another stage's filesystem.
+    /// An overlay of directories (top first) at `target`: another stage's filesystem or a
+    /// bound directory. Read-only, unless `scratch` holds a throw-away upper layer for writes.
     Layers {
         lowerdirs: Vec<PathBuf>,
         target: String,
+        scratch: Option<PathBuf>,
     },
     Tmpfs {
         target: String,
@@ -222,7 +224,16 @@ fn setup_and_exec(spec: &SandboxSpec) -> ! {
                     );
                 }
             }
-            SandboxMount::Layers { lowerdirs, target } => {
+            SandboxMount::Layers { lowerdirs, target, scratch: Some(scratch) } => {
+                let path = must("create mount point", ensure_target(root, target, true));
+                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+                for d in [&upper, &work] {
+                    must("create scratch layer", fs::create_dir_all(d).map(|_| d.clone()));
+                }
+                let options = overlay_options(lowerdirs, Some((&upper, &work)), spec.user_namespace);
+                step(&format!("mount {target}"), mount(Some("overlay"), &path, Some("overlay"), MsFlags::empty(), Some(options.as_str())));
+            }
+            SandboxMount::Layers { lowerdirs, target, scratch: None } => {
                 let path = must("create mount point", ensure_target(root, target, true));
                 if lowerdirs.len() == 1 {
                     step(

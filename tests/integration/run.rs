@@ -134,7 +134,6 @@ fn a_bind_mount_is_read_only_by_default() {
 }
 
 #[test]
-#[ignore = "bug: RUN --mount=type=bind,...,rw is parsed but the mount stays read-only (exec/run.rs ignores rw): touch fails with Read-only file system"]
 fn a_bind_mount_with_rw_is_writable_and_its_writes_are_discarded() {
     if !require_root("a_bind_mount_with_rw_is_writable_and_its_writes_are_discarded") {
         return;
