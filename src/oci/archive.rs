@@ -233,6 +233,8 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
     let items: Vec<DockerItem> = read_json(&mut manifest_json.as_slice(), "manifest.json")?;
     let wanted: std::collections::HashSet<String> = items.iter().flat_map(|i| i.layers.iter().cloned().chain([i.config.clone()])).collect();
     let mut stored: HashMap<String, (Digest, u64, bool)> = HashMap::new();
+    // Blobs this load added, removed again if the tarball turns out to be inconsistent.
+    let mut created: Vec<Digest> = Vec::new();
     for_each_entry(input, &mut |path, entry| {
         if wanted.contains(path) {
             let mut head = [0u8; 4];
@@ -250,11 +252,21 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
                 }
                 writer.write_all(&buf[..n]).map_err(io_err("write blob for", Path::new(path)))?;
             }
-            let (digest, size) = writer.commit(None)?;
+            let (digest, size) = writer.digest_and_size();
+            if !store.has_blob(&digest) {
+                created.push(digest.clone());
+            }
+            writer.commit(Some(&digest))?;
             stored.insert(path.to_string(), (digest, size, head[..2] == [0x1f, 0x8b]));
         }
         Ok(())
     })?;
+    if let Err(e) = check_diff_ids(store, &items, &stored) {
+        for digest in &created {
+            let _ = fs::remove_file(store.blob_path(digest));
+        }
+        return Err(e);
+    }
     let mut loaded = Vec::new();
     for item in &items {
         let missing = |p: &str| ArchiveError::Format(format!("{p} is listed in manifest.json but missing from the tarball"));
@@ -297,6 +309,33 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
         loaded.extend(record(store, &descriptor, &tags, &config_digest)?);
     }
     Ok(loaded)
+}
+
+/// Every layer of a `docker save` tarball must uncompress to the diff_id its config lists.
+fn check_diff_ids(store: &Store, items: &[DockerItem], stored: &HashMap<String, (Digest, u64, bool)>) -> Result<(), ArchiveError> {
+    for item in items {
+        let Some((config_digest, _, _)) = stored.get(&item.config) else { continue };
+        let config: ImageConfig = read_json(&mut store.read_blob(config_digest)?.as_slice(), &item.config)?;
+        for (layer, expected) in item.layers.iter().zip(&config.rootfs.diff_ids) {
+            let Some((digest, _, gzip)) = stored.get(layer) else { continue };
+            let actual = if *gzip {
+                let mut reader = crate::store::snapshot::decompress(BufReader::new(store.open_blob(digest)?))
+                    .map_err(|e| ArchiveError::Format(format!("{layer}: {e}")))?;
+                let mut hashing = super::DigestWriter::new(io::sink());
+                io::copy(&mut reader, &mut hashing).map_err(|e| ArchiveError::Format(format!("{layer}: {e}")))?;
+                hashing.finish().0
+            } else {
+                digest.clone()
+            };
+            if &actual != expected {
+                return Err(ArchiveError::Format(format!(
+                    "{layer} is corrupt: its content hashes to {actual}, but {} lists {expected}",
+                    item.config
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn record(store: &Store, descriptor: &Descriptor, tags: &[String], id: &Digest) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {

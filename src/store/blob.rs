@@ -102,6 +102,11 @@ impl Write for Writeback {
 }
 
 impl BlobWriter {
+    /// The digest and size of what was written so far.
+    pub fn digest_and_size(&self) -> (Digest, u64) {
+        self.inner.peek()
+    }
+
     /// Flushes, fsyncs and moves the blob into place; returns its digest and size.
     /// With `expected`, a different digest is an error and nothing is stored.
     pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
