@@ -156,11 +156,18 @@ pub fn serve(store: &Store, image: &str, dir: &Path, view: View, notify: bool) -
     loop {
         // SAFETY: the set is a valid, initialised sigset_t; info may be null.
         let got = unsafe { libc::sigtimedwait(signals.as_ref(), std::ptr::null_mut(), &timeout) };
-        if got > 0 || session.guard.is_finished() {
+        if got > 0 {
+            // Asked to stop: unmount our own mount.
+            drop(session);
+            break;
+        }
+        if session.guard.is_finished() {
+            // Unmounted from outside. Dropping the session would unmount the path
+            // again, and by now the path may hold a new mount that is not ours.
+            std::mem::forget(session);
             break;
         }
     }
-    drop(session);
     Ok(())
 }
 

@@ -625,3 +625,20 @@ fn sparse_files_larger_than_4_gib_read_back_exactly() {
     served.read_exact_at(&mut hole, 1 << 30).expect("read hole");
     assert_eq!(hole, [0u8; 16]);
 }
+
+/// Regression: a server whose mount was unmounted from outside unmounted the
+/// path again as it exited, taking down a new mount made there meanwhile.
+#[test]
+fn a_remount_survives_the_previous_server_exiting() {
+    if !fuse_usable("a_remount_survives_the_previous_server_exiting") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let mounted = Mounted::new(&store, "busybox", &[]);
+    let dir = mounted.path().to_str().expect("utf-8").to_string();
+    store.ok(&["umount", &dir]);
+    store.ok(&["mount", "busybox", &dir]);
+    // The first server notices its unmount within a fraction of a second; give it time to exit.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(mounted.path().join("bin/busybox").exists(), "the new mount was taken down");
+}
