@@ -8,8 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
 use super::index::Kind;
@@ -87,6 +87,12 @@ fn file_type(kind: Kind) -> FileType {
 impl Filesystem for ImageFs {
     fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
+        // Listings carry attributes, so walking the tree needs no lookup per entry.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
+        // Symlink targets never change: let the kernel keep them.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        // `open`/`opendir` answer ENOSYS once (see there) and are never asked again.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_NO_OPEN_SUPPORT | fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT);
         Ok(())
     }
 
@@ -118,7 +124,17 @@ impl Filesystem for ImageFs {
             return reply.error(Errno::EROFS);
         }
         match self.tree.nodes.get(&ino.0) {
-            Some(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            // Reads need no per-open state: with ENOSYS the kernel stops sending opens
+            // (a round trip saved per file) and keeps the page cache, as KEEP_CACHE would.
+            // The mount itself is read-only, so writes are refused before they get here.
+            Some(_) => reply.error(Errno::ENOSYS),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree.nodes.get(&ino.0) {
+            Some(_) => reply.error(Errno::ENOSYS),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -164,6 +180,19 @@ impl Filesystem for ImageFs {
         });
         for (i, (child, kind, name)) in dots.into_iter().chain(children).enumerate().skip(offset as usize) {
             if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: fuser::ReplyDirectoryPlus) {
+        let Some(node) = self.tree.nodes.get(&ino.0) else { return reply.error(Errno::ENOENT) };
+        let dots = [(ino.0, OsStr::new(".")), (node.parent, OsStr::new(".."))];
+        let children = node.children.iter().map(|(name, child)| (*child, name.as_os_str()));
+        for (i, (child, name)) in dots.into_iter().chain(children).enumerate().skip(offset as usize) {
+            let Some(child_node) = self.tree.nodes.get(&child) else { continue };
+            if reply.add(INodeNo(child), (i + 1) as u64, name, &TTL, &self.attr(child, child_node), Generation(0)) {
                 break;
             }
         }
