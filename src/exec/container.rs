@@ -120,7 +120,9 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
     fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
     let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
     let stdin = if req.interactive { Stdio::inherit() } else { Stdio::null() };
-    let status = Command::new(exe).arg("__sandbox").arg(&spec_path).stdin(stdin).status();
+    let mut command = Command::new(exe);
+    command.arg("__sandbox").arg(&spec_path).stdin(stdin);
+    let status = super::sandbox::start(command, &prepared.spec, &super::idmap::IdMap::for_caller()).and_then(|mut child| child.wait());
     let code = match status {
         Ok(status) => {
             use std::os::unix::process::ExitStatusExt;
@@ -185,11 +187,11 @@ pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Desc
     let layer = if record.copied_root {
         let root = runs_dir(store).join(name).join("root");
         let skip = stubs_to_skip(&root, &record.mount_points, &view);
-        super::copydiff::diff_to_layer(store, &view, &root, &record.dir_inodes, &skip, epoch)?
+        super::copydiff::diff_to_layer(store, &view, &root, &record.dir_inodes, &skip, epoch, &super::run::ids_on_disk())?
     } else {
         let upper = runs_dir(store).join(name).join("upper");
         let skip = stubs_to_skip(&upper, &record.mount_points, &view);
-        diff::upper_to_layer(store, &upper, &skip, epoch)?
+        diff::upper_to_layer(store, &upper, &skip, epoch, &super::run::ids_on_disk())?
     };
     state.push_history(record.command.join(" "), timestamp(None), Some(layer));
     if let Some(last) = state.config.history.last_mut() {

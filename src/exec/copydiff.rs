@@ -126,9 +126,10 @@ pub fn diff_to_layer(
     dirs: &DirInodes,
     skip: &[String],
     clamp: Option<u64>,
+    ids: &Option<super::idmap::IdMap>,
 ) -> Result<(Digest, u64), ExecError> {
     let layer = LayerWriter::new(store, clamp)?;
-    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new(), dirs };
+    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new(), dirs, ids: *ids };
     diff_dir(view, root, Path::new(""), skip, &mut walk)?;
     Ok(walk.layer.finish()?)
 }
@@ -137,6 +138,8 @@ pub fn diff_to_layer(
 /// written only once something below them is, as overlay copies them up.
 struct Walk<'a> {
     layer: LayerWriter,
+    /// Owners as the container sees them (rootless).
+    ids: Option<super::idmap::IdMap>,
     dirs: &'a DirInodes,
     first_of_inode: HashMap<(u64, u64), std::path::PathBuf>,
     pending: Vec<(std::path::PathBuf, Attrs)>,
@@ -179,7 +182,7 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
             Some((old_path, old)) => changed(old, &new, old_path, &new_path),
             None => true,
         };
-        let a = attrs(&new);
+        let a = attrs(&new).mapped(&walk.ids);
         let ft = new.file_type();
         if ft.is_dir() {
             let depth = walk.pending.len();

@@ -48,7 +48,14 @@ pub(crate) fn is_opaque(path: &Path) -> bool {
 
 /// Writes the changes recorded in `upper` as a layer; `skip` lists image paths
 /// (no leading `/`) that are sandbox mount points, not changes.
-pub fn upper_to_layer(store: &Store, upper: &Path, skip: &[String], clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
+/// `ids` maps the owners the sandbox wrote back to container ids (rootless builds).
+pub fn upper_to_layer(
+    store: &Store,
+    upper: &Path,
+    skip: &[String],
+    clamp: Option<u64>,
+    ids: &Option<super::idmap::IdMap>,
+) -> Result<(Digest, u64), ExecError> {
     let mut layer = LayerWriter::new(store, clamp)?;
     let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let walker = walkdir::WalkDir::new(upper).min_depth(1).sort_by_file_name();
@@ -61,7 +68,8 @@ pub fn upper_to_layer(store: &Store, upper: &Path, skip: &[String], clamp: Optio
         }
         let meta = fs::symlink_metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
         let ft = meta.file_type();
-        let attrs = Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 };
+        let attrs = Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 }
+            .mapped(ids);
         let wrap = |e: std::io::Error| ExecError::Copy(format!("write {} into the layer: {e}", rel.display()));
         if ft.is_char_device() && meta.rdev() == 0 {
             layer.whiteout(&rel, attrs).map_err(wrap)?;

@@ -17,6 +17,18 @@ pub struct Attrs {
     pub mtime: u64,
 }
 
+impl Attrs {
+    /// With `ids` (rootless), the owners as the container sees them.
+    pub fn mapped(self, ids: &Option<super::idmap::IdMap>) -> Attrs {
+        match ids {
+            Some(map) => {
+                Attrs { uid: map.to_container(self.uid as u32, true).into(), gid: map.to_container(self.gid as u32, false).into(), ..self }
+            }
+            None => self,
+        }
+    }
+}
+
 /// A layer tar being written into the store.
 pub struct LayerWriter {
     builder: tar::Builder<BlobWriter>,

@@ -8,6 +8,7 @@ pub mod context;
 pub mod copy;
 pub(crate) mod copydiff;
 mod diff;
+pub mod idmap;
 mod layer;
 pub mod run;
 pub mod sandbox;

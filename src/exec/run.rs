@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::idmap::IdMap;
 use super::sandbox::{SETUP_FAILED, SandboxMount, SandboxSpec};
 use super::{ExecCx, ExecError, ImageState, PROXY_ARGS, StepOutcome, copydiff, diff, users};
 use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp};
@@ -176,12 +177,17 @@ fn run_in_sandbox(
         }
         return if copied {
             let skip = stubs_to_skip(&prepared.spec.rootfs, &prepared.mount_points, &view);
-            copydiff::diff_to_layer(cx.store, &view, &prepared.spec.rootfs, &prepared.dir_inodes, &skip, cx.epoch)
+            copydiff::diff_to_layer(cx.store, &view, &prepared.spec.rootfs, &prepared.dir_inodes, &skip, cx.epoch, &ids_on_disk())
         } else {
             let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points, &view);
-            diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch)
+            diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch, &ids_on_disk())
         };
     }
+}
+
+/// How ids the sandbox wrote appear on disk: as they are for root, mapped back when rootless.
+pub fn ids_on_disk() -> Option<IdMap> {
+    (!nix::unistd::geteuid().is_root()).then(IdMap::for_caller)
 }
 
 /// `STRATA_SNAPSHOTTER=copy` runs RUN on a copied root instead of overlayfs.
@@ -267,6 +273,7 @@ pub fn prepare(
         hostname,
         network_none,
         user_namespace: !nix::unistd::geteuid().is_root(),
+        maps_from_outside: !nix::unistd::geteuid().is_root() && IdMap::for_caller().ranged(),
         etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
         mounts,
     };
@@ -337,8 +344,10 @@ fn spawn_and_wait(cx: &ExecCx, spec: &Path) -> Result<(VecDeque<String>, i32), E
     let writer2 = writer.try_clone().map_err(|e| ExecError::io("create pipe for", spec, e))?;
     let mut command = Command::new(exe);
     command.arg("__sandbox").arg(spec).stdin(Stdio::null()).stdout(writer).stderr(writer2);
-    let mut child = command.spawn().map_err(|e| ExecError::io("start sandbox for", spec, e))?;
-    drop(command);
+    let sandbox: super::sandbox::SandboxSpec = serde_json::from_slice(&fs::read(spec).map_err(|e| ExecError::io("read", spec, e))?)
+        .map_err(|e| ExecError::Sandbox(format!("read {}: {e}", spec.display())))?;
+    let mut child =
+        super::sandbox::start(command, &sandbox, &IdMap::for_caller()).map_err(|e| ExecError::io("start sandbox for", spec, e))?;
     let (lines_tx, lines_rx) = mpsc::channel::<Option<String>>();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {

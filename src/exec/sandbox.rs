@@ -58,6 +58,9 @@ pub struct SandboxSpec {
     pub network_none: bool,
     /// Enter a user namespace mapping the caller to root (rootless builds).
     pub user_namespace: bool,
+    /// With subordinate id ranges, the starter writes the maps (newuidmap): the
+    /// sandbox signals on fd 3 once in its namespace and waits for a byte on fd 4.
+    pub maps_from_outside: bool,
     /// Host files bound over /etc/hosts, /etc/resolv.conf and /etc/hostname.
     pub etc_files: Vec<(PathBuf, String)>,
     pub mounts: Vec<SandboxMount>,
@@ -89,14 +92,25 @@ pub fn main(spec_path: &Path) -> ! {
         if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
             fail("create user namespace (is kernel.unprivileged_userns_clone enabled?)", e);
         }
-        let write = |file: &str, text: String| {
-            if let Err(e) = fs::write(file, text) {
-                fail(&format!("write {file}"), e);
+        if spec.maps_from_outside {
+            use std::io::{Read, Write};
+            use std::os::fd::FromRawFd;
+            // SAFETY: the starter placed the two pipe ends on fds 3 and 4 for this process only.
+            let (mut ready, mut go) = unsafe { (fs::File::from_raw_fd(3), fs::File::from_raw_fd(4)) };
+            let mut byte = [0u8; 1];
+            if ready.write_all(b"u").and_then(|_| go.read_exact(&mut byte)).is_err() {
+                fail("wait for id maps", "the starter went away");
             }
-        };
-        write("/proc/self/setgroups", "deny".into());
-        write("/proc/self/uid_map", format!("0 {uid} 1"));
-        write("/proc/self/gid_map", format!("0 {gid} 1"));
+        } else {
+            let write = |file: &str, text: String| {
+                if let Err(e) = fs::write(file, text) {
+                    fail(&format!("write {file}"), e);
+                }
+            };
+            write("/proc/self/setgroups", "deny".into());
+            write("/proc/self/uid_map", format!("0 {uid} 1"));
+            write("/proc/self/gid_map", format!("0 {gid} 1"));
+        }
     }
     if let Err(e) = unshare(flags) {
         fail("create namespaces", e);
@@ -268,7 +282,7 @@ fn setup_and_exec(spec: &SandboxSpec) -> ! {
         let _ = fs::create_dir_all(&spec.cwd);
         step(&format!("enter working directory {}", spec.cwd), chdir(spec.cwd.as_str()));
     }
-    if !spec.user_namespace || spec.gid == 0 {
+    if !spec.user_namespace || spec.maps_from_outside || spec.gid == 0 {
         let _ = setgroups(&[Gid::from_raw(spec.gid)]);
     }
     step("set group id", setgid(Gid::from_raw(spec.gid)));
@@ -299,4 +313,40 @@ fn find_program(name: &str, env: &[String]) -> String {
         }
     }
     name.to_string()
+}
+
+/// Starts `strata __sandbox SPEC`; with `maps_from_outside`, writes the
+/// namespace's id maps once the sandbox is in it. stdio is the caller's to set.
+pub fn start(mut command: std::process::Command, spec: &SandboxSpec, idmap: &super::idmap::IdMap) -> std::io::Result<std::process::Child> {
+    use std::io::{Read, Write};
+    if !spec.maps_from_outside {
+        return command.spawn();
+    }
+    let (mut ready_read, ready_write) = std::io::pipe()?;
+    let (go_read, mut go_write) = std::io::pipe()?;
+    use std::os::fd::AsRawFd;
+    let (ready_fd, go_fd) = (ready_write.as_raw_fd(), go_read.as_raw_fd());
+    use std::os::unix::process::CommandExt;
+    // SAFETY: dup2 is async-signal-safe; it only places the pipe ends at fds 3 and 4 (without CLOEXEC).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::dup2(ready_fd, 3) < 0 || libc::dup2(go_fd, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn()?;
+    drop(ready_write);
+    drop(go_read);
+    let mut byte = [0u8; 1];
+    if ready_read.read_exact(&mut byte).is_ok() {
+        if let Err(e) = idmap.apply(child.id()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!("map ids for the sandbox: {e}")));
+        }
+        go_write.write_all(b"g")?;
+    }
+    Ok(child)
 }

@@ -210,7 +210,11 @@ fn rootless_build_runs_as_an_ordinary_user() {
     let bb = crate::busybox_context();
     let ctx = work.path().join("ctx");
     std::fs::create_dir_all(&ctx).expect("mkdir");
-    std::fs::write(ctx.join("Dockerfile"), "FROM busybox:latest\nRUN id -u > /uid && echo rootless-ok\n").expect("write");
+    // With subordinate ids (useradd gives Debian users a range; newuidmap comes with uidmap), other owners work too.
+    let ranged = std::fs::read_to_string("/etc/subuid").is_ok_and(|s| s.lines().any(|l| l.starts_with(&format!("{user}:"))))
+        && std::process::Command::new("newuidmap").output().is_ok();
+    let chown = if ranged { " && echo x > /owned && chown 1000:50 /owned" } else { "" };
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox:latest\nRUN id -u > /uid && echo rootless-ok{chown}\n")).expect("write");
     for file in ["rootfs.tar", "Dockerfile"] {
         std::fs::create_dir_all(work.path().join("bb")).expect("mkdir");
         std::fs::copy(bb.join(file), work.path().join("bb").join(file)).expect("copy");
@@ -230,4 +234,18 @@ fn rootless_build_runs_as_an_ordinary_user() {
         return;
     }
     assert!(out.status.success() && stderr.contains("rootless-ok"), "{stderr}");
+    if !ranged {
+        eprintln!("rootless_build_runs_as_an_ordinary_user: no subordinate ids for {user}; checked the single-id mapping only");
+        return;
+    }
+    let inspect = Command::new("runuser")
+        .args(["-u", user, "--", "sh", "-c", &format!("STRATA_ROOT={}/store {} image inspect rl", work.path().display(), strata.display())])
+        .output()
+        .expect("inspect");
+    let image: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("json");
+    let layer = image[0]["RootFS"]["Layers"].as_array().and_then(|l| l.last()).and_then(|d| d.as_str()).expect("layer").to_string();
+    let blob = work.path().join("store/blobs/sha256").join(layer.trim_start_matches("sha256:"));
+    let listing = Command::new("tar").arg("-tvf").arg(&blob).output().expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l.contains("1000/50") && l.ends_with(" owned")), "the layer keeps container owners:\n{listing}");
 }
