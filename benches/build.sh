@@ -108,6 +108,7 @@ if [ -f "$PEERS/docker-archive/debian-minbase.tar" ]; then
   printf 'FROM debian-minbase:latest\nRUN apt-get update -qq && apt-get install -y -qq hello >/dev/null && hello\n' > "$deb/Dockerfile"
   sed 's|^FROM debian-minbase|FROM localhost/debian-minbase|' "$deb/Dockerfile" > "$deb/Dockerfile.buildah"
   docker load -q -i "$PEERS/docker-archive/debian-minbase.tar" >/dev/null
+  docker tag localhost/debian-minbase:latest debian-minbase:latest
   "${BUILDAH[@]}" pull -q "oci:$PEERS/oci/debian-minbase:latest" >/dev/null
   "${BUILDAH[@]}" tag "$("${BUILDAH[@]}" images -q --filter reference='*debian*' 2>/dev/null | head -1 || true)" localhost/debian-minbase:latest 2>/dev/null || true
   hyperfine -N -r 2 --export-json "$work/s.json" "$STRATA build -q --no-cache $deb" >/dev/null

@@ -249,3 +249,31 @@ fn rootless_build_runs_as_an_ordinary_user() {
     let listing = String::from_utf8_lossy(&listing.stdout);
     assert!(listing.lines().any(|l| l.contains("1000/50") && l.ends_with(" owned")), "the layer keeps container owners:\n{listing}");
 }
+
+#[test]
+fn run_it_gives_an_interactive_shell_on_a_terminal() {
+    if !require_root("run_it_gives_an_interactive_shell_on_a_terminal") {
+        return;
+    }
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping run_it_gives_an_interactive_shell_on_a_terminal: script (bsdutils) is missing");
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let strata = assert_cmd::cargo::cargo_bin("strata");
+    // `script` gives the command a pseudo-terminal, as a user's terminal would.
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{} run -it --rm busybox sh", strata.display()), "/dev/null"])
+        .env("STRATA_ROOT", store.root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(b"echo answer-$((40+2))\nexit 5\n").expect("type");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("/ # "), "an interactive prompt:\n{text}");
+    assert!(text.contains("answer-42"), "{text}");
+    assert_eq!(out.status.code(), Some(5), "the shell's exit code passes through");
+}
