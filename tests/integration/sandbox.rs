@@ -277,3 +277,44 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
     assert!(text.contains("answer-42"), "{text}");
     assert_eq!(out.status.code(), Some(5), "the shell's exit code passes through");
 }
+
+#[test]
+fn interrupting_a_build_cleans_up_and_tags_nothing() {
+    if !require_root("interrupting_a_build_cleans_up_and_tags_nothing") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN echo started && sleep 30\n")]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .args(["build", "--progress", "plain", "-t", "interrupted"])
+        .arg(ctx.path())
+        .env("STRATA_ROOT", store.root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start build");
+    // Wait until the RUN step is running, then press Ctrl-C.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    use std::io::BufRead;
+    while !seen.contains("started") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).expect("read progress") == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    let started = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let mut rest = String::new();
+    use std::io::Read;
+    stderr.read_to_string(&mut rest).expect("read the rest");
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    assert!(rest.contains("interrupted"), "{rest}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the RUN was not stopped");
+    assert!(!store.ok(&["images"]).contains("interrupted"), "nothing is tagged");
+    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("strata/tmp")).expect("tmp").flatten().collect();
+    assert!(leftovers.is_empty(), "the interrupted RUN left {leftovers:?}");
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("mounts");
+    assert!(!mounts.contains(&store.root().display().to_string()), "a mount was left:\n{mounts}");
+}
