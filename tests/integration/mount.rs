@@ -642,3 +642,43 @@ fn a_remount_survives_the_previous_server_exiting() {
     std::thread::sleep(std::time::Duration::from_millis(600));
     assert!(mounted.path().join("bin/busybox").exists(), "the new mount was taken down");
 }
+
+#[test]
+fn a_foreground_mount_unmounts_cleanly_on_sigterm_and_sigint() {
+    if !fuse_usable("a_foreground_mount_unmounts_cleanly_on_sigterm_and_sigint") {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let layout = work.path().join("layout");
+    layout_with_layers(&layout, "stacked:latest", &stacked_layers());
+    let store = TestStore::empty();
+    store.ok(&["load", "-i", layout.to_str().expect("utf-8")]);
+    for signal in [nix::sys::signal::Signal::SIGTERM, nix::sys::signal::Signal::SIGINT] {
+        let dir = tempfile::tempdir().expect("mount dir");
+        let mut server = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+            .env("STRATA_ROOT", store.root())
+            .arg("mount")
+            .arg("--foreground")
+            .arg("stacked")
+            .arg(dir.path())
+            .spawn()
+            .expect("start strata mount --foreground");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !dir.path().join("h1").exists() {
+            if std::time::Instant::now() > deadline || server.try_wait().expect("wait").is_some() {
+                let _ = server.kill();
+                let _ = store.strata().arg("umount").arg(dir.path()).output();
+                panic!("the foreground mount never became ready");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), signal).expect("signal");
+        let status = server.wait().expect("wait");
+        let still_mounted =
+            std::fs::read_to_string("/proc/self/mounts").expect("mounts").lines().any(|l| l.split(' ').nth(1) == dir.path().to_str());
+        if still_mounted {
+            let _ = store.strata().arg("umount").arg(dir.path()).output();
+        }
+        assert!(status.success() && !still_mounted, "{signal}: exit {status}, still mounted: {still_mounted}");
+    }
+}
