@@ -41,7 +41,9 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Graph(args) => graph(args),
         Command::Images(args) => images::list(&open_store()?, &args),
         Command::Image(args::ImageCommand::Ls(args)) => images::list(&open_store()?, &args),
-        Command::Image(args::ImageCommand::History(args)) | Command::History(args) => images::history(&open_store()?, &args.image, args.no_trunc),
+        Command::Image(args::ImageCommand::History(args)) | Command::History(args) => {
+            images::history(&open_store()?, &args.image, args.no_trunc)
+        }
         Command::Image(args::ImageCommand::Inspect { images }) => images::inspect(&open_store()?, &images),
         Command::Image(args::ImageCommand::Rm(args)) | Command::Rmi(args) => images::remove(&open_store()?, &args),
         Command::Tag { source, target } => images::tag(&open_store()?, &source, &target),
@@ -87,11 +89,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let file = build_file(&context, file)?;
     let build_args = args::parse_build_args(&args.build_args)?;
     let graph = crate::frontend::load(&file, &build_args)?;
-    let tags = args
-        .tags
-        .iter()
-        .map(|t| t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}")))
-        .collect::<miette::Result<Vec<_>>>()?;
+    let tags = args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))).collect::<miette::Result<Vec<_>>>()?;
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
         let mut id = None;
@@ -114,8 +112,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
     let progress = build::reporter(mode);
     build::install_interrupt_handler();
-    let built = build::build(&store, &graph, &opts, progress.as_ref())
-        .map_err(|e| miette!("build {} failed: {e}", file.display()))?;
+    let built = build::build(&store, &graph, &opts, progress.as_ref()).map_err(|e| miette!("build {} failed: {e}", file.display()))?;
     if let Some((format, dest)) = output {
         let mut images = Vec::new();
         for image in &built {

@@ -125,7 +125,7 @@ impl LayerWriter {
             if meta.nlink() > 1 {
                 let inode = (meta.dev(), meta.ino());
                 if let Some(first) = links.get(&inode) {
-                    return self.hardlink(path, &first.clone(), attrs);
+                    return self.hardlink(path, first.clone(), attrs);
                 }
                 links.insert(inode, path.to_path_buf());
             }

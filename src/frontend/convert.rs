@@ -4,10 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::graph::{
-    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount,
-    StageId, Word,
-};
+use crate::graph::{Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, StageId, Word};
 
 /// The graph as a KDL spec.
 pub fn to_kdl(graph: &BuildGraph) -> Result<String, String> {
@@ -19,24 +16,15 @@ pub fn to_kdl(graph: &BuildGraph) -> Result<String, String> {
 /// and no linked layers.
 pub fn to_dockerfile(graph: &BuildGraph) -> Result<String, String> {
     if graph.images.len() > 1 {
-        return Err(format!(
-            "a Dockerfile makes one image, this spec makes {}",
-            graph.images.len()
-        ));
+        return Err(format!("a Dockerfile makes one image, this spec makes {}", graph.images.len()));
     }
     if let Some(image) = graph.images.first()
         && image.stage.0 + 1 != graph.stages.len()
     {
-        return Err(format!(
-            "a Dockerfile builds its last stage, but the image is made by stage {}",
-            graph.stage_label(image.stage)
-        ));
+        return Err(format!("a Dockerfile builds its last stage, but the image is made by stage {}", graph.stage_label(image.stage)));
     }
     if let Some(stage) = graph.stages.iter().find(|s| s.hidden) {
-        return Err(format!(
-            "{} is a linked layer, which a Dockerfile cannot express",
-            stage.name.as_deref().unwrap_or("a stage")
-        ));
+        return Err(format!("{} is a linked layer, which a Dockerfile cannot express", stage.name.as_deref().unwrap_or("a stage")));
     }
     let mut out = String::new();
     for arg in &graph.args {
@@ -127,11 +115,7 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
                     CopySource::Inline { name, content } => {
                         let _ = write!(text, " <<{name}");
                         let body = heredoc_body(content);
-                        let _ = write!(
-                            bodies,
-                            "\n{body}{}{name}",
-                            if body.ends_with('\n') { "" } else { "\n" }
-                        );
+                        let _ = write!(bodies, "\n{body}{}{name}", if body.ends_with('\n') { "" } else { "\n" });
                     }
                 }
             }
@@ -139,26 +123,17 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
             text
         }
         Op::Env(pairs) => {
-            let pairs: Vec<String> = pairs
-                .iter()
-                .map(|(k, v)| format!("{k}={}", quoted(v)))
-                .collect();
+            let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", quoted(v))).collect();
             format!("ENV {}", pairs.join(" "))
         }
         Op::Arg(args) => {
-            let lines: Vec<String> = args
-                .iter()
-                .map(|a| arg_line(&a.name, a.default.as_ref()))
-                .collect();
+            let lines: Vec<String> = args.iter().map(|a| arg_line(&a.name, a.default.as_ref())).collect();
             lines.join("\n")
         }
         Op::Workdir(w) => format!("WORKDIR {w}"),
         Op::User(w) => format!("USER {w}"),
         Op::Label(pairs) => {
-            let pairs: Vec<String> = pairs
-                .iter()
-                .map(|(k, v)| format!("{}={}", quoted(k), quoted(v)))
-                .collect();
+            let pairs: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", quoted(k), quoted(v))).collect();
             format!("LABEL {}", pairs.join(" "))
         }
         Op::Expose(ports) => format!("EXPOSE {}", join(ports)),
@@ -171,9 +146,7 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
         Op::Onbuild(text) => format!("ONBUILD {text}"),
         Op::Maintainer(text) => format!("MAINTAINER {text}"),
         Op::LinkLayers { name, .. } => {
-            return Err(format!(
-                "layer {name:?} is linked, which a Dockerfile cannot express"
-            ));
+            return Err(format!("layer {name:?} is linked, which a Dockerfile cannot express"));
         }
     })
 }
@@ -187,41 +160,19 @@ fn arg_line(name: &str, default: Option<&Word>) -> String {
 
 fn mount(graph: &BuildGraph, mount: &RunMount) -> String {
     match mount {
-        RunMount::Cache {
-            id,
-            target,
-            readonly,
-        } => {
-            format!(
-                "type=cache,id={id},target={target}{}",
-                if *readonly { ",readonly" } else { "" }
-            )
+        RunMount::Cache { id, target, readonly } => {
+            format!("type=cache,id={id},target={target}{}", if *readonly { ",readonly" } else { "" })
         }
-        RunMount::Bind {
-            from,
-            source,
-            target,
-            rw,
-        } => {
+        RunMount::Bind { from, source, target, rw } => {
             let from = match from {
                 Some(CopyFrom::Stage(id)) => format!(",from={}", graph.stage_label(*id)),
                 Some(CopyFrom::Image(image)) => format!(",from={image}"),
                 None => String::new(),
             };
-            format!(
-                "type=bind{from},source={source},target={target}{}",
-                if *rw { ",rw" } else { "" }
-            )
+            format!("type=bind{from},source={source},target={target}{}", if *rw { ",rw" } else { "" })
         }
-        RunMount::Secret {
-            id,
-            target,
-            required,
-        } => {
-            format!(
-                "type=secret,id={id},target={target}{}",
-                if *required { ",required" } else { "" }
-            )
+        RunMount::Secret { id, target, required } => {
+            format!("type=secret,id={id},target={target}{}", if *required { ",required" } else { "" })
         }
         RunMount::Tmpfs { target } => format!("type=tmpfs,target={target}"),
     }
@@ -269,11 +220,7 @@ fn json(args: &[String]) -> String {
 }
 
 fn join(words: &[Word]) -> String {
-    words
-        .iter()
-        .map(Word::to_string)
-        .collect::<Vec<_>>()
-        .join(" ")
+    words.iter().map(Word::to_string).collect::<Vec<_>>().join(" ")
 }
 
 /// A word in double quotes, for ENV/LABEL/ARG values that may hold spaces.
@@ -328,8 +275,7 @@ mod tests {
     fn several_images_or_linked_layers_are_refused() {
         let two = graph(r#"image "a" from="scratch" {}; image "b" from="scratch" {}"#);
         assert!(to_dockerfile(&two).unwrap_err().contains("one image"));
-        let layered =
-            graph(r#"image "a" from="scratch" { layer "l" link=#true { copy "x" "/x"; }; }"#);
+        let layered = graph(r#"image "a" from="scratch" { layer "l" link=#true { copy "x" "/x"; }; }"#);
         assert!(to_dockerfile(&layered).is_err());
     }
 }

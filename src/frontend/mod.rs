@@ -40,14 +40,9 @@ pub fn is_kdl(path: &Path) -> bool {
 
 /// Reads and lowers a build file, choosing the front end by its name.
 pub fn load(path: &Path, build_args: &BuildArgs) -> miette::Result<BuildGraph> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| miette::miette!("read build file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| miette::miette!("read build file {}: {e}", path.display()))?;
     let name = path.display().to_string();
-    if is_kdl(path) {
-        kdl::lower(&name, &text, build_args)
-    } else {
-        dockerfile::lower(&name, &text, build_args)
-    }
+    if is_kdl(path) { kdl::lower(&name, &text, build_args) } else { dockerfile::lower(&name, &text, build_args) }
 }
 
 #[cfg(test)]

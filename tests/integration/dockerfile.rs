@@ -75,7 +75,8 @@ fn graph_dot_renders_with_graphviz() {
         return;
     }
     let store = tempfile::tempdir().expect("temp dir");
-    let out = strata(store.path()).args(["graph"]).arg(fixtures().join("dockerfile/multistage-index/Dockerfile")).output().expect("run strata");
+    let out =
+        strata(store.path()).args(["graph"]).arg(fixtures().join("dockerfile/multistage-index/Dockerfile")).output().expect("run strata");
     assert!(out.status.success());
     let mut dot = std::process::Command::new("dot")
         .arg("-Tsvg")

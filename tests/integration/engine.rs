@@ -37,8 +37,14 @@ fn web_ping_builds_into_a_layout_skopeo_and_umoci_read() {
     let rootfs = store.unpack("web-ping:latest", unpacked.path());
     let app = std::fs::read(rootfs.join("web-ping/app.js")).expect("app.js in the image");
     assert_eq!(app, std::fs::read(fixtures().join("web-ping/app.js")).expect("fixture"));
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(store.root().join("index.json")).expect("index.json")).expect("json");
-    let names: Vec<&str> = index["manifests"].as_array().expect("manifests").iter().filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str()).collect();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.root().join("index.json")).expect("index.json")).expect("json");
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
     assert!(names.contains(&"web-ping:latest"), "{names:?}");
 }
 

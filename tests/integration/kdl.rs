@@ -38,22 +38,12 @@ fn build_arg_flags(case: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(case.join("build-args")) else {
         return Vec::new();
     };
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .flat_map(|l| ["--build-arg".to_string(), l.to_string()])
-        .collect()
+    text.lines().filter(|l| !l.trim().is_empty()).flat_map(|l| ["--build-arg".to_string(), l.to_string()]).collect()
 }
 
 fn build_args(case: &Path) -> strata::frontend::BuildArgs {
     let flags = build_arg_flags(case);
-    flags
-        .chunks(2)
-        .filter_map(|pair| {
-            pair[1]
-                .split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
+    flags.chunks(2).filter_map(|pair| pair[1].split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
 }
 
 #[test]
@@ -68,15 +58,8 @@ fn specs_lower_to_their_golden_graph() {
             .output()
             .expect("run strata");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "strata graph failed for {}:\n{stderr}",
-            case.display()
-        );
-        assert_golden(
-            &case.join("graph.json"),
-            &String::from_utf8_lossy(&output.stdout),
-        );
+        assert!(output.status.success(), "strata graph failed for {}:\n{stderr}", case.display());
+        assert_golden(&case.join("graph.json"), &String::from_utf8_lossy(&output.stdout));
     }
 }
 
@@ -84,23 +67,10 @@ fn specs_lower_to_their_golden_graph() {
 fn invalid_specs_fail_with_their_diagnostic() {
     let root = tempfile::tempdir().expect("temp dir");
     for case in cases("kdl-invalid") {
-        let output = strata(root.path())
-            .current_dir(&case)
-            .args(["graph", "--format", "json", "spec.kdl"])
-            .output()
-            .expect("run strata");
+        let output = strata(root.path()).current_dir(&case).args(["graph", "--format", "json", "spec.kdl"]).output().expect("run strata");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            !output.status.success(),
-            "{} should fail, printed:\n{}",
-            case.display(),
-            String::from_utf8_lossy(&output.stdout)
-        );
-        assert!(
-            output.stdout.is_empty(),
-            "{} printed a graph despite errors",
-            case.display()
-        );
+        assert!(!output.status.success(), "{} should fail, printed:\n{}", case.display(), String::from_utf8_lossy(&output.stdout));
+        assert!(output.stdout.is_empty(), "{} printed a graph despite errors", case.display());
         assert_golden(&case.join("error.txt"), &stderr);
     }
 }
@@ -121,63 +91,33 @@ fn invalid_specs_point_at_the_line_and_column() {
 #[test]
 fn example_specs_lower() {
     let specs = example_specs();
-    assert!(
-        specs.len() >= 5,
-        "expected the example specs, found {specs:?}"
-    );
+    assert!(specs.len() >= 5, "expected the example specs, found {specs:?}");
     let root = tempfile::tempdir().expect("temp dir");
     for spec in specs {
-        let output = strata(root.path())
-            .args(["graph", "--format", "json"])
-            .arg(&spec)
-            .output()
-            .expect("run strata");
-        assert!(
-            output.status.success(),
-            "strata graph {} failed:\n{}",
-            spec.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = strata(root.path()).args(["graph", "--format", "json"]).arg(&spec).output().expect("run strata");
+        assert!(output.status.success(), "strata graph {} failed:\n{}", spec.display(), String::from_utf8_lossy(&output.stderr));
     }
 }
 
 /// KDL → graph → KDL → graph gives the same graph, for every spec we have.
 #[test]
 fn printed_specs_lower_to_the_same_graph() {
-    let mut files: Vec<(PathBuf, strata::frontend::BuildArgs)> = cases("kdl")
-        .into_iter()
-        .map(|case| (case.join("spec.kdl"), build_args(&case)))
-        .collect();
-    files.extend(
-        example_specs()
-            .into_iter()
-            .map(|spec| (spec, Default::default())),
-    );
+    let mut files: Vec<(PathBuf, strata::frontend::BuildArgs)> =
+        cases("kdl").into_iter().map(|case| (case.join("spec.kdl"), build_args(&case))).collect();
+    files.extend(example_specs().into_iter().map(|spec| (spec, Default::default())));
     for (file, args) in files {
         let name = file.display().to_string();
         let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("read {name}: {e}"));
-        let graph =
-            kdl::lower(&name, &text, &args).unwrap_or_else(|e| panic!("lower {name}: {e:?}"));
+        let graph = kdl::lower(&name, &text, &args).unwrap_or_else(|e| panic!("lower {name}: {e:?}"));
         kdl::check_printable(&graph).unwrap_or_else(|e| panic!("{name} is not printable: {e}"));
         let printed = kdl::to_kdl(&graph);
-        let again = kdl::lower("printed.kdl", &printed, &args)
-            .unwrap_or_else(|e| panic!("lower printed {name}: {e:?}\n--- printed\n{printed}"));
-        assert_eq!(
-            to_json(&graph),
-            to_json(&again),
-            "{name} changed in a round trip; printed:\n{printed}"
-        );
+        let again =
+            kdl::lower("printed.kdl", &printed, &args).unwrap_or_else(|e| panic!("lower printed {name}: {e:?}\n--- printed\n{printed}"));
+        assert_eq!(to_json(&graph), to_json(&again), "{name} changed in a round trip; printed:\n{printed}");
         let comments = |g: &strata::graph::BuildGraph| -> Vec<Vec<String>> {
-            g.stages
-                .iter()
-                .flat_map(|s| s.steps.iter().map(|step| step.comments.clone()))
-                .collect()
+            g.stages.iter().flat_map(|s| s.steps.iter().map(|step| step.comments.clone())).collect()
         };
-        assert_eq!(
-            comments(&graph),
-            comments(&again),
-            "{name} lost comments; printed:\n{printed}"
-        );
+        assert_eq!(comments(&graph), comments(&again), "{name} lost comments; printed:\n{printed}");
     }
 }
 
@@ -185,30 +125,18 @@ fn printed_specs_lower_to_the_same_graph() {
 #[test]
 fn dockerfiles_and_their_kdl_twins_lower_alike() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (case, spec) in [
-        ("web-ping", "specs/web-ping.kdl"),
-        ("multistage", "specs/multistage.kdl"),
-    ] {
-        let dockerfile = [
-            fixtures().join("dockerfile").join(case),
-            fixtures().join(case),
-        ]
-        .into_iter()
-        .map(|dir| dir.join("Dockerfile"))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("no Dockerfile for {case}"));
+    for (case, spec) in [("web-ping", "specs/web-ping.kdl"), ("multistage", "specs/multistage.kdl")] {
+        let dockerfile = [fixtures().join("dockerfile").join(case), fixtures().join(case)]
+            .into_iter()
+            .map(|dir| dir.join("Dockerfile"))
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| panic!("no Dockerfile for {case}"));
         let text = std::fs::read_to_string(&dockerfile).expect("read Dockerfile");
         let from_dockerfile = strata::frontend::dockerfile::lower("Dockerfile", &text, &Default::default())
             .unwrap_or_else(|e| panic!("lower {}: {e:?}", dockerfile.display()));
         let spec_text = std::fs::read_to_string(root.join(spec)).expect("read spec");
-        let from_kdl = kdl::lower(spec, &spec_text, &Default::default())
-            .unwrap_or_else(|e| panic!("lower {spec}: {e:?}"));
-        assert_eq!(
-            to_json(&from_dockerfile),
-            to_json(&from_kdl),
-            "{} and {spec} differ",
-            dockerfile.display()
-        );
+        let from_kdl = kdl::lower(spec, &spec_text, &Default::default()).unwrap_or_else(|e| panic!("lower {spec}: {e:?}"));
+        assert_eq!(to_json(&from_dockerfile), to_json(&from_kdl), "{} and {spec} differ", dockerfile.display());
     }
 }
 

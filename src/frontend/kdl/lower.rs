@@ -8,15 +8,12 @@ use std::sync::Arc;
 
 use miette::SourceSpan;
 
-use crate::frontend::diagnostic::{SourceError, SourceErrors};
-use super::schema::{
-    ArgSpec, ArgValue, CopySpec, HealthcheckSpec, MountSpec, RunSpec, SourceSpec, Spec, StageKind,
-    Step, StepSpec, Text,
-};
+use super::schema::{ArgSpec, ArgValue, CopySpec, HealthcheckSpec, MountSpec, RunSpec, SourceSpec, Spec, StageKind, Step, StepSpec, Text};
 use crate::frontend::BuildArgs;
+use crate::frontend::diagnostic::{SourceError, SourceErrors};
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageTarget,
-    Op, Origin, Part, RunMount, RunOp, Stage, StageId, Word, did_you_mean,
+    ArgDecl, Base, BuildGraph, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageTarget, Op, Origin, Part, RunMount, RunOp,
+    Stage, StageId, Word, did_you_mean,
 };
 
 impl Spec {
@@ -32,25 +29,10 @@ pub(crate) struct SourceFile {
     pub lines: crate::frontend::LineIndex,
 }
 
-pub(crate) fn lower_spec(
-    spec: &Spec,
-    build_args: &BuildArgs,
-    source: Option<SourceFile>,
-) -> Result<BuildGraph, SourceErrors> {
-    let mut lowerer = Lowerer {
-        source,
-        errors: Vec::new(),
-        globals: HashMap::new(),
-        names: Vec::new(),
-    };
+pub(crate) fn lower_spec(spec: &Spec, build_args: &BuildArgs, source: Option<SourceFile>) -> Result<BuildGraph, SourceErrors> {
+    let mut lowerer = Lowerer { source, errors: Vec::new(), globals: HashMap::new(), names: Vec::new() };
     let graph = lowerer.lower(spec, build_args);
-    if lowerer.errors.is_empty() {
-        Ok(graph)
-    } else {
-        Err(SourceErrors {
-            errors: lowerer.errors,
-        })
-    }
+    if lowerer.errors.is_empty() { Ok(graph) } else { Err(SourceErrors { errors: lowerer.errors }) }
 }
 
 /// Parses `{NAME}` interpolation: variables, `{{`/`}}` escapes, literal text.
@@ -69,9 +51,7 @@ pub fn parse_word(text: &str) -> Result<Word, String> {
                 literal.push('}');
             }
             '{' if literal.ends_with('$') => {
-                return Err(format!(
-                    "`${{` in {text:?}: a spec writes variables as {{NAME}}, without `$`"
-                ));
+                return Err(format!("`${{` in {text:?}: a spec writes variables as {{NAME}}, without `$`"));
             }
             '{' => {
                 let rest = &text[i + 1..];
@@ -102,10 +82,7 @@ pub fn parse_word(text: &str) -> Result<Word, String> {
 
 fn is_var_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn looks_like_image_ref(value: &str) -> bool {
@@ -124,14 +101,8 @@ struct Lowerer {
 impl Lowerer {
     fn origin(&self, span: Option<SourceSpan>) -> Origin {
         match (&self.source, span) {
-            (Some(source), Some(span)) => Origin {
-                file: source.name.clone(),
-                line: source.lines.line(span.offset()),
-            },
-            (Some(source), None) => Origin {
-                file: source.name.clone(),
-                line: 0,
-            },
+            (Some(source), Some(span)) => Origin { file: source.name.clone(), line: source.lines.line(span.offset()) },
+            (Some(source), None) => Origin { file: source.name.clone(), line: 0 },
             (None, _) => Origin::default(),
         }
     }
@@ -161,10 +132,7 @@ impl Lowerer {
             let decl = self.arg_decl(arg);
             let value = match build_args.get(&decl.name) {
                 Some(value) => Some(value.clone()),
-                None => decl
-                    .default
-                    .as_ref()
-                    .map(|word| word.expand(&|name| self.globals.get(name).cloned())),
+                None => decl.default.as_ref().map(|word| word.expand(&|name| self.globals.get(name).cloned())),
             };
             if let Some(value) = value {
                 self.globals.insert(decl.name.clone(), value);
@@ -181,18 +149,13 @@ impl Lowerer {
                 (None, StageKind::Image { tags }) => tags.first().map(|tag| self.expand(tag)),
                 (None, StageKind::Stage) => None,
             };
-            let label = name
-                .clone()
-                .unwrap_or_else(|| (self.names.len() + linked_layers(&stage.steps)).to_string());
+            let label = name.clone().unwrap_or_else(|| (self.names.len() + linked_layers(&stage.steps)).to_string());
             for (step, spec) in stage.steps.iter().enumerate() {
                 if let StepSpec::Layer(layer) = &spec.spec
                     && layer.link
                 {
                     let layer_name = self.expand(&layer.name);
-                    plan.push(Planned::Layer {
-                        parent: index,
-                        step,
-                    });
+                    plan.push(Planned::Layer { parent: index, step });
                     self.names.push(Some(format!("{label}/layer/{layer_name}")));
                 }
             }
@@ -201,12 +164,8 @@ impl Lowerer {
                 && let Some(earlier) = self.names.iter().position(|n| n.as_deref() == Some(name))
             {
                 self.errors.push(
-                    SourceError::new(
-                        format!("duplicate stage name {name:?}"),
-                        stage.span,
-                        "declared again here",
-                    )
-                    .help(format!("stage {earlier} already has this name")),
+                    SourceError::new(format!("duplicate stage name {name:?}"), stage.span, "declared again here")
+                        .help(format!("stage {earlier} already has this name")),
                 );
             }
             self.names.push(name);
@@ -224,24 +183,12 @@ impl Lowerer {
                     let spec_stage = &spec.stages[*index];
                     let base = self.base(&spec_stage.from, StageId(id));
                     let platform = spec_stage.platform.as_ref().map(|p| self.word(p));
-                    let steps = self.steps(&spec_stage.steps, &|step| {
-                        layer_ids.get(&(*index, step)).copied()
-                    });
+                    let steps = self.steps(&spec_stage.steps, &|step| layer_ids.get(&(*index, step)).copied());
                     if let StageKind::Image { tags } = &spec_stage.kind {
                         let tags = tags.iter().map(|t| Word::lit(self.expand(t))).collect();
-                        graph.images.push(ImageTarget {
-                            stage: StageId(id),
-                            tags,
-                        });
+                        graph.images.push(ImageTarget { stage: StageId(id), tags });
                     }
-                    Stage {
-                        name: self.names[id].clone(),
-                        base,
-                        platform,
-                        steps,
-                        hidden: false,
-                        origin: self.origin(spec_stage.span),
-                    }
+                    Stage { name: self.names[id].clone(), base, platform, steps, hidden: false, origin: self.origin(spec_stage.span) }
                 }
                 Planned::Layer { parent, step } => {
                     let step = &spec.stages[*parent].steps[*step];
@@ -269,12 +216,8 @@ impl Lowerer {
                 _ => None,
             });
             self.errors.push(
-                SourceError::new(
-                    format!("stages form a cycle: {}", path.join(" -> ")),
-                    span,
-                    "part of the cycle",
-                )
-                .help("a stage cannot depend, through from= or copy/mount from=, on itself"),
+                SourceError::new(format!("stages form a cycle: {}", path.join(" -> ")), span, "part of the cycle")
+                    .help("a stage cannot depend, through from= or copy/mount from=, on itself"),
             );
         }
         graph
@@ -286,43 +229,26 @@ impl Lowerer {
             ArgValue::Integer(i) => Word::lit(i.to_string()),
             ArgValue::Bool(b) => Word::lit(b.to_string()),
         });
-        ArgDecl {
-            name: arg.name.value.clone(),
-            default,
-        }
+        ArgDecl { name: arg.name.value.clone(), default }
     }
 
     /// Resolves a reference to a stage (by name or index) for `from=`, if it is one.
     fn stage_ref(&mut self, text: &Text, value: &str) -> Result<Option<StageId>, ()> {
-        if let Some(i) = self
-            .names
-            .iter()
-            .position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(value)))
-        {
+        if let Some(i) = self.names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(value))) {
             return Ok(Some(StageId(i)));
         }
         if let Ok(i) = value.parse::<usize>() {
             if i < self.names.len() {
                 return Ok(Some(StageId(i)));
             }
-            self.errors.push(SourceError::new(
-                format!("no stage with index {i}"),
-                text.span,
-                "unknown stage",
-            ));
+            self.errors.push(SourceError::new(format!("no stage with index {i}"), text.span, "unknown stage"));
             return Err(());
         }
         if !looks_like_image_ref(value) {
             let suggestion = did_you_mean(value, self.names.iter().filter_map(|n| n.as_deref()));
             if suggestion.is_some() {
-                self.errors.push(
-                    SourceError::new(
-                        format!("unknown stage {value:?} in from="),
-                        text.span,
-                        "not a stage",
-                    )
-                    .did_you_mean(suggestion),
-                );
+                self.errors
+                    .push(SourceError::new(format!("unknown stage {value:?} in from="), text.span, "not a stage").did_you_mean(suggestion));
                 return Err(());
             }
         }
@@ -351,19 +277,12 @@ impl Lowerer {
     }
 
     /// Lowers `steps`; `layer_id` gives the hidden stage of the linked layer at an index.
-    fn steps(
-        &mut self,
-        steps: &[Step],
-        layer_id: &dyn Fn(usize) -> Option<StageId>,
-    ) -> Vec<crate::graph::Step> {
+    fn steps(&mut self, steps: &[Step], layer_id: &dyn Fn(usize) -> Option<StageId>) -> Vec<crate::graph::Step> {
         let mut out = Vec::new();
         for (index, step) in steps.iter().enumerate() {
             let op = match &step.spec {
                 StepSpec::Layer(layer) if layer.link => match layer_id(index) {
-                    Some(id) => Op::LinkLayers {
-                        stage: id,
-                        name: self.expand(&layer.name),
-                    },
+                    Some(id) => Op::LinkLayers { stage: id, name: self.expand(&layer.name) },
                     None => continue,
                 },
                 StepSpec::Layer(layer) => {
@@ -372,11 +291,7 @@ impl Lowerer {
                 }
                 spec => self.op(spec),
             };
-            out.push(crate::graph::Step {
-                op,
-                origin: self.origin(step.span),
-                comments: step.comments.clone(),
-            });
+            out.push(crate::graph::Step { op, origin: self.origin(step.span), comments: step.comments.clone() });
         }
         out
     }
@@ -385,21 +300,11 @@ impl Lowerer {
         match spec {
             StepSpec::Run(run) => Op::Run(self.run(run)),
             StepSpec::Copy(copy) => Op::Copy(self.copy(copy)),
-            StepSpec::Env(pairs) => Op::Env(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.clone(), self.word(v)))
-                    .collect(),
-            ),
+            StepSpec::Env(pairs) => Op::Env(pairs.iter().map(|(k, v)| (k.clone(), self.word(v))).collect()),
             StepSpec::Arg(arg) => Op::Arg(vec![self.arg_decl(arg)]),
             StepSpec::Workdir(path) => Op::Workdir(self.word(path)),
             StepSpec::User(user) => Op::User(self.word(user)),
-            StepSpec::Label(pairs) => Op::Label(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (self.word(k), self.word(v)))
-                    .collect(),
-            ),
+            StepSpec::Label(pairs) => Op::Label(pairs.iter().map(|(k, v)| (self.word(k), self.word(v))).collect()),
             StepSpec::Expose(ports) => Op::Expose(ports.iter().map(|p| self.word(p)).collect()),
             StepSpec::Volume(paths) => Op::Volume(paths.iter().map(|p| self.word(p)).collect()),
             StepSpec::Cmd(command) => Op::Cmd(command.clone()),
@@ -419,70 +324,36 @@ impl Lowerer {
             .iter()
             .filter_map(|mount| {
                 Some(match mount {
-                    MountSpec::Cache {
-                        id,
-                        target,
-                        readonly,
-                    } => {
+                    MountSpec::Cache { id, target, readonly } => {
                         let target = self.expand(target);
                         let id = match id {
                             Some(id) => self.expand(id),
                             None => target.clone(),
                         };
-                        RunMount::Cache {
-                            id,
-                            target,
-                            readonly: *readonly,
-                        }
+                        RunMount::Cache { id, target, readonly: *readonly }
                     }
-                    MountSpec::Bind {
-                        from,
-                        source,
-                        target,
-                        rw,
-                    } => {
+                    MountSpec::Bind { from, source, target, rw } => {
                         let from = match from {
                             Some(from) => Some(self.copy_from(from)?),
                             None => None,
                         };
-                        RunMount::Bind {
-                            from,
-                            source: self.expand(source),
-                            target: self.expand(target),
-                            rw: *rw,
-                        }
+                        RunMount::Bind { from, source: self.expand(source), target: self.expand(target), rw: *rw }
                     }
-                    MountSpec::Secret {
-                        id,
-                        target,
-                        required,
-                    } => {
+                    MountSpec::Secret { id, target, required } => {
                         let target = target.as_ref().map(|t| self.expand(t));
                         let id = match (id, &target) {
                             (Some(id), _) => self.expand(id),
-                            (None, Some(target)) => {
-                                target.rsplit('/').next().unwrap_or_default().to_string()
-                            }
+                            (None, Some(target)) => target.rsplit('/').next().unwrap_or_default().to_string(),
                             (None, None) => String::new(),
                         };
                         let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-                        RunMount::Secret {
-                            id,
-                            target,
-                            required: *required,
-                        }
+                        RunMount::Secret { id, target, required: *required }
                     }
-                    MountSpec::Tmpfs { target } => RunMount::Tmpfs {
-                        target: self.expand(target),
-                    },
+                    MountSpec::Tmpfs { target } => RunMount::Tmpfs { target: self.expand(target) },
                 })
             })
             .collect();
-        RunOp {
-            command: run.command.clone(),
-            mounts,
-            network: run.network,
-        }
+        RunOp { command: run.command.clone(), mounts, network: run.network }
     }
 
     fn copy(&mut self, copy: &CopySpec) -> CopyOp {
@@ -494,10 +365,7 @@ impl Lowerer {
                 .iter()
                 .map(|source| match source {
                     SourceSpec::Path(path) => CopySource::Path(self.word(path)),
-                    SourceSpec::Inline { name, content } => CopySource::Inline {
-                        name: name.clone(),
-                        content: self.word(content),
-                    },
+                    SourceSpec::Inline { name, content } => CopySource::Inline { name: name.clone(), content: self.word(content) },
                 })
                 .collect(),
             dest: self.word(&copy.dest),
@@ -519,10 +387,7 @@ enum Planned {
 }
 
 fn linked_layers(steps: &[Step]) -> usize {
-    steps
-        .iter()
-        .filter(|s| matches!(&s.spec, StepSpec::Layer(layer) if layer.link))
-        .count()
+    steps.iter().filter(|s| matches!(&s.spec, StepSpec::Layer(layer) if layer.link)).count()
 }
 
 fn healthcheck(check: &HealthcheckSpec) -> Healthcheck {
@@ -532,9 +397,7 @@ fn healthcheck(check: &HealthcheckSpec) -> Healthcheck {
         Some(crate::graph::CommandLine::Shell(script)) => {
             vec!["CMD-SHELL".to_string(), script.clone()]
         }
-        Some(crate::graph::CommandLine::Exec(args)) => std::iter::once("CMD".to_string())
-            .chain(args.iter().cloned())
-            .collect(),
+        Some(crate::graph::CommandLine::Exec(args)) => std::iter::once("CMD".to_string()).chain(args.iter().cloned()).collect(),
     };
     Healthcheck {
         test,
@@ -552,14 +415,7 @@ mod tests {
 
     #[test]
     fn words_split_variables_from_literals() {
-        assert_eq!(
-            parse_word("a{X}b$c").unwrap(),
-            Word(vec![
-                Part::Lit("a".into()),
-                Part::Var("X".into()),
-                Part::Lit("b$c".into())
-            ])
-        );
+        assert_eq!(parse_word("a{X}b$c").unwrap(), Word(vec![Part::Lit("a".into()), Part::Var("X".into()), Part::Lit("b$c".into())]));
         assert_eq!(parse_word("{{x}}").unwrap(), Word::lit("{x}"));
         assert_eq!(parse_word("").unwrap(), Word::default());
         assert!(parse_word("{x").is_err());

@@ -35,7 +35,6 @@
 //! assert!(text.contains(r#"image "hello:2.0" from="busybox:latest""#));
 //! ```
 
-
 mod lower;
 mod parse;
 mod print;
@@ -49,8 +48,8 @@ pub use parse::parse_duration;
 pub(crate) use print::duration as format_duration;
 pub use print::{check as check_printable, to_kdl};
 pub use schema::{
-    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network,
-    RunSpec, SourceSpec, Spec, StageKind, StageSpec, Step, StepSpec, Text,
+    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, SourceSpec, Spec, StageKind,
+    StageSpec, Step, StepSpec, Text,
 };
 
 use crate::frontend::BuildArgs;
@@ -68,13 +67,9 @@ impl Spec {
 
 /// Parses and lowers a KDL build spec into the build graph.
 pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<BuildGraph> {
-    let (spec, mut errors) =
-        parse::parse(text).map_err(|errors| SourceErrors { errors }.into_report(file, text))?;
+    let (spec, mut errors) = parse::parse(text).map_err(|errors| SourceErrors { errors }.into_report(file, text))?;
     // Lower even a spec with shape errors, to report reference errors too.
-    let source = lower::SourceFile {
-        name: Arc::from(file),
-        lines: crate::frontend::LineIndex::new(text),
-    };
+    let source = lower::SourceFile { name: Arc::from(file), lines: crate::frontend::LineIndex::new(text) };
     let lowered = lower::lower_spec(&spec, build_args, Some(source));
     match lowered {
         Ok(graph) if errors.is_empty() => Ok(graph),
@@ -111,13 +106,7 @@ mod tests {
         assert!(layer.hidden);
         assert_eq!(layer.base, Base::Scratch);
         assert_eq!(layer.name.as_deref(), Some("app:1/layer/assets"));
-        assert_eq!(
-            graph.stages[1].steps[0].op,
-            Op::LinkLayers {
-                stage: StageId(0),
-                name: "assets".into()
-            }
-        );
+        assert_eq!(graph.stages[1].steps[0].op, Op::LinkLayers { stage: StageId(0), name: "assets".into() });
         assert_eq!(graph.images[0].stage, StageId(1));
     }
 
@@ -131,18 +120,8 @@ mod tests {
         let args = BuildArgs::from([("V".to_string(), "2".to_string())]);
         let graph = spec.lower(&args).unwrap();
         assert_eq!(graph.stages[0].base, Base::Image("busybox:2".into()));
-        assert_eq!(
-            graph.images[0].tags[0].as_literal().as_deref(),
-            Some("app:2")
-        );
-        assert_eq!(
-            graph.args[0]
-                .default
-                .as_ref()
-                .and_then(|w| w.as_literal())
-                .as_deref(),
-            Some("1")
-        );
+        assert_eq!(graph.images[0].tags[0].as_literal().as_deref(), Some("app:2"));
+        assert_eq!(graph.args[0].default.as_ref().and_then(|w| w.as_literal()).as_deref(), Some("1"));
     }
 
     #[test]
@@ -157,10 +136,7 @@ mod tests {
 
     #[test]
     fn comments_above_a_step_are_kept() {
-        let graph = lower_text(
-            "stage from=\"busybox:latest\" {\n    // first\n    // second\n    run \"true\"\n}\n",
-        )
-        .unwrap();
+        let graph = lower_text("stage from=\"busybox:latest\" {\n    // first\n    // second\n    run \"true\"\n}\n").unwrap();
         assert_eq!(graph.stages[0].steps[0].comments, vec!["first", "second"]);
         assert_eq!(graph.stages[0].steps[0].origin.line, 0);
     }

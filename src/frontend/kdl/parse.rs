@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
-use crate::frontend::diagnostic::SourceError;
 use super::schema::{
-    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network,
-    RunSpec, SourceSpec, Spec, StageKind, StageSpec, Step, StepSpec, Text,
+    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, SourceSpec, Spec, StageKind,
+    StageSpec, Step, StepSpec, Text,
 };
+use crate::frontend::diagnostic::SourceError;
 use crate::graph::did_you_mean;
 
 const TOP_LEVEL: &[&str] = &["arg", "stage", "image"];
@@ -100,15 +100,9 @@ impl Parser {
                 "stage" => spec.stages.push(self.parse_stage(node, false)),
                 "image" => spec.stages.push(self.parse_stage(node, true)),
                 name => {
-                    let error = SourceError::new(
-                        format!("unknown node `{name}`"),
-                        Some(node.name().span()),
-                        "unknown node",
-                    );
+                    let error = SourceError::new(format!("unknown node `{name}`"), Some(node.name().span()), "unknown node");
                     let error = if STEPS.contains(&name) {
-                        error.help(format!(
-                            "`{name}` is a step: put it inside a `stage` or `image` block"
-                        ))
+                        error.help(format!("`{name}` is a step: put it inside a `stage` or `image` block"))
                     } else {
                         error.did_you_mean(did_you_mean(name, TOP_LEVEL.iter().copied()))
                     };
@@ -126,19 +120,12 @@ impl Parser {
                 let key = name.value();
                 if !allowed.contains(&key) {
                     let node_name = node.name().value();
-                    let error = SourceError::new(
-                        format!("unknown property `{key}` on `{node_name}`"),
-                        Some(name.span()),
-                        "unknown property",
-                    );
+                    let error =
+                        SourceError::new(format!("unknown property `{key}` on `{node_name}`"), Some(name.span()), "unknown property");
                     let error = match did_you_mean(key, allowed.iter().copied()) {
                         Some(s) => error.did_you_mean(Some(s)),
-                        None if allowed.is_empty() => {
-                            error.help(format!("`{node_name}` takes no properties"))
-                        }
-                        None => {
-                            error.help(format!("`{node_name}` accepts: {}", allowed.join(", ")))
-                        }
+                        None if allowed.is_empty() => error.help(format!("`{node_name}` takes no properties")),
+                        None => error.help(format!("`{node_name}` accepts: {}", allowed.join(", "))),
                     };
                     self.error(error);
                 }
@@ -154,17 +141,11 @@ impl Parser {
     }
 
     fn args<'n>(&self, node: &'n KdlNode) -> Vec<&'n KdlEntry> {
-        node.entries()
-            .iter()
-            .filter(|e| e.name().is_none())
-            .collect()
+        node.entries().iter().filter(|e| e.name().is_none()).collect()
     }
 
     fn prop<'n>(&self, node: &'n KdlNode, key: &str) -> Option<&'n KdlEntry> {
-        node.entries()
-            .iter()
-            .rev()
-            .find(|e| e.name().is_some_and(|n| n.value() == key))
+        node.entries().iter().rev().find(|e| e.name().is_some_and(|n| n.value() == key))
     }
 
     fn expect_string(&mut self, entry: &KdlEntry, what: &str) -> Option<Text> {
@@ -189,10 +170,7 @@ impl Parser {
             KdlValue::Bool(b) => b.to_string(),
             other => {
                 self.error(SourceError::new(
-                    format!(
-                        "{what} must be a string, integer or boolean, found {}",
-                        type_name(other)
-                    ),
+                    format!("{what} must be a string, integer or boolean, found {}", type_name(other)),
                     Some(entry.span()),
                     "expected a string",
                 ));
@@ -233,12 +211,8 @@ impl Parser {
 
     fn missing(&mut self, node: &KdlNode, what: &str, example: &str) {
         self.error(
-            SourceError::new(
-                format!("`{}` needs {what}", node.name().value()),
-                Some(node.span()),
-                format!("missing {what}"),
-            )
-            .help(format!("write it as: {example}")),
+            SourceError::new(format!("`{}` needs {what}", node.name().value()), Some(node.span()), format!("missing {what}"))
+                .help(format!("write it as: {example}")),
         );
     }
 
@@ -246,10 +220,7 @@ impl Parser {
     fn string_args(&mut self, node: &KdlNode) -> Vec<Text> {
         let entries = self.args(node);
         let what = format!("an argument of `{}`", node.name().value());
-        entries
-            .into_iter()
-            .filter_map(|e| self.expect_string(e, &what))
-            .collect()
+        entries.into_iter().filter_map(|e| self.expect_string(e, &what)).collect()
     }
 
     /// Exactly one positional string.
@@ -264,11 +235,7 @@ impl Parser {
             [_, extra, ..] => {
                 self.error(
                     SourceError::new(
-                        format!(
-                            "`{}` takes one value, found {}",
-                            node.name().value(),
-                            entries.len()
-                        ),
+                        format!("`{}` takes one value, found {}", node.name().value(), entries.len()),
                         Some(extra.span()),
                         "unexpected value",
                     )
@@ -289,10 +256,7 @@ impl Parser {
             Some((_, KdlValue::Bool(b))) => Some(ArgValue::Bool(*b)),
             Some((e, other)) => {
                 self.error(SourceError::new(
-                    format!(
-                        "`default` must be a string, integer or boolean, found {}",
-                        type_name(other)
-                    ),
+                    format!("`default` must be a string, integer or boolean, found {}", type_name(other)),
                     Some(e.span()),
                     "unsupported default",
                 ));
@@ -307,11 +271,7 @@ impl Parser {
             self.check_node(node, &["from", "name", "platform"], true);
             let tags = self.string_args(node);
             if tags.is_empty() && self.args(node).is_empty() {
-                self.missing(
-                    node,
-                    "a tag",
-                    "image \"name:tag\" from=\"busybox:latest\" { … }",
-                );
+                self.missing(node, "a tag", "image \"name:tag\" from=\"busybox:latest\" { … }");
             }
             (StageKind::Image { tags }, self.string_prop(node, "name"))
         } else {
@@ -321,11 +281,7 @@ impl Parser {
                 [] => None,
                 [one] => self.expect_string(one, "the stage name"),
                 [_, extra, ..] => {
-                    self.error(SourceError::new(
-                        "`stage` takes one name",
-                        Some(extra.span()),
-                        "unexpected value",
-                    ));
+                    self.error(SourceError::new("`stage` takes one name", Some(extra.span()), "unexpected value"));
                     None
                 }
             };
@@ -334,12 +290,8 @@ impl Parser {
         let from = self.string_prop(node, "from").unwrap_or_else(|| {
             if self.prop(node, "from").is_none() {
                 self.error(
-                    SourceError::new(
-                        format!("`{}` needs `from=`", node.name().value()),
-                        Some(node.name().span()),
-                        "missing from=",
-                    )
-                    .help("name a base image, an earlier stage, or \"scratch\""),
+                    SourceError::new(format!("`{}` needs `from=`", node.name().value()), Some(node.name().span()), "missing from=")
+                        .help("name a base image, an earlier stage, or \"scratch\""),
                 );
             }
             Text::from("scratch")
@@ -349,25 +301,14 @@ impl Parser {
             Some(block) => self.parse_steps(block, true),
             None => Vec::new(),
         };
-        StageSpec {
-            kind,
-            name,
-            from,
-            platform,
-            steps,
-            span: Some(node.name().span()),
-        }
+        StageSpec { kind, name, from, platform, steps, span: Some(node.name().span()) }
     }
 
     fn parse_steps(&mut self, block: &KdlDocument, layers: bool) -> Vec<Step> {
         let mut steps = Vec::new();
         for node in block.nodes() {
             if let Some(spec) = self.parse_step(node, layers) {
-                steps.push(Step {
-                    spec,
-                    comments: leading_comments(node),
-                    span: Some(node.span()),
-                });
+                steps.push(Step { spec, comments: leading_comments(node), span: Some(node.span()) });
             }
         }
         steps
@@ -395,11 +336,7 @@ impl Parser {
             "maintainer" => StepSpec::Maintainer(self.plain(node, "maintainer \"name\"")?.value),
             "expose" => {
                 self.check_node(node, &[], false);
-                let ports: Vec<Text> = self
-                    .args(node)
-                    .into_iter()
-                    .filter_map(|e| self.expect_scalar(e, "a port"))
-                    .collect();
+                let ports: Vec<Text> = self.args(node).into_iter().filter_map(|e| self.expect_scalar(e, "a port")).collect();
                 if self.args(node).is_empty() {
                     self.missing(node, "a port", "expose \"80/tcp\" 443");
                 }
@@ -416,11 +353,7 @@ impl Parser {
             "cmd" | "entrypoint" => {
                 self.check_node(node, &["exec"], false);
                 let command = self.command(node, true)?;
-                if name == "cmd" {
-                    StepSpec::Cmd(command)
-                } else {
-                    StepSpec::Entrypoint(command)
-                }
+                if name == "cmd" { StepSpec::Cmd(command) } else { StepSpec::Entrypoint(command) }
             }
             "shell" => {
                 self.check_node(node, &[], false);
@@ -442,19 +375,11 @@ impl Parser {
                 StepSpec::Layer(LayerSpec { name, link, steps })
             }
             "layer" => {
-                self.error(SourceError::new(
-                    "`layer` blocks cannot be nested",
-                    Some(node.name().span()),
-                    "nested layer",
-                ));
+                self.error(SourceError::new("`layer` blocks cannot be nested", Some(node.name().span()), "nested layer"));
                 return None;
             }
             _ => {
-                let error = SourceError::new(
-                    format!("unknown step `{name}`"),
-                    Some(node.name().span()),
-                    "unknown step",
-                );
+                let error = SourceError::new(format!("unknown step `{name}`"), Some(node.name().span()), "unknown step");
                 let error = if matches!(name, "stage" | "image") {
                     error.help(format!("`{name}` belongs at the top level of the spec"))
                 } else {
@@ -483,10 +408,7 @@ impl Parser {
         for entry in self.args(node) {
             self.error(
                 SourceError::new(
-                    format!(
-                        "`{}` takes KEY=value properties, not values",
-                        node.name().value()
-                    ),
+                    format!("`{}` takes KEY=value properties, not values", node.name().value()),
                     Some(entry.span()),
                     "expected KEY=value",
                 )
@@ -499,8 +421,7 @@ impl Parser {
         let mut pairs = Vec::new();
         for entry in node.entries() {
             if let Some(key) = entry.name()
-                && let Some(value) =
-                    self.expect_scalar(entry, &format!("the value of `{}`", key.value()))
+                && let Some(value) = self.expect_scalar(entry, &format!("the value of `{}`", key.value()))
             {
                 pairs.push((Text::at(key.value(), key.span()), value));
             }
@@ -515,21 +436,13 @@ impl Parser {
     fn command(&mut self, node: &KdlNode, empty_ok: bool) -> Option<CommandLine> {
         let exec = self.bool_prop(node, "exec");
         let count = self.args(node).len();
-        let args: Vec<String> = self
-            .string_args(node)
-            .into_iter()
-            .map(|t| t.value)
-            .collect();
+        let args: Vec<String> = self.string_args(node).into_iter().map(|t| t.value).collect();
         if args.len() != count {
             return None;
         }
         Some(match args.len() {
             0 if !empty_ok => {
-                self.missing(
-                    node,
-                    "a command",
-                    &format!("{} \"command\"", node.name().value()),
-                );
+                self.missing(node, "a command", &format!("{} \"command\"", node.name().value()));
                 return None;
             }
             1 if !exec => CommandLine::Shell(args.into_iter().next().unwrap_or_default()),
@@ -547,12 +460,8 @@ impl Parser {
                 "none" => Network::None,
                 other => {
                     self.error(
-                        SourceError::new(
-                            format!("unknown network mode {other:?}"),
-                            text.span,
-                            "unknown network",
-                        )
-                        .help("use \"default\", \"host\" or \"none\""),
+                        SourceError::new(format!("unknown network mode {other:?}"), text.span, "unknown network")
+                            .help("use \"default\", \"host\" or \"none\""),
                     );
                     Network::Default
                 }
@@ -568,40 +477,22 @@ impl Parser {
                 } else {
                     let name = child.name().value();
                     self.error(
-                        SourceError::new(
-                            format!("unknown child `{name}` of `run`"),
-                            Some(child.name().span()),
-                            "unknown child",
-                        )
-                        .help("`run` accepts only `mount` children")
-                        .did_you_mean(did_you_mean(name, ["mount"])),
+                        SourceError::new(format!("unknown child `{name}` of `run`"), Some(child.name().span()), "unknown child")
+                            .help("`run` accepts only `mount` children")
+                            .did_you_mean(did_you_mean(name, ["mount"])),
                     );
                 }
             }
         }
         let command = self.command(node, false)?;
-        Some(RunSpec {
-            command,
-            mounts,
-            network,
-        })
+        Some(RunSpec { command, mounts, network })
     }
 
     fn parse_mount(&mut self, node: &KdlNode) -> Option<MountSpec> {
         let Some(kind) = self.string_prop(node, "type") else {
-            self.check_node(
-                node,
-                &[
-                    "type", "target", "id", "from", "source", "readonly", "rw", "required",
-                ],
-                false,
-            );
+            self.check_node(node, &["type", "target", "id", "from", "source", "readonly", "rw", "required"], false);
             if self.prop(node, "type").is_none() {
-                self.missing(
-                    node,
-                    "`type=`",
-                    "mount type=\"cache\" target=\"/root/.cache\"",
-                );
+                self.missing(node, "`type=`", "mount type=\"cache\" target=\"/root/.cache\"");
             }
             return None;
         };
@@ -612,52 +503,34 @@ impl Parser {
             "tmpfs" => &["type", "target"],
             other => {
                 self.error(
-                    SourceError::new(
-                        format!("unknown mount type {other:?}"),
-                        kind.span,
-                        "unknown mount type",
-                    )
-                    .help("mount types: cache, bind, secret, tmpfs")
-                    .did_you_mean(did_you_mean(other, ["cache", "bind", "secret", "tmpfs"])),
+                    SourceError::new(format!("unknown mount type {other:?}"), kind.span, "unknown mount type")
+                        .help("mount types: cache, bind, secret, tmpfs")
+                        .did_you_mean(did_you_mean(other, ["cache", "bind", "secret", "tmpfs"])),
                 );
                 return None;
             }
         };
         self.check_node(node, allowed, false);
         if !self.args(node).is_empty() {
-            self.error(SourceError::new(
-                "`mount` takes only properties",
-                Some(self.args(node)[0].span()),
-                "unexpected value",
-            ));
+            self.error(SourceError::new("`mount` takes only properties", Some(self.args(node)[0].span()), "unexpected value"));
         }
         let target = self.string_prop(node, "target");
         let mut need_target = || {
             if target.is_none() {
-                self.missing(
-                    node,
-                    "`target=`",
-                    "mount type=\"cache\" target=\"/root/.cache\"",
-                );
+                self.missing(node, "`target=`", "mount type=\"cache\" target=\"/root/.cache\"");
             }
             target.clone()
         };
         Some(match kind.value.as_str() {
             "cache" => {
                 let target = need_target()?;
-                MountSpec::Cache {
-                    id: self.string_prop(node, "id"),
-                    target,
-                    readonly: self.bool_prop(node, "readonly"),
-                }
+                MountSpec::Cache { id: self.string_prop(node, "id"), target, readonly: self.bool_prop(node, "readonly") }
             }
             "bind" => {
                 let target = need_target()?;
                 MountSpec::Bind {
                     from: self.string_prop(node, "from"),
-                    source: self
-                        .string_prop(node, "source")
-                        .unwrap_or_else(|| Text::from("/")),
+                    source: self.string_prop(node, "source").unwrap_or_else(|| Text::from("/")),
                     target,
                     rw: self.bool_prop(node, "rw"),
                 }
@@ -665,22 +538,12 @@ impl Parser {
             "secret" => {
                 let id = self.string_prop(node, "id");
                 if id.is_none() && target.is_none() {
-                    self.missing(
-                        node,
-                        "`id=` or `target=`",
-                        "mount type=\"secret\" id=\"token\"",
-                    );
+                    self.missing(node, "`id=` or `target=`", "mount type=\"secret\" id=\"token\"");
                     return None;
                 }
-                MountSpec::Secret {
-                    id,
-                    target,
-                    required: self.bool_prop(node, "required"),
-                }
+                MountSpec::Secret { id, target, required: self.bool_prop(node, "required") }
             }
-            _ => MountSpec::Tmpfs {
-                target: need_target()?,
-            },
+            _ => MountSpec::Tmpfs { target: need_target()? },
         })
     }
 
@@ -705,17 +568,10 @@ impl Parser {
                 self.check_node(child, &[], false);
                 let values = self.string_args(child);
                 match <[Text; 2]>::try_from(values) {
-                    Ok([name, content]) => inline.push(SourceSpec::Inline {
-                        name: name.value,
-                        content,
-                    }),
+                    Ok([name, content]) => inline.push(SourceSpec::Inline { name: name.value, content }),
                     Err(_) => self.error(
-                        SourceError::new(
-                            "`file` takes a name and a content",
-                            Some(child.span()),
-                            "expected two strings",
-                        )
-                        .help("write it as: file \"name\" \"content\""),
+                        SourceError::new("`file` takes a name and a content", Some(child.span()), "expected two strings")
+                            .help("write it as: file \"name\" \"content\""),
                     ),
                 }
             }
@@ -723,11 +579,7 @@ impl Parser {
         let min = if inline.is_empty() { 2 } else { 1 };
         if paths.len() < min {
             if self.args(node).len() == paths.len() {
-                self.missing(
-                    node,
-                    "a source and a destination",
-                    &format!("{} \"src\" \"/dest/\"", node.name().value()),
-                );
+                self.missing(node, "a source and a destination", &format!("{} \"src\" \"/dest/\"", node.name().value()));
             }
             return None;
         }
@@ -746,30 +598,10 @@ impl Parser {
     }
 
     fn parse_healthcheck(&mut self, node: &KdlNode) -> Option<HealthcheckSpec> {
-        self.check_node(
-            node,
-            &[
-                "none",
-                "exec",
-                "interval",
-                "timeout",
-                "start-period",
-                "start-interval",
-                "retries",
-            ],
-            false,
-        );
+        self.check_node(node, &["none", "exec", "interval", "timeout", "start-period", "start-interval", "retries"], false);
         if self.bool_prop(node, "none") {
-            if let Some(extra) = node
-                .entries()
-                .iter()
-                .find(|e| e.name().is_none_or(|n| n.value() != "none"))
-            {
-                self.error(SourceError::new(
-                    "`healthcheck none=#true` takes nothing else",
-                    Some(extra.span()),
-                    "unexpected",
-                ));
+            if let Some(extra) = node.entries().iter().find(|e| e.name().is_none_or(|n| n.value() != "none")) {
+                self.error(SourceError::new("`healthcheck none=#true` takes nothing else", Some(extra.span()), "unexpected"));
             }
             return Some(HealthcheckSpec::default());
         }
@@ -780,12 +612,8 @@ impl Parser {
                 Some(d) => Some(d),
                 None => {
                     self.error(
-                        SourceError::new(
-                            format!("invalid duration {:?} for `{key}`", text.value),
-                            text.span,
-                            "invalid duration",
-                        )
-                        .help("write a duration like \"30s\", \"1m30s\" or \"500ms\""),
+                        SourceError::new(format!("invalid duration {:?} for `{key}`", text.value), text.span, "invalid duration")
+                            .help("write a duration like \"30s\", \"1m30s\" or \"500ms\""),
                     );
                     None
                 }
@@ -800,23 +628,12 @@ impl Parser {
             Some(entry) => match entry.value() {
                 KdlValue::Integer(n) if *n >= 0 => u64::try_from(*n).ok(),
                 _ => {
-                    self.error(SourceError::new(
-                        "`retries` must be a non-negative integer",
-                        Some(entry.span()),
-                        "expected an integer",
-                    ));
+                    self.error(SourceError::new("`retries` must be a non-negative integer", Some(entry.span()), "expected an integer"));
                     None
                 }
             },
         };
-        Some(HealthcheckSpec {
-            command: Some(command),
-            interval,
-            timeout,
-            start_period,
-            start_interval,
-            retries,
-        })
+        Some(HealthcheckSpec { command: Some(command), interval, timeout, start_period, start_interval, retries })
     }
 }
 
@@ -831,14 +648,10 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         return Some(Duration::ZERO);
     }
     while !rest.is_empty() {
-        let number_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let number: f64 = rest[..number_end].parse().ok()?;
         rest = &rest[number_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -853,4 +666,3 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     }
     Some(Duration::from_nanos(total.round() as u64))
 }
-

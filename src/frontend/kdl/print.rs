@@ -6,17 +6,12 @@
 use std::fmt::Write as _;
 
 use crate::graph::{
-    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount,
-    Stage, StageId, Step, Word,
+    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Stage, StageId, Step, Word,
 };
 
 /// Why `graph` cannot be printed as a spec that lowers back to it, if so.
 pub fn check(graph: &BuildGraph) -> Result<(), String> {
-    let mut words: Vec<&Word> = graph
-        .args
-        .iter()
-        .filter_map(|a| a.default.as_ref())
-        .collect();
+    let mut words: Vec<&Word> = graph.args.iter().filter_map(|a| a.default.as_ref()).collect();
     for stage in &graph.stages {
         words.extend(stage.platform.as_ref());
         for step in &stage.steps {
@@ -24,9 +19,7 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
                 Op::Copy(copy) => {
                     for source in &copy.sources {
                         match source {
-                            CopySource::Path(w) | CopySource::Inline { content: w, .. } => {
-                                words.push(w)
-                            }
+                            CopySource::Path(w) | CopySource::Inline { content: w, .. } => words.push(w),
                         }
                     }
                     words.push(&copy.dest);
@@ -44,27 +37,16 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
     for word in words {
         for part in &word.0 {
             if let Part::Default { name, .. } | Part::Alt { name, .. } = part {
-                return Err(format!(
-                    "the word `{word}` uses a ${{{name}:-…}}/${{{name}:+…}} form, which a spec cannot express"
-                ));
+                return Err(format!("the word `{word}` uses a ${{{name}:-…}}/${{{name}:+…}} form, which a spec cannot express"));
             }
         }
     }
     for (i, image) in graph.images.iter().enumerate() {
-        if graph.images[..i]
-            .iter()
-            .any(|other| other.stage == image.stage)
-        {
-            return Err(format!(
-                "stage {} makes two images; merge their tags",
-                graph.stage_label(image.stage)
-            ));
+        if graph.images[..i].iter().any(|other| other.stage == image.stage) {
+            return Err(format!("stage {} makes two images; merge their tags", graph.stage_label(image.stage)));
         }
         if image.tags.is_empty() {
-            return Err(format!(
-                "the image of stage {} has no tag",
-                graph.stage_label(image.stage)
-            ));
+            return Err(format!("the image of stage {} has no tag", graph.stage_label(image.stage)));
         }
     }
     Ok(())
@@ -100,11 +82,7 @@ pub fn to_kdl(graph: &BuildGraph) -> String {
                 let mut head = format!("image {}", tags.join(" "));
                 let first = image.tags.first().and_then(Word::as_literal);
                 if stage.name.is_some() && stage.name != first {
-                    let _ = write!(
-                        head,
-                        " name={}",
-                        string(stage.name.as_deref().unwrap_or_default())
-                    );
+                    let _ = write!(head, " name={}", string(stage.name.as_deref().unwrap_or_default()));
                 }
                 head
             }
@@ -175,11 +153,7 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
             text
         }
         Op::Copy(copy) => {
-            let mut text = if copy.add {
-                "add".to_string()
-            } else {
-                "copy".to_string()
-            };
+            let mut text = if copy.add { "add".to_string() } else { "copy".to_string() };
             let inline: Vec<(&String, &Word)> = copy
                 .sources
                 .iter()
@@ -223,36 +197,24 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
             text
         }
         Op::Env(pairs) => {
-            let props: Vec<String> = pairs
-                .iter()
-                .map(|(k, v)| format!("{}={}", key(k), word(v)))
-                .collect();
+            let props: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", key(k), word(v))).collect();
             format!("env {}", props.join(" "))
         }
         Op::Arg(args) => {
-            let nodes: Vec<String> = args
-                .iter()
-                .map(|a| arg_node(&a.name, a.default.as_ref()))
-                .collect();
+            let nodes: Vec<String> = args.iter().map(|a| arg_node(&a.name, a.default.as_ref())).collect();
             nodes.join(&format!("\n{indent}"))
         }
         Op::Workdir(w) => format!("workdir {}", word(w)),
         Op::User(w) => format!("user {}", word(w)),
         Op::Label(pairs) => {
-            let props: Vec<String> = pairs
-                .iter()
-                .map(|(k, v)| format!("{}={}", word(k), word(v)))
-                .collect();
+            let props: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", word(k), word(v))).collect();
             format!("label {}", props.join(" "))
         }
         Op::Expose(ports) => format!("expose {}", words(ports)),
         Op::Volume(paths) => format!("volume {}", words(paths)),
         Op::Cmd(c) => format!("cmd{}", command(c)),
         Op::Entrypoint(c) => format!("entrypoint{}", command(c)),
-        Op::Shell(args) => format!(
-            "shell{}",
-            command(&CommandLine::Exec(args.clone())).replace(" exec=#true", "")
-        ),
+        Op::Shell(args) => format!("shell{}", command(&CommandLine::Exec(args.clone())).replace(" exec=#true", "")),
         Op::StopSignal(w) => format!("stopsignal {}", word(w)),
         Op::Healthcheck(check) => healthcheck(check),
         Op::Onbuild(text) => format!("onbuild {}", string(text)),
@@ -295,15 +257,8 @@ fn command(command: &CommandLine) -> String {
 
 fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
     match mount {
-        RunMount::Cache {
-            id,
-            target,
-            readonly,
-        } => {
-            let mut text = format!(
-                "mount type=\"cache\" target={}",
-                string(&escape_braces(target))
-            );
+        RunMount::Cache { id, target, readonly } => {
+            let mut text = format!("mount type=\"cache\" target={}", string(&escape_braces(target)));
             if id != target {
                 let _ = write!(text, " id={}", string(&escape_braces(id)));
             }
@@ -312,16 +267,8 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
             }
             text
         }
-        RunMount::Bind {
-            from,
-            source,
-            target,
-            rw,
-        } => {
-            let mut text = format!(
-                "mount type=\"bind\" target={}",
-                string(&escape_braces(target))
-            );
+        RunMount::Bind { from, source, target, rw } => {
+            let mut text = format!("mount type=\"bind\" target={}", string(&escape_braces(target)));
             match from {
                 Some(CopyFrom::Stage(id)) => {
                     let _ = write!(text, " from={}", string(&stage_ref(graph, *id)));
@@ -337,35 +284,21 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
             }
             text
         }
-        RunMount::Secret {
-            id,
-            target,
-            required,
-        } => {
-            let mut text = format!(
-                "mount type=\"secret\" id={} target={}",
-                string(&escape_braces(id)),
-                string(&escape_braces(target))
-            );
+        RunMount::Secret { id, target, required } => {
+            let mut text = format!("mount type=\"secret\" id={} target={}", string(&escape_braces(id)), string(&escape_braces(target)));
             if *required {
                 text.push_str(" required=#true");
             }
             text
         }
-        RunMount::Tmpfs { target } => format!(
-            "mount type=\"tmpfs\" target={}",
-            string(&escape_braces(target))
-        ),
+        RunMount::Tmpfs { target } => format!("mount type=\"tmpfs\" target={}", string(&escape_braces(target))),
     }
 }
 
 fn healthcheck(check: &Healthcheck) -> String {
     let mut text = match check.test.split_first() {
         Some((kind, _)) if kind == "NONE" => return "healthcheck none=#true".to_string(),
-        Some((kind, rest)) if kind == "CMD-SHELL" => format!(
-            "healthcheck{}",
-            command(&CommandLine::Shell(rest.join(" ")))
-        ),
+        Some((kind, rest)) if kind == "CMD-SHELL" => format!("healthcheck{}", command(&CommandLine::Shell(rest.join(" ")))),
         Some((_, rest)) => format!("healthcheck{}", command(&CommandLine::Exec(rest.to_vec()))),
         None => "healthcheck none=#true".to_string(),
     };
@@ -419,19 +352,10 @@ fn escape_braces(text: &str) -> String {
 
 /// A property key: bare when it is a plain identifier, else quoted.
 fn key(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !matches!(name, "true" | "false" | "null" | "inf" | "nan");
-    if plain {
-        name.to_string()
-    } else {
-        string(name)
-    }
+    if plain { name.to_string() } else { string(name) }
 }
 
 /// A quoted KDL string.

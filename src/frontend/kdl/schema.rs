@@ -20,19 +20,13 @@ pub struct Text {
 impl Text {
     /// A text written at `span` of the spec file.
     pub fn at(value: impl Into<String>, span: SourceSpan) -> Text {
-        Text {
-            value: value.into(),
-            span: Some(span),
-        }
+        Text { value: value.into(), span: Some(span) }
     }
 }
 
 impl From<&str> for Text {
     fn from(value: &str) -> Text {
-        Text {
-            value: value.to_string(),
-            span: None,
-        }
+        Text { value: value.to_string(), span: None }
     }
 }
 
@@ -117,11 +111,7 @@ pub struct Step {
 
 impl From<StepSpec> for Step {
     fn from(spec: StepSpec) -> Step {
-        Step {
-            spec,
-            comments: Vec::new(),
-            span: None,
-        }
+        Step { spec, comments: Vec::new(), span: None }
     }
 }
 
@@ -232,10 +222,7 @@ impl Spec {
 
     /// Adds a global build argument with a default.
     pub fn arg(mut self, name: &str, default: impl Into<ArgValue>) -> Spec {
-        self.args.push(ArgSpec {
-            name: name.into(),
-            default: Some(default.into()),
-        });
+        self.args.push(ArgSpec { name: name.into(), default: Some(default.into()) });
         self
     }
 
@@ -249,25 +236,12 @@ impl Spec {
 impl StageSpec {
     /// A named stage starting from `from`.
     pub fn stage(name: &str, from: &str) -> StageSpec {
-        StageSpec {
-            kind: StageKind::Stage,
-            name: Some(name.into()),
-            from: from.into(),
-            platform: None,
-            steps: Vec::new(),
-            span: None,
-        }
+        StageSpec { kind: StageKind::Stage, name: Some(name.into()), from: from.into(), platform: None, steps: Vec::new(), span: None }
     }
 
     /// An image tagged `tag`, starting from `from`.
     pub fn image(tag: &str, from: &str) -> StageSpec {
-        StageSpec {
-            kind: StageKind::Image {
-                tags: vec![tag.into()],
-            },
-            name: None,
-            ..StageSpec::stage("", from)
-        }
+        StageSpec { kind: StageKind::Image { tags: vec![tag.into()] }, name: None, ..StageSpec::stage("", from) }
     }
 
     /// Adds any step.
@@ -278,11 +252,7 @@ impl StageSpec {
 
     /// `run "script"` (shell form).
     pub fn run(self, script: &str) -> StageSpec {
-        self.step(StepSpec::Run(RunSpec {
-            command: CommandLine::Shell(script.into()),
-            mounts: Vec::new(),
-            network: Network::Default,
-        }))
+        self.step(StepSpec::Run(RunSpec { command: CommandLine::Shell(script.into()), mounts: Vec::new(), network: Network::Default }))
     }
 
     /// `copy "src"… "dest"` from the build context.
@@ -291,16 +261,8 @@ impl StageSpec {
     }
 
     /// `copy from="stage" "src"… "dest"`.
-    pub fn copy_from<'a>(
-        self,
-        from: &str,
-        sources: impl IntoIterator<Item = &'a str>,
-        dest: &str,
-    ) -> StageSpec {
-        self.step(StepSpec::Copy(CopySpec {
-            from: Some(from.into()),
-            ..CopySpec::new(sources, dest)
-        }))
+    pub fn copy_from<'a>(self, from: &str, sources: impl IntoIterator<Item = &'a str>, dest: &str) -> StageSpec {
+        self.step(StepSpec::Copy(CopySpec { from: Some(from.into()), ..CopySpec::new(sources, dest) }))
     }
 
     /// `env KEY="value"`.
@@ -315,18 +277,12 @@ impl StageSpec {
 
     /// `cmd "a" "b"` (exec form).
     pub fn cmd<'a>(self, args: impl IntoIterator<Item = &'a str>) -> StageSpec {
-        self.step(StepSpec::Cmd(CommandLine::Exec(
-            args.into_iter().map(String::from).collect(),
-        )))
+        self.step(StepSpec::Cmd(CommandLine::Exec(args.into_iter().map(String::from).collect())))
     }
 
     /// `layer "name" link=#true { … }`.
     pub fn layer(self, name: &str, steps: impl IntoIterator<Item = StepSpec>) -> StageSpec {
-        self.step(StepSpec::Layer(LayerSpec {
-            name: name.into(),
-            link: true,
-            steps: steps.into_iter().map(Step::from).collect(),
-        }))
+        self.step(StepSpec::Layer(LayerSpec { name: name.into(), link: true, steps: steps.into_iter().map(Step::from).collect() }))
     }
 }
 
@@ -336,10 +292,7 @@ impl CopySpec {
         CopySpec {
             add: false,
             from: None,
-            sources: sources
-                .into_iter()
-                .map(|s| SourceSpec::Path(s.into()))
-                .collect(),
+            sources: sources.into_iter().map(|s| SourceSpec::Path(s.into())).collect(),
             dest: dest.into(),
             chown: None,
             chmod: None,
