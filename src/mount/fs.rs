@@ -22,19 +22,11 @@ pub struct ImageFs {
     tree: Tree,
     /// One open data file per layer: reads never reopen, and a removed image stays readable.
     layers: Vec<File>,
-    /// Expanded sparse files by inode, opened once for the same reasons.
-    expanded: std::collections::HashMap<u64, File>,
 }
 
 impl ImageFs {
-    pub fn new(tree: Tree, layers: Vec<File>) -> std::io::Result<ImageFs> {
-        let mut expanded = std::collections::HashMap::new();
-        for (ino, node) in &tree.nodes {
-            if let Some(path) = &node.data_file {
-                expanded.insert(*ino, File::open(path)?);
-            }
-        }
-        Ok(ImageFs { tree, layers, expanded })
+    pub fn new(tree: Tree, layers: Vec<File>) -> ImageFs {
+        ImageFs { tree, layers }
     }
 
     fn attr(&self, ino: u64, node: &Node) -> FileAttr {
@@ -71,6 +63,25 @@ impl ImageFs {
             reply.error(Errno::ERANGE);
         }
     }
+}
+
+/// Fills `buf` with a sparse file's bytes from `offset`: segments from the layer, zeros between.
+fn read_sparse(file: &File, start: u64, segments: &[(u64, u64)], offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    let end = offset + buf.len() as u64;
+    let mut stored = start;
+    for &(seg_offset, seg_len) in segments {
+        let seg_end = seg_offset + seg_len;
+        if seg_offset >= end {
+            break;
+        }
+        if seg_end > offset {
+            let (from, to) = (seg_offset.max(offset), seg_end.min(end));
+            let target = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            file.read_exact_at(target, stored + (from - seg_offset))?;
+        }
+        stored += seg_len;
+    }
+    Ok(())
 }
 
 fn file_type(kind: Kind) -> FileType {
@@ -156,13 +167,13 @@ impl Filesystem for ImageFs {
         }
         let len = (size as u64).min(node.size - offset) as usize;
         let mut buf = vec![0u8; len];
-        let result = match (self.expanded.get(&ino.0), node.data) {
-            (Some(file), _) => file.read_exact_at(&mut buf, offset),
-            (None, Some((layer, start))) => match self.layers.get(layer) {
-                Some(file) => file.read_exact_at(&mut buf, start + offset),
-                None => return reply.error(Errno::EIO),
-            },
-            (None, None) => return reply.error(Errno::EIO),
+        let Some((file, start)) = node.data.and_then(|(layer, start)| Some((self.layers.get(layer)?, start))) else {
+            return reply.error(Errno::EIO);
+        };
+        let result = if node.sparse.is_empty() {
+            file.read_exact_at(&mut buf, start + offset)
+        } else {
+            read_sparse(file, start, &node.sparse, offset, &mut buf)
         };
         match result {
             Ok(()) => reply.data(&buf),

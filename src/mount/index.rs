@@ -1,6 +1,7 @@
 //! A layer's index: every tar header with where its data starts in the
-//! layer's uncompressed bytes. Made once per layer (a compressed layer gets
-//! an uncompressed copy first) and cached as JSON under `strata/mount-index/`.
+//! layer's uncompressed bytes (for a GNU sparse file, its map of data
+//! segments). Made once per layer (a compressed layer gets an uncompressed
+//! copy first) and cached as JSON under `strata/mount-index/`.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
@@ -46,8 +47,10 @@ pub struct IndexEntry {
     pub major: u32,
     pub minor: u32,
     pub xattrs: Vec<(String, Vec<u8>)>,
-    /// For GNU sparse files: the expanded data's own file, made once.
-    pub data_file: Option<PathBuf>,
+    /// For GNU sparse files: the data segments (offset in the file, length), stored one
+    /// after the other from `offset`; everything between them reads as zeros.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sparse: Vec<(u64, u64)>,
 }
 
 /// A layer's entries and the file holding its uncompressed bytes.
@@ -58,7 +61,7 @@ pub struct LayerIndex {
 }
 
 /// Bumped when the cached format changes.
-const FORMAT: &str = "v2";
+const FORMAT: &str = "v3";
 
 /// The index of one layer, from the cache or made now.
 pub fn layer_index(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<LayerIndex, MountError> {
@@ -72,8 +75,7 @@ pub fn layer_index(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Resul
         return Ok(index);
     }
     let data = uncompressed(store, layer, diff_id, &dir)?;
-    let index = build(&data, &dir.join(format!("{}.sparse", diff_id.hex())))
-        .map_err(|e| MountError::Layer { digest: layer.digest.clone(), message: e })?;
+    let index = build(&data).map_err(|e| MountError::Layer { digest: layer.digest.clone(), message: e })?;
     store.write_file(&cached, &serde_json::to_vec(&index).unwrap_or_default())?;
     Ok(index)
 }
@@ -109,9 +111,10 @@ fn uncompressed(store: &Store, layer: &Descriptor, diff_id: &Digest, dir: &Path)
     Ok(copy)
 }
 
-fn build(data: &Path, sparse_dir: &Path) -> Result<LayerIndex, String> {
+fn build(data: &Path) -> Result<LayerIndex, String> {
     let file = File::open(data).map_err(|e| format!("open {}: {e}", data.display()))?;
     let total = file.metadata().map_err(|e| e.to_string())?.len();
+    let extensions = file.try_clone().map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(BufReader::with_capacity(256 * 1024, file));
     let mut entries = Vec::new();
     for (n, entry) in archive.entries().map_err(|e| e.to_string())?.enumerate() {
@@ -170,17 +173,15 @@ fn build(data: &Path, sparse_dir: &Path) -> Result<LayerIndex, String> {
             major: header.device_major().ok().flatten().unwrap_or(0),
             minor: header.device_minor().ok().flatten().unwrap_or(0),
             xattrs,
-            data_file: None,
+            sparse: Vec::new(),
         };
-        if kind == Kind::File && header.entry_type() == tar::EntryType::GNUSparse {
-            // Sparse data is not contiguous in the tar: expand it once into its own file.
-            fs::create_dir_all(sparse_dir).map_err(|e| e.to_string())?;
-            let target = sparse_dir.join(n.to_string());
-            let mut out = File::create(&target).map_err(|e| e.to_string())?;
-            index_entry.size = copy_with_holes(&mut entry, &mut out).map_err(|e| format!("expand sparse {}: {e}", path.display()))?;
-            index_entry.offset = 0;
-            index_entry.data_file = Some(target);
-        } else if kind == Kind::File && offset + size > total {
+        let mut stored = size;
+        if header.entry_type() == tar::EntryType::GNUSparse {
+            let map = sparse_map(header, &extensions, offset).map_err(|e| format!("read sparse map of {}: {e}", path.display()))?;
+            (index_entry.size, index_entry.offset, index_entry.sparse) = (map.real_size, map.data_start, map.segments);
+            stored = index_entry.sparse.iter().map(|(_, len)| len).sum();
+        }
+        if kind == Kind::File && index_entry.offset + stored > total {
             return Err(format!("{} is truncated: its data ends past the end of the layer", path.display()));
         }
         entries.push(index_entry);
@@ -188,31 +189,49 @@ fn build(data: &Path, sparse_dir: &Path) -> Result<LayerIndex, String> {
     Ok(LayerIndex { data: data.to_path_buf(), entries })
 }
 
-/// Copies `reader` into `out`, seeking over all-zero blocks so the copy stays sparse.
-fn copy_with_holes(reader: &mut impl Read, out: &mut File) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom, Write};
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            match reader.read(&mut buf[filled..])? {
-                0 => break,
-                n => filled += n,
-            }
+/// Where a GNU sparse file's segments lie, read from its header and extension headers.
+struct SparseMap {
+    real_size: u64,
+    /// Where the first segment's bytes start in the layer (after the extension headers).
+    data_start: u64,
+    segments: Vec<(u64, u64)>,
+}
+
+/// The tar crate reads sparse files only as a stream: this finds the segments' positions
+/// so reads can `pread` them. `file_pos` is where the entry's extension headers begin.
+fn sparse_map(header: &tar::Header, layer: &File, file_pos: u64) -> io::Result<SparseMap> {
+    use std::os::unix::fs::FileExt;
+    let gnu = header.as_gnu().ok_or_else(|| io::Error::other("a sparse entry without a GNU header"))?;
+    let mut segments = Vec::new();
+    let mut push = |block: &tar::GnuSparseHeader| -> io::Result<()> {
+        if !block.is_empty() {
+            segments.push((block.offset()?, block.length()?));
         }
-        if filled == 0 {
-            break;
-        }
-        if buf[..filled].iter().all(|b| *b == 0) {
-            out.seek(SeekFrom::Current(filled as i64))?;
-        } else {
-            out.write_all(&buf[..filled])?;
-        }
-        total += filled as u64;
+        Ok(())
+    };
+    for block in &gnu.sparse {
+        push(block)?;
     }
-    out.set_len(total)?;
-    Ok(total)
+    let mut data_start = file_pos;
+    let mut extended = gnu.is_extended();
+    while extended {
+        let mut ext = tar::GnuExtSparseHeader::new();
+        layer.read_exact_at(ext.as_mut_bytes(), data_start)?;
+        data_start += 512;
+        for block in &ext.sparse {
+            push(block)?;
+        }
+        extended = ext.is_extended();
+    }
+    let real_size = gnu.real_size()?;
+    let mut end = 0;
+    for (offset, len) in &segments {
+        if *offset < end || offset.checked_add(*len).is_none_or(|e| e > real_size) {
+            return Err(io::Error::other("segments overlap, are out of order or pass the end of the file"));
+        }
+        end = offset + len;
+    }
+    Ok(SparseMap { real_size, data_start, segments })
 }
 
 /// Byte strings as hex in the cached index: far quicker to parse than JSON arrays of numbers.

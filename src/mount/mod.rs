@@ -144,7 +144,7 @@ pub fn serve(store: &Store, image: &str, dir: &Path, view: View, notify: bool) -
         signals.add(s);
     }
     let _ = signals.thread_block();
-    let image_fs = fs::ImageFs::new(tree, files).map_err(|e| MountError::io("open expanded sparse files for", dir, e))?;
+    let image_fs = fs::ImageFs::new(tree, files);
     let session =
         fuser::spawn_mount(image_fs, dir, &config).map_err(|e| MountError::Fuse(format!("mount {} on {}: {e}", image, dir.display())))?;
     if notify {
@@ -236,11 +236,13 @@ pub fn diff(store: &Store, old: &str, new: &str) -> Result<Vec<Change>, MountErr
             None => changes.push(Change::Added(path.clone())),
             Some(old_ino) => {
                 let (a, b) = (&old_tree.nodes[old_ino], &new_tree.nodes[ino]);
-                let same_meta = (a.kind, a.mode, a.uid, a.gid, a.size, a.mtime, &a.link, a.rdev, &a.xattrs)
-                    == (b.kind, b.mode, b.uid, b.gid, b.size, b.mtime, &b.link, b.rdev, &b.xattrs);
+                // Sparse files compare by their maps, then by the stored segments' bytes.
+                let same_meta = (a.kind, a.mode, a.uid, a.gid, a.size, a.mtime, &a.link, a.rdev, &a.xattrs, &a.sparse)
+                    == (b.kind, b.mode, b.uid, b.gid, b.size, b.mtime, &b.link, b.rdev, &b.xattrs, &b.sparse);
+                let stored = if a.sparse.is_empty() { a.size } else { a.sparse.iter().map(|(_, len)| len).sum() };
                 let same_data = match (a.data, b.data) {
                     (Some((la, oa)), Some((lb, ob))) => {
-                        old_layers[la].0 == new_layers[lb].0 && oa == ob || same_bytes(&old_layers[la].1, oa, &new_layers[lb].1, ob, a.size)
+                        old_layers[la].0 == new_layers[lb].0 && oa == ob || same_bytes(&old_layers[la].1, oa, &new_layers[lb].1, ob, stored)
                     }
                     (None, None) => true,
                     _ => false,

@@ -20,8 +20,8 @@ pub struct Node {
     pub nlink: u32,
     /// Which layer's data file holds the content, and where.
     pub data: Option<(usize, u64)>,
-    /// An expanded sparse file, read instead of the layer.
-    pub data_file: Option<std::path::PathBuf>,
+    /// A sparse file's data segments (offset in the file, length), stored back to back at `data`.
+    pub sparse: Vec<(u64, u64)>,
     pub link: Vec<u8>,
     pub rdev: u32,
     pub xattrs: Vec<(String, Vec<u8>)>,
@@ -49,7 +49,7 @@ fn dir_node(parent: u64) -> Node {
         size: 0,
         nlink: 2,
         data: None,
-        data_file: None,
+        sparse: Vec::new(),
         link: Vec::new(),
         rdev: 0,
         xattrs: Vec::new(),
@@ -227,7 +227,7 @@ impl Tree {
             _ => 0,
         };
         node.data = (entry.kind == Kind::File).then_some((layer_no, entry.offset));
-        node.data_file = entry.data_file.clone();
+        node.sparse = entry.sparse.clone();
         node.link = entry.link.clone();
         node.rdev = libc::makedev(entry.major, entry.minor) as u32;
         node.xattrs = entry.xattrs.clone();
@@ -279,7 +279,7 @@ mod tests {
             major: 0,
             minor: 0,
             xattrs: Vec::new(),
-            data_file: None,
+            sparse: Vec::new(),
         }
     }
 

@@ -592,10 +592,14 @@ fn sparse_files_larger_than_4_gib_read_back_exactly() {
     let tree = work.path().join("tree");
     std::fs::create_dir_all(&tree).expect("mkdir");
     let big = tree.join("big.img");
-    let file = std::fs::File::create(&big).expect("create");
+    let file = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&big).expect("create");
     use std::os::unix::fs::FileExt;
     let far = 4_700_000_000u64;
     file.write_all_at(b"head", 0).expect("write head");
+    // More than four data segments: GNU tar writes the rest of the map in extension headers.
+    for i in 1..12u64 {
+        file.write_all_at(format!("segment {i}").repeat(1000).as_bytes(), i * 300_000_000 + 123).expect("write segment");
+    }
     file.write_all_at(b"tail beyond four gibibytes", far).expect("write tail");
     file.set_len(5 << 30).expect("extend");
     let layer = work.path().join("layer.tar");
@@ -624,6 +628,19 @@ fn sparse_files_larger_than_4_gib_read_back_exactly() {
     let mut hole = [1u8; 16];
     served.read_exact_at(&mut hole, 1 << 30).expect("read hole");
     assert_eq!(hole, [0u8; 16]);
+    // A read across a hole and the start of a segment.
+    let mut across = [1u8; 200];
+    served.read_exact_at(&mut across, 300_000_000 + 23).expect("read across");
+    assert_eq!((&across[..100], &across[100..109]), (&[0u8; 100][..], &b"segment 1"[..]));
+    // All 5 GiB, compared with the original chunk by chunk.
+    let (mut want, mut got) = (vec![0u8; 4 << 20], vec![0u8; 4 << 20]);
+    let mut at = 0u64;
+    while at < 5 << 30 {
+        file.read_exact_at(&mut want, at).expect("read the original");
+        served.read_exact_at(&mut got, at).expect("read the mount");
+        assert!(want == got, "bytes differ in the 4 MiB from {at}");
+        at += want.len() as u64;
+    }
 }
 
 /// Regression: a server whose mount was unmounted from outside unmounted the
