@@ -285,6 +285,17 @@ impl Store {
             }
         }
         self.remove_snapshots_except(&live)?;
+        // Mount indexes and uncompressed layer copies are named after their layer's diff_id.
+        let mount_index = self.strata_dir("mount-index");
+        for entry in fs::read_dir(&mount_index).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.split('.').next().unwrap_or_default();
+            if !Digest::from_hex(hex).is_ok_and(|d| live.contains(&d)) {
+                freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let path = entry.path();
+                let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            }
+        }
         // Nobody holds the gc lock shared, so no build is writing temp files.
         let tmp = self.strata_dir("tmp");
         for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))?.flatten() {

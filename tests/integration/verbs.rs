@@ -270,3 +270,19 @@ fn a_corrupt_docker_archive_loads_nothing() {
     assert!(stderr.contains("corrupt"), "{stderr}");
     assert_eq!(fresh.ok(&["images", "-q"]).trim(), "", "nothing is tagged");
 }
+
+#[test]
+fn prune_frees_the_mount_indexes_of_removed_images() {
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nCOPY f /f\n"), ("f", "indexed")]);
+    store.build(ctx.path(), &["-t", "indexed"]);
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "indexed"])).expect("json");
+    let layer = inspect[0]["RootFS"]["Layers"][1].as_str().expect("layer").trim_start_matches("sha256:").to_string();
+    // What `strata mount` leaves behind for a layer (its index), made here without FUSE.
+    let dir = store.root().join("strata/mount-index");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(format!("{layer}.v3.json")), "{}").expect("write index");
+    store.ok(&["rmi", "indexed"]);
+    store.ok(&["system", "prune"]);
+    assert!(!dir.join(format!("{layer}.v3.json")).exists(), "the removed layer's mount index is freed");
+}
