@@ -152,3 +152,11 @@ pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// A secret file holding `content` and the `--secret id=tok,src=…` value naming it.
+pub fn secret_file(content: &str) -> (tempfile::NamedTempFile, String) {
+    let file = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(file.path(), content).expect("write secret");
+    let spec = format!("id=tok,src={}", file.path().display());
+    (file, spec)
+}

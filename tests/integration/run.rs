@@ -74,9 +74,7 @@ fn mount_targets_and_their_contents_stay_out_of_the_layer() {
         return;
     }
     let store = TestStore::with_busybox();
-    let secret = tempfile::NamedTempFile::new().expect("secret file");
-    std::fs::write(secret.path(), "token").expect("write secret");
-    let spec = format!("id=tok,src={}", secret.path().display());
+    let (_secret, spec) = crate::secret_file("token");
     build_with(
         &store,
         &[("input.txt", "from the context")],
@@ -102,9 +100,7 @@ fn directories_made_for_nested_mount_targets_stay_out_of_the_layer() {
         return;
     }
     let store = TestStore::with_busybox();
-    let secret = tempfile::NamedTempFile::new().expect("secret file");
-    std::fs::write(secret.path(), "token").expect("write secret");
-    let spec = format!("id=tok,src={}", secret.path().display());
+    let (_secret, spec) = crate::secret_file("token");
     build_with(
         &store,
         &[],

@@ -113,9 +113,7 @@ fn cache_mounts_persist_and_secrets_stay_out_of_the_store() {
     build_ok(&store, dockerfile, "c1", &[]);
     let (_, stderr) = build_ok(&store, dockerfile, "c2", &["--no-cache"]);
     assert!(stderr.contains(" runs"), "the second build sees the first one's file:\n{stderr}");
-    let secret = tempfile::NamedTempFile::new().expect("secret file");
-    std::fs::write(secret.path(), "s3cr3t-value-42").expect("write secret");
-    let spec = format!("id=tok,src={}", secret.path().display());
+    let (_secret, spec) = crate::secret_file("s3cr3t-value-42");
     let (_, stderr) = build_ok(
         &store,
         "FROM busybox:latest\nRUN --mount=type=secret,id=tok cat /run/secrets/tok > /dev/null && wc -c < /run/secrets/tok\n",
