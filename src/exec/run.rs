@@ -162,7 +162,7 @@ fn run_in_sandbox(
             prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
         let spec_path = attempt.join("spec.json");
         fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
-        let (tail, code) = spawn_and_wait(cx, &spec_path)?;
+        let (tail, code) = spawn_and_wait(cx, &spec_path, &prepared.spec)?;
         let setup_error = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).filter(|_| code == SETUP_FAILED);
         if let Some(reason) = setup_error {
             // Overlayfs refused (no kernel support, an overlay store, a userns without it): copy instead.
@@ -337,17 +337,15 @@ pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::roo
     skip
 }
 
-/// Runs the sandbox, streaming its output; returns the last lines and the exit code.
-fn spawn_and_wait(cx: &ExecCx, spec: &Path) -> Result<(VecDeque<String>, i32), ExecError> {
+/// Runs the sandbox (`spec` is `sandbox` written out), streaming its output; returns the last lines and the exit code.
+fn spawn_and_wait(cx: &ExecCx, spec: &Path, sandbox: &super::sandbox::SandboxSpec) -> Result<(VecDeque<String>, i32), ExecError> {
     let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
     let (reader, writer) = std::io::pipe().map_err(|e| ExecError::io("create pipe for", spec, e))?;
     let writer2 = writer.try_clone().map_err(|e| ExecError::io("create pipe for", spec, e))?;
     let mut command = Command::new(exe);
     command.arg("__sandbox").arg(spec).stdin(Stdio::null()).stdout(writer).stderr(writer2);
-    let sandbox: super::sandbox::SandboxSpec = serde_json::from_slice(&fs::read(spec).map_err(|e| ExecError::io("read", spec, e))?)
-        .map_err(|e| ExecError::Sandbox(format!("read {}: {e}", spec.display())))?;
     let mut child =
-        super::sandbox::start(command, &sandbox, &IdMap::for_caller()).map_err(|e| ExecError::io("start sandbox for", spec, e))?;
+        super::sandbox::start(command, sandbox, &IdMap::for_caller()).map_err(|e| ExecError::io("start sandbox for", spec, e))?;
     let (lines_tx, lines_rx) = mpsc::channel::<Option<String>>();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
