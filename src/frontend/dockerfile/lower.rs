@@ -45,6 +45,9 @@ pub struct Lowerer<'a> {
     /// Stage names in order (None for unnamed), known before any step is lowered.
     stage_names: Vec<Option<String>>,
     global_args: Vec<ArgDecl>,
+    /// Lowering an ONBUILD trigger: it runs in another build, so `--from`
+    /// names an image there, never a stage of this file.
+    trigger: bool,
 }
 
 fn span(offset: usize, len: usize) -> Option<SourceSpan> {
@@ -67,13 +70,60 @@ pub fn json_args(args: &str) -> Option<Vec<String>> {
 
 impl<'a> Lowerer<'a> {
     pub fn new(file: &str, escape: char, build_args: &'a BuildArgs) -> Self {
-        Lowerer { file: file.into(), escape, build_args, errors: Vec::new(), stage_names: Vec::new(), global_args: Vec::new() }
+        Lowerer {
+            file: file.into(),
+            escape,
+            build_args,
+            errors: Vec::new(),
+            stage_names: Vec::new(),
+            global_args: Vec::new(),
+            trigger: false,
+        }
     }
 
-    fn error(&mut self, line: &Line, message: impl Into<String>, label: &str) -> SourceError {
-        let e = SourceError::new(message, span(line.offset, line.keyword.len()), label);
-        self.errors.push(e.clone());
-        e
+    /// Lowers the one instruction of an ONBUILD trigger; `--from` values are images.
+    pub fn lower_trigger(mut self, parsed: &Parsed) -> (Option<Op>, Vec<SourceError>) {
+        self.trigger = true;
+        let op = match parsed.lines.as_slice() {
+            [line] => self.trigger_keyword(line).and_then(|keyword| self.instruction(line, &keyword)),
+            [] => {
+                self.errors.push(SourceError::new("the ONBUILD trigger is empty", span(0, 0), "no instruction"));
+                None
+            }
+            [_, second, ..] => {
+                self.error(second, "an ONBUILD trigger is one instruction", "a second instruction");
+                None
+            }
+        };
+        (op, self.errors)
+    }
+
+    /// The upper-case keyword of `line` if it is an instruction, else an error with a suggestion.
+    fn keyword(&mut self, line: &Line) -> Option<String> {
+        let keyword = line.keyword.to_ascii_uppercase();
+        if KEYWORDS.contains(&keyword.as_str()) {
+            return Some(keyword);
+        }
+        let help = did_you_mean(&keyword, KEYWORDS).map(|s| format!("did you mean {s}?"));
+        let e =
+            SourceError::new(format!("unknown instruction: {}", line.keyword), span(line.offset, line.keyword.len()), "not an instruction");
+        self.errors.push(SourceError { help, ..e });
+        None
+    }
+
+    /// The keyword of a trigger, refusing those Docker refuses after ONBUILD.
+    fn trigger_keyword(&mut self, line: &Line) -> Option<String> {
+        let keyword = self.keyword(line)?;
+        if matches!(keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+            self.error(line, format!("ONBUILD cannot trigger {keyword}"), "not allowed");
+            return None;
+        }
+        Some(keyword)
+    }
+
+    /// An error at the instruction's keyword.
+    fn error(&mut self, line: &Line, message: impl Into<String>, label: &str) {
+        self.errors.push(SourceError::new(message, span(line.offset, line.keyword.len()), label));
     }
 
     fn args_error(&mut self, line: &Line, message: impl Into<String>, label: &str, help: Option<String>) {
@@ -168,6 +218,9 @@ impl<'a> Lowerer<'a> {
 
     fn stage_ref(&mut self, line: &Line, flag: &Flag, value: &str) -> CopyFrom {
         let value = self.expand_global(line, value);
+        if self.trigger {
+            return CopyFrom::Image(value);
+        }
         if let Some(i) = self.stage_names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&value))) {
             return CopyFrom::Stage(StageId(i));
         }
@@ -217,15 +270,7 @@ impl<'a> Lowerer<'a> {
         }
         let mut current: Option<Stage> = None;
         for line in &parsed.lines {
-            let keyword = line.keyword.to_ascii_uppercase();
-            if !KEYWORDS.contains(&keyword.as_str()) {
-                let e = self.error(line, format!("unknown instruction: {}", line.keyword), "not an instruction");
-                let help = did_you_mean(&keyword, KEYWORDS).map(|s| format!("did you mean {s}?"));
-                if let Some(last) = self.errors.last_mut() {
-                    last.help = help.or(e.help);
-                }
-                continue;
-            }
+            let Some(keyword) = self.keyword(line) else { continue };
             let origin = Origin { file: self.file.clone(), line: line.line };
             if keyword == "FROM" {
                 if let Some(stage) = current.take() {
@@ -241,10 +286,9 @@ impl<'a> Lowerer<'a> {
                 continue;
             }
             let Some(stage) = current.as_mut() else {
-                self.error(line, format!("{keyword} before the first FROM"), "needs a stage").help("only ARG may come before FROM");
-                if let Some(last) = self.errors.last_mut() {
-                    last.help = Some("only ARG may come before FROM".into());
-                }
+                let e =
+                    SourceError::new(format!("{keyword} before the first FROM"), span(line.offset, line.keyword.len()), "needs a stage");
+                self.errors.push(e.help("only ARG may come before FROM"));
                 continue;
             };
             if let Some(op) = self.instruction(line, &keyword) {
@@ -299,7 +343,16 @@ impl<'a> Lowerer<'a> {
                 (words[0].1.clone(), None)
             }
         };
-        let image = self.expand_global(line, &image);
+        let written = image;
+        let image = self.expand_global(line, &written);
+        if image.is_empty() && !written.is_empty() {
+            self.args_error(
+                line,
+                format!("FROM {written} names no image: it expands to an empty string"),
+                "empty after expansion",
+                Some("give the ARG a default before FROM, or pass --build-arg".into()),
+            );
+        }
         let base = if image.eq_ignore_ascii_case("scratch") {
             Base::Scratch
         } else if let Some(i) = self.stage_names[..index].iter().position(|n| n.as_deref() == Some(image.to_lowercase().as_str())) {
@@ -434,14 +487,16 @@ impl<'a> Lowerer<'a> {
             "HEALTHCHECK" => Op::Healthcheck(self.healthcheck(line)?),
             "ONBUILD" => {
                 let trigger = line.args.trim().to_string();
-                let first = trigger.split_whitespace().next().unwrap_or_default().to_ascii_uppercase();
-                if matches!(first.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                    self.args_error(line, format!("ONBUILD cannot trigger {first}"), "not allowed", None);
-                    return None;
+                // Checked now, as Docker does, though it runs in another build.
+                let (parsed, mut errors) = super::parser::parse(&trigger);
+                let (_, lower_errors) = Lowerer::new(&self.file, self.escape, self.build_args).lower_trigger(&parsed);
+                errors.extend(lower_errors);
+                let failed = !errors.is_empty();
+                for mut e in errors {
+                    e.span = e.span.map(|s| (line.args_offset + s.offset(), s.len()).into());
+                    self.errors.push(e);
                 }
-                if !KEYWORDS.contains(&first.as_str()) {
-                    let help = did_you_mean(&first, KEYWORDS).map(|s| format!("did you mean {s}?"));
-                    self.args_error(line, format!("unknown instruction in ONBUILD: {first}"), "not an instruction", help);
+                if failed {
                     return None;
                 }
                 Op::Onbuild(trigger)
@@ -467,7 +522,7 @@ impl<'a> Lowerer<'a> {
                 }
                 Err(message) => self.errors.push(SourceError::new(
                     format!("--mount: {message}"),
-                    span(flag.offset, 7 + flag.value.as_deref().map_or(0, str::len)),
+                    span(flag.offset, 8 + flag.value.as_deref().map_or(0, str::len)),
                     "bad mount",
                 )),
             }
@@ -562,9 +617,16 @@ impl<'a> Lowerer<'a> {
         if args.eq_ignore_ascii_case("none") {
             return Some(Healthcheck { test: vec!["NONE".into()], ..Default::default() });
         }
-        let Some(rest) = args.strip_prefix("CMD").or_else(|| args.strip_prefix("cmd")) else {
-            self.args_error(line, "HEALTHCHECK takes NONE or CMD <command>", "expected CMD", None);
-            return None;
+        let rest = match args.split_once(char::is_whitespace) {
+            Some((cmd, rest)) if cmd.eq_ignore_ascii_case("CMD") && !rest.trim().is_empty() => rest,
+            _ if args.eq_ignore_ascii_case("CMD") => {
+                self.args_error(line, "HEALTHCHECK CMD needs a command", "missing command", Some("HEALTHCHECK CMD <command>".into()));
+                return None;
+            }
+            _ => {
+                self.args_error(line, "HEALTHCHECK takes NONE or CMD <command>", "expected CMD", None);
+                return None;
+            }
         };
         let test = match json_args(rest) {
             Some(args) => std::iter::once("CMD".to_string()).chain(args).collect(),
@@ -578,7 +640,7 @@ impl<'a> Lowerer<'a> {
                     Ok(n) => check.retries = Some(n),
                     Err(_) => self.errors.push(SourceError::new(
                         format!("--retries={value}: not a number"),
-                        span(flag.offset, 9 + value.len()),
+                        span(flag.offset, 10 + value.len()),
                         "here",
                     )),
                 }

@@ -25,21 +25,121 @@ pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<B
     Ok(graph)
 }
 
-/// Parses one ONBUILD trigger (`RUN echo hi`) into an op; stage names in it refer to images.
+/// Parses one ONBUILD trigger (`RUN echo hi`) into an op; `--from` values in it name images.
 pub fn parse_trigger(text: &str) -> miette::Result<Op> {
+    const FILE: &str = "ONBUILD trigger";
     let (parsed, mut errors) = parser::parse(text);
-    let wrapped = format!("FROM scratch\n{text}");
-    let (wrapped_parsed, _) = parser::parse(&wrapped);
-    let (graph, lower_errors) = lower::Lowerer::new("ONBUILD", parsed.escape, &BuildArgs::new()).lower(&wrapped_parsed);
+    let (op, lower_errors) = lower::Lowerer::new(FILE, parsed.escape, &BuildArgs::new()).lower_trigger(&parsed);
     errors.extend(lower_errors);
-    if !errors.is_empty() {
-        return Err(SourceErrors { errors }.into_report("ONBUILD", &wrapped));
+    match op {
+        Some(op) if errors.is_empty() => Ok(op),
+        None if errors.is_empty() => Err(miette::miette!("ONBUILD trigger {text:?} is not an instruction")),
+        _ => Err(SourceErrors { errors }.into_report(FILE, text)),
     }
-    graph
-        .stages
-        .into_iter()
-        .next()
-        .and_then(|s| s.steps.into_iter().next())
-        .map(|step| step.op)
-        .ok_or_else(|| miette::miette!("empty ONBUILD trigger"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Base, CopyFrom, CopySource};
+
+    fn graph(text: &str) -> BuildGraph {
+        lower("Dockerfile", text, &BuildArgs::new()).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn error(text: &str) -> String {
+        let report = lower("Dockerfile", text, &BuildArgs::new()).expect_err("an invalid Dockerfile");
+        let mut out = report.to_string();
+        if let Some(related) = report.related() {
+            for e in related {
+                out.push('\n');
+                out.push_str(&e.to_string());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn triggers_name_images_even_by_index() {
+        let Op::Copy(copy) = parse_trigger("COPY --from=0 /a /b").expect("a trigger") else { panic!("not a copy") };
+        assert_eq!(copy.from, Some(CopyFrom::Image("0".into())));
+        let Op::Copy(copy) = parse_trigger("copy --from=build /a /b").expect("a trigger") else { panic!("not a copy") };
+        assert_eq!(copy.from, Some(CopyFrom::Image("build".into())));
+        assert!(matches!(parse_trigger("RUN echo hi"), Ok(Op::Run(_))));
+    }
+
+    #[test]
+    fn bad_triggers_are_refused() {
+        for text in ["FROM busybox", "ONBUILD RUN x", "RUNN x", "RUN --mont=x x", "", "RUN a\nRUN b"] {
+            assert!(parse_trigger(text).is_err(), "{text:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn onbuild_triggers_are_checked_where_written() {
+        let message = error("FROM a\nONBUILD COPY --form=x a b\n");
+        assert!(message.contains("unknown flag --form for COPY"), "{message}");
+        let Op::Onbuild(trigger) = &graph("FROM a\nONBUILD COPY --from=0 a b\n").stages[0].steps[0].op else { panic!() };
+        assert_eq!(trigger, "COPY --from=0 a b");
+    }
+
+    #[test]
+    fn unknown_directive_ends_the_directives() {
+        // `# escape=` after an unknown directive is a comment: `\` still continues lines.
+        let g = graph("# foo=bar\n# escape=`\nFROM a\nRUN echo \\\n  hi\n");
+        let Op::Run(run) = &g.stages[0].steps[0].op else { panic!() };
+        assert_eq!(run.command, crate::graph::CommandLine::Shell("echo   hi".into()));
+    }
+
+    #[test]
+    fn from_resolves_earlier_stages_only() {
+        let g = graph("FROM later\nFROM busybox AS Later\nFROM LATER\nFROM scratch\n");
+        assert_eq!(g.stages[0].base, Base::Image("later".into()));
+        assert_eq!(g.stages[1].name.as_deref(), Some("later"));
+        assert_eq!(g.stages[2].base, Base::Stage(crate::graph::StageId(1)));
+        assert_eq!(g.stages[3].base, Base::Scratch);
+    }
+
+    #[test]
+    fn from_expanding_to_nothing_is_an_error() {
+        assert!(error("ARG IMAGE\nFROM $IMAGE\n").contains("expands to an empty string"));
+        let args = BuildArgs::from([("IMAGE".to_string(), "busybox".to_string())]);
+        let g = lower("Dockerfile", "ARG IMAGE\nFROM $IMAGE\n", &args).expect("lowers");
+        assert_eq!(g.stages[0].base, Base::Image("busybox".into()));
+    }
+
+    #[test]
+    fn healthcheck_cmd_is_case_insensitive_and_needs_a_command() {
+        let g = graph("FROM a\nHEALTHCHECK --interval=1m30s --timeout=500ms cmd [\"true\"]\n");
+        let Op::Healthcheck(check) = &g.stages[0].steps[0].op else { panic!() };
+        assert_eq!(check.test, ["CMD", "true"]);
+        assert_eq!(check.interval, Some(90_000_000_000));
+        assert_eq!(check.timeout, Some(500_000_000));
+        assert!(error("FROM a\nHEALTHCHECK CMD\n").contains("needs a command"));
+        assert!(error("FROM a\nHEALTHCHECK CMDtrue\n").contains("NONE or CMD"));
+    }
+
+    #[test]
+    fn every_error_in_a_file_is_reported() {
+        let message = error("FROM a\nWROKDIR /x\nENV\nCOPY one\nFROM a AS Bad!\n");
+        for expected in ["4 errors", "WROKDIR", "ENV needs arguments", "COPY needs a source", "invalid stage name"] {
+            assert!(message.contains(expected), "{expected:?} missing from {message}");
+        }
+    }
+
+    #[test]
+    fn steps_keep_origin_and_comments() {
+        let g = graph("FROM a\n\n# first\n#second\nRUN x\n");
+        let step = &g.stages[0].steps[0];
+        assert_eq!(step.origin.line, 5);
+        assert_eq!(step.comments, ["first", "second"]);
+        assert_eq!(g.stages[0].origin.line, 1);
+    }
+
+    #[test]
+    fn quoted_copy_heredoc_is_not_expanded() {
+        let g = graph("FROM a\nCOPY <<'EOF' /f\n$X\nEOF\n");
+        let Op::Copy(copy) = &g.stages[0].steps[0].op else { panic!() };
+        assert_eq!(copy.sources, [CopySource::Inline { name: "EOF".into(), content: crate::graph::Word::lit("$X\n") }]);
+    }
 }

@@ -47,6 +47,9 @@ pub struct Parsed {
     pub escape: char,
 }
 
+/// Parser directives BuildKit knows; `# other=x` is a comment.
+const DIRECTIVES: [&str; 3] = ["syntax", "escape", "check"];
+
 /// Instructions whose arguments may start heredocs.
 fn takes_heredocs(keyword: &str) -> bool {
     matches!(keyword.to_ascii_uppercase().as_str(), "RUN" | "COPY" | "ADD")
@@ -110,7 +113,8 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         let Some(rest) = line.trim_start().strip_prefix('#') else { break };
         let Some((key, value)) = rest.split_once('=') else { break };
         let key = key.trim().to_ascii_lowercase();
-        if key.is_empty() || key.contains(char::is_whitespace) {
+        // As BuildKit does: an unknown directive is a comment, and ends the directives.
+        if !DIRECTIVES.contains(&key.as_str()) {
             break;
         }
         if seen_directives.contains(&key) {
