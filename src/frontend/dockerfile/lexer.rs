@@ -154,6 +154,15 @@ impl Lexer<'_> {
                 let name = self.name();
                 parts.push(Part::Var(name));
             }
+            // Docker reads `$1` as a (never set) positional parameter: digits only.
+            Some(c) if c.is_ascii_digit() => {
+                let mut name = String::new();
+                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+                    name.push(d);
+                    self.pos += 1;
+                }
+                parts.push(Part::Var(name));
+            }
             _ => push_lit(parts, '$'),
         }
         Ok(())
@@ -305,7 +314,81 @@ mod tests {
         assert!(words("${A", '\\').is_err());
     }
 
+    fn var(s: &str) -> Part {
+        Part::Var(s.into())
+    }
+
+    #[test]
+    fn single_quotes_are_literal_and_double_quotes_escape_only_some() {
+        assert_eq!(words(r#"'$a\ "b"'"#, '\\').unwrap(), [Word(vec![lit(r#"$a\ "b""#)])]);
+        assert_eq!(words(r#""a\"b\$c\d\\e 'f'""#, '\\').unwrap(), [Word(vec![lit(r#"a"b$c\d\e 'f'"#)])]);
+        assert_eq!(words(r#"a\ b \'c"#, '\\').unwrap(), [Word(vec![lit("a b")]), Word(vec![lit("'c")])]);
+    }
+
+    #[test]
+    fn modifiers_with_and_without_colon() {
+        let w = words("${A:+x} ${B-y} ${C+$D}", '\\').unwrap();
+        assert_eq!(w[0], Word(vec![Part::Alt { name: "A".into(), colon: true, word: Word(vec![lit("x")]) }]));
+        assert_eq!(w[1], Word(vec![Part::Default { name: "B".into(), colon: false, word: Word(vec![lit("y")]) }]));
+        assert_eq!(w[2], Word(vec![Part::Alt { name: "C".into(), colon: false, word: Word(vec![var("D")]) }]));
+        assert!(words("${A:?no}", '\\').is_err());
+        assert!(words("${}", '\\').is_err());
+    }
+
+    #[test]
+    fn dollar_without_a_name_is_literal_and_digits_are_positional() {
+        assert_eq!(single_word("a$ $- $1x", '\\').unwrap(), Word(vec![lit("a$ $- "), var("1"), lit("x")]));
+        assert_eq!(single_word("cost$", '\\').unwrap(), Word(vec![lit("cost$")]));
+    }
+
+    #[test]
+    fn backtick_escape_leaves_backslashes_alone() {
+        assert_eq!(words(r"c:\dir `$HOME", '`').unwrap(), [Word(vec![lit(r"c:\dir")]), Word(vec![lit("$HOME")])]);
+    }
+
+    #[test]
+    fn heredoc_bodies_keep_quotes_and_unknown_dollars() {
+        let w = heredoc_word("echo \"$A\" '${B}' ${ \\$C\n", '\\');
+        assert_eq!(w, Word(vec![lit("echo \""), var("A"), lit("\" '"), var("B"), lit("' ${ $C\n")]));
+    }
+
+    #[test]
+    fn raw_words_keep_quotes_and_escaped_spaces() {
+        let raw: Vec<String> = raw_words(r#"a="b c" d\ e 'f g'"#, '\\').into_iter().map(|(_, w)| w).collect();
+        assert_eq!(raw, [r#"a="b c""#, r"d\ e", "'f g'"]);
+    }
+
+    /// Words of literals (no quotes or braces, which Display leaves as they are) and variables.
+    fn word_strategy() -> impl Strategy<Value = Word> {
+        let name = "[A-Za-z_][A-Za-z0-9_]{0,6}";
+        let literal = "[a-z0-9 $\\\\/._:-]{1,8}";
+        let nested = proptest::collection::vec(literal.prop_map(Part::Lit), 0..2).prop_map(Word);
+        let part = prop_oneof![
+            literal.prop_map(Part::Lit),
+            name.prop_map(Part::Var),
+            (name, any::<bool>(), nested.clone()).prop_map(|(name, colon, word)| Part::Default { name, colon, word }),
+            (name, any::<bool>(), nested).prop_map(|(name, colon, word)| Part::Alt { name, colon, word }),
+        ];
+        proptest::collection::vec(part, 0..6).prop_map(|parts| {
+            // Adjacent literals are one literal once lexed.
+            let mut merged: Vec<Part> = Vec::new();
+            for part in parts {
+                match (merged.last_mut(), part) {
+                    (Some(Part::Lit(a)), Part::Lit(b)) => a.push_str(&b),
+                    (_, part) => merged.push(part),
+                }
+            }
+            Word(merged)
+        })
+    }
+
     proptest! {
+        #[test]
+        fn displayed_words_lex_back_to_themselves(word in word_strategy()) {
+            let quoted = format!("\"{word}\"");
+            prop_assert_eq!(single_word(&quoted, '\\').unwrap(), word);
+        }
+
         #[test]
         fn displayed_literals_lex_back_to_themselves(text in "[ -~]{0,40}") {
             let word = Word::lit(text.clone());

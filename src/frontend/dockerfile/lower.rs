@@ -50,6 +50,17 @@ pub struct Lowerer<'a> {
     trigger: bool,
 }
 
+/// Flags that may be given without a value (`--link` is `--link=true`).
+const SWITCHES: [&str; 2] = ["link", "keep-git-dir"];
+
+/// Whether a flag has the value it needs; one that has not is reported once, by `check_flags`.
+fn has_value(flag: &Flag) -> bool {
+    match flag.value.as_deref() {
+        None => SWITCHES.contains(&flag.name.as_str()),
+        Some(value) => !value.is_empty(),
+    }
+}
+
 fn span(offset: usize, len: usize) -> Option<SourceSpan> {
     Some((offset, len.max(1)).into())
 }
@@ -191,12 +202,15 @@ impl<'a> Lowerer<'a> {
                 );
                 e.help = help;
                 self.errors.push(e);
+            } else if !has_value(flag) {
+                let e = SourceError::new(format!("--{} needs a value", flag.name), span(flag.offset, flag.name.len() + 2), "no value");
+                self.errors.push(e.help(format!("write --{}=<value>", flag.name)));
             }
         }
     }
 
     fn flag<'l>(line: &'l Line, name: &str) -> Option<&'l Flag> {
-        line.flags.iter().rev().find(|f| f.name == name)
+        line.flags.iter().rev().find(|f| f.name == name && has_value(f))
     }
 
     fn bool_flag(&mut self, line: &Line, name: &str) -> bool {
@@ -508,7 +522,7 @@ impl<'a> Lowerer<'a> {
     fn run(&mut self, line: &Line) -> RunOp {
         self.check_flags(line, &["mount", "network", "security"]);
         let mut mounts = Vec::new();
-        for flag in line.flags.iter().filter(|f| f.name == "mount") {
+        for flag in line.flags.iter().filter(|f| f.name == "mount" && has_value(f)) {
             match parse_mount(flag.value.as_deref().unwrap_or_default()) {
                 Ok((mount, from)) => {
                     let mount = match (mount, from) {
@@ -558,7 +572,11 @@ impl<'a> Lowerer<'a> {
         self.check_flags(line, allowed);
         for unsupported in ["checksum", "keep-git-dir"] {
             if let Some(f) = Self::flag(line, unsupported) {
-                self.errors.push(SourceError::new(format!("ADD --{unsupported} is not supported: ADD from URLs and git needs a registry-free network this builder does not use"), span(f.offset, unsupported.len() + 2), "not supported"));
+                self.errors.push(SourceError::new(
+                    format!("ADD --{unsupported} is not supported: strata does not fetch URLs or git repositories in ADD"),
+                    span(f.offset, unsupported.len() + 2),
+                    "not supported",
+                ));
             }
         }
         let keyword = if add { "ADD" } else { "COPY" };
@@ -633,7 +651,7 @@ impl<'a> Lowerer<'a> {
             None => vec!["CMD-SHELL".to_string(), rest.trim().to_string()],
         };
         let mut check = Healthcheck { test, ..Default::default() };
-        for flag in &line.flags {
+        for flag in line.flags.iter().filter(|f| has_value(f)) {
             let value = flag.value.clone().unwrap_or_default();
             if flag.name == "retries" {
                 match value.parse() {
