@@ -556,7 +556,9 @@ fn unsafe_paths_and_corrupt_layers_are_refused_at_mount_time() {
     if !fuse_usable("unsafe_paths_and_corrupt_layers_are_refused_at_mount_time") {
         return;
     }
-    let cases: [(&str, Vec<(Vec<u8>, Compression)>, &str); 3] = [
+    /// Case name, its layers (tar bytes and compression), and what the error must name.
+    type Case<'a> = (&'a str, Vec<(Vec<u8>, Compression)>, &'a str);
+    let cases: [Case; 3] = [
         ("dotdot", vec![(LayerTar::new().file(b"a/../../evil", b"x").finish(), Compression::None)], "a/../../evil"),
         ("absolute", vec![(LayerTar::new().file(b"/etc/evil", b"x").finish(), Compression::None)], "/etc/evil"),
         ("corrupt", vec![(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5], Compression::None)], "decompress"),
