@@ -126,11 +126,7 @@ fn printed_specs_lower_to_the_same_graph() {
 fn dockerfiles_and_their_kdl_twins_lower_alike() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (case, spec) in [("web-ping", "specs/web-ping.kdl"), ("multistage", "specs/multistage.kdl")] {
-        let dockerfile = [fixtures().join("dockerfile").join(case), fixtures().join(case)]
-            .into_iter()
-            .map(|dir| dir.join("Dockerfile"))
-            .find(|path| path.is_file())
-            .unwrap_or_else(|| panic!("no Dockerfile for {case}"));
+        let dockerfile = fixtures().join(case).join("Dockerfile");
         let text = std::fs::read_to_string(&dockerfile).expect("read Dockerfile");
         let from_dockerfile = strata::frontend::dockerfile::lower("Dockerfile", &text, &Default::default())
             .unwrap_or_else(|e| panic!("lower {}: {e:?}", dockerfile.display()));
