@@ -159,7 +159,8 @@ impl LayerWriter {
     pub fn finish(self) -> Result<(Digest, u64), StoreError> {
         let writer =
             self.builder.into_inner().map_err(|e| StoreError::Io { action: "finish layer tar", path: "<layer>".into(), source: e })?;
-        writer.commit(None)
+        let blob = writer.commit(None)?;
+        Ok((blob.digest, blob.size))
     }
 }
 

@@ -252,12 +252,11 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
                 }
                 writer.write_all(&buf[..n]).map_err(io_err("write blob for", Path::new(path)))?;
             }
-            let (digest, size) = writer.digest_and_size();
-            if !store.has_blob(&digest) {
-                created.push(digest.clone());
+            let blob = writer.commit(None)?;
+            if blob.added {
+                created.push(blob.digest.clone());
             }
-            writer.commit(Some(&digest))?;
-            stored.insert(path.to_string(), (digest, size, head[..2] == [0x1f, 0x8b]));
+            stored.insert(path.to_string(), (blob.digest, blob.size, head[..2] == [0x1f, 0x8b]));
         }
         Ok(())
     })?;

@@ -1,8 +1,10 @@
 //! Content-addressed blobs under `blobs/sha256/`.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
 
 use super::{Result, Store, StoreError, io_err};
 use crate::oci::{Digest, DigestWriter};
@@ -31,8 +33,8 @@ impl Store {
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let dir = self.strata_dir("tmp");
         let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("create temp file in", &dir))?;
-        let file = Writeback { file: tmp, written: 0, flushed: 0 };
-        Ok(BlobWriter { store: self.clone(), inner: DigestWriter::new(BufWriter::with_capacity(256 * 1024, file)) })
+        let file = Writeback { file: tmp, direct: false, written: 0, flushed: 0 };
+        Ok(BlobWriter { store: self.clone(), chunk: Chunk::new(), sink: Some(Sink::Here(DigestWriter::new(io::sink()), file)) })
     }
 
     /// Reads a whole blob and checks its digest (for small JSON blobs).
@@ -60,81 +62,335 @@ impl Store {
 }
 
 /// A blob being written; dropped without `commit`, it leaves nothing behind.
+///
+/// Bytes are gathered in chunks. Once a blob outgrows one chunk, hashing and
+/// writing move to a thread of their own, so that whoever produces the bytes
+/// (a tar of the build context, say) runs beside sha256 instead of before it,
+/// and the chunks go to disk with direct I/O: a large layer then streams at
+/// the disk's speed instead of waiting on page-cache writeback at the fsync.
 pub struct BlobWriter {
     store: Store,
-    inner: DigestWriter<BufWriter<Writeback>>,
+    chunk: Chunk,
+    /// `None` only while committing or dropping.
+    sink: Option<Sink>,
 }
 
-/// How much is written before the kernel is asked to start writing it back.
+/// Bytes handed to the hashing thread at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Chunks queued for the hashing thread; with the one being filled and the one
+/// being hashed, this bounds the memory a blob writer holds.
+const QUEUED: usize = 2;
+
+/// The alignment direct I/O asks of buffers, offsets and lengths.
+const ALIGN: usize = 4096;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Block([u8; ALIGN]);
+
+/// A chunk buffer aligned for direct I/O, and how much of it is filled.
+struct Chunk {
+    blocks: Box<[Block]>,
+    len: usize,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        Chunk { blocks: vec![Block([0; ALIGN]); CHUNK / ALIGN].into_boxed_slice(), len: 0 }
+    }
+
+    fn buffer(&mut self) -> &mut [u8] {
+        // SAFETY: the blocks are CHUNK contiguous, initialised bytes owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr().cast::<u8>(), CHUNK) }
+    }
+
+    fn filled(&self) -> &[u8] {
+        // SAFETY: as in `buffer`; len <= CHUNK.
+        unsafe { std::slice::from_raw_parts(self.blocks.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// Where chunks go: hashed and written here, or by two threads, one hashing
+/// and one writing, so that sha256 and the disk work at the same time.
+enum Sink {
+    Here(Hashing, Writeback),
+    Threads { full: SyncSender<Chunk>, empty: Receiver<Chunk>, hashing: JoinHandle<Hashing>, writing: JoinHandle<io::Result<Writeback>> },
+}
+
+/// The running digest and size.
+type Hashing = DigestWriter<io::Sink>;
+
+/// The blob written: its digest, its size, and whether the store lacked it.
+pub struct StoredBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub added: bool,
+}
+
+/// How much is written through the page cache before the kernel is asked to
+/// start writing it back.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
 
-/// A temp file that starts writeback as it fills, so the final fsync of a
-/// large blob waits for the disk's tail only, not for all of it.
+/// A temp file written with direct I/O while what it is given allows it, else
+/// through the page cache, starting writeback as it fills so that the final
+/// fsync waits for the disk's tail only.
 struct Writeback {
     file: tempfile::NamedTempFile,
+    direct: bool,
     written: u64,
     flushed: u64,
 }
 
+impl Writeback {
+    /// Turns direct I/O on or off; false if the file system refuses it.
+    fn set_direct(&mut self, on: bool) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_file().as_raw_fd();
+        // SAFETY: plain fcntl calls on an fd open for the life of self.file.
+        let done = unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            let flags = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
+            flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags) == 0
+        };
+        self.direct = on && done;
+        done
+    }
+
+    /// Schedules writeback of what the page cache holds beyond the last call.
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open for the life of self.file; the call only schedules I/O.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_file().as_raw_fd(),
+                self.flushed as i64,
+                (self.written - self.flushed) as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.flushed = self.written;
+    }
+}
+
 impl Write for Writeback {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.direct {
+            let aligned = (buf.as_ptr() as usize | buf.len() | self.written as usize).is_multiple_of(ALIGN);
+            if aligned {
+                match self.file.write(buf) {
+                    Ok(n) if n.is_multiple_of(ALIGN) => {
+                        self.written += n as u64;
+                        self.flushed = self.written;
+                        return Ok(n);
+                    }
+                    Ok(n) => {
+                        // A short, unaligned write: go on through the page cache.
+                        self.written += n as u64;
+                        self.flushed = self.written;
+                        self.set_direct(false);
+                        return Ok(n);
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Unaligned bytes (a blob's tail) or a device with stricter rules.
+            if !self.set_direct(false) {
+                return Err(io::Error::other("cannot turn direct I/O off"));
+            }
+        }
         let n = self.file.write(buf)?;
         self.written += n as u64;
         if self.written - self.flushed >= WRITEBACK_CHUNK {
-            use std::os::fd::AsRawFd;
-            // SAFETY: the fd is open for the life of self.file; the call only schedules I/O.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_file().as_raw_fd(),
-                    self.flushed as i64,
-                    (self.written - self.flushed) as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            self.flushed = self.written;
+            self.start_writeback();
         }
         Ok(n)
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
 }
 
 impl BlobWriter {
-    /// The digest and size of what was written so far.
-    pub fn digest_and_size(&self) -> (Digest, u64) {
-        self.inner.peek()
+    /// Hands the full chunk on, starting the threads for the first one.
+    fn pass_chunk(&mut self) -> io::Result<()> {
+        match self.sink.take() {
+            Some(Sink::Here(mut hasher, mut file)) => {
+                file.set_direct(true);
+                let (full, to_hash) = mpsc::sync_channel::<Chunk>(QUEUED);
+                let (hashed, to_write) = mpsc::sync_channel::<Chunk>(QUEUED);
+                let (recycle, empty) = mpsc::channel();
+                let hashing = thread::Builder::new().name("blob-hash".into()).spawn(move || {
+                    for chunk in to_hash {
+                        hasher.write_all(chunk.filled()).expect("hashing into io::sink cannot fail");
+                        if hashed.send(chunk).is_err() {
+                            break; // the writing thread failed; its error is reported
+                        }
+                    }
+                    hasher
+                })?;
+                let writing = thread::Builder::new().name("blob-write".into()).spawn(move || {
+                    for chunk in to_write {
+                        file.write_all(chunk.filled())?;
+                        // The producer may have stopped taking chunks back; that is no error.
+                        let _ = recycle.send(chunk);
+                    }
+                    Ok(file)
+                })?;
+                self.sink = Some(Sink::Threads { full, empty, hashing, writing });
+                self.pass_chunk()
+            }
+            Some(Sink::Threads { full, empty, hashing, writing }) => {
+                let mut next = empty.try_recv().unwrap_or_else(|_| Chunk::new());
+                next.len = 0;
+                let chunk = std::mem::replace(&mut self.chunk, next);
+                if full.send(chunk).is_err() {
+                    // A thread stopped on a write error: report it.
+                    drop(full);
+                    let _ = hashing.join();
+                    return Err(join(writing).err().unwrap_or_else(|| io::Error::other("blob writer thread stopped")));
+                }
+                self.sink = Some(Sink::Threads { full, empty, hashing, writing });
+                Ok(())
+            }
+            None => Err(io::Error::other("blob writer already finished")),
+        }
     }
 
-    /// Flushes, fsyncs and moves the blob into place; returns its digest and size.
+    /// Writes what is left and waits for the threads.
+    fn finish_sink(&mut self) -> io::Result<(Hashing, Writeback)> {
+        let (mut hasher, mut file) = match self.sink.take() {
+            Some(Sink::Here(hasher, file)) => (hasher, file),
+            Some(Sink::Threads { full, hashing, writing, .. }) => {
+                drop(full);
+                let hasher = hashing.join().map_err(|_| io::Error::other("blob hashing thread panicked"))?;
+                (hasher, join(writing)?)
+            }
+            None => return Err(io::Error::other("blob writer already finished")),
+        };
+        hasher.write_all(self.chunk.filled())?;
+        file.write_all(self.chunk.filled())?;
+        Ok((hasher, file))
+    }
+
+    /// Flushes, fsyncs and moves the blob into place.
     /// With `expected`, a different digest is an error and nothing is stored.
-    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
-        let (digest, size, buffered) = self.inner.finish();
-        let tmp = buffered
-            .into_inner()
-            .map_err(|e| StoreError::Io { action: "flush blob", path: self.store.strata_dir("tmp"), source: e.into_error() })?
-            .file;
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<StoredBlob> {
+        let tmp_dir = self.store.strata_dir("tmp");
+        let (hasher, file) = self.finish_sink().map_err(io_err("write blob in", &tmp_dir))?;
+        let (digest, size, _) = hasher.finish();
+        let tmp = file.file;
         if let Some(expected) = expected
             && expected != &digest
         {
             return Err(StoreError::Corrupt { expected: expected.clone(), actual: digest });
         }
         let path = self.store.blob_path(&digest);
-        if !path.exists() {
+        let added = !path.exists();
+        if added {
             tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path()))?;
             tmp.persist(&path).map_err(|e| StoreError::Io { action: "rename into place", path: path.clone(), source: e.error })?;
         }
-        Ok((digest, size))
+        Ok(StoredBlob { digest, size, added })
+    }
+}
+
+fn join(writing: JoinHandle<io::Result<Writeback>>) -> io::Result<Writeback> {
+    writing.join().unwrap_or_else(|_| Err(io::Error::other("blob writing thread panicked")))
+}
+
+impl Drop for BlobWriter {
+    /// Waits for the threads, so that the temp file is gone on return.
+    fn drop(&mut self) {
+        if let Some(Sink::Threads { full, hashing, writing, .. }) = self.sink.take() {
+            drop(full);
+            let _ = hashing.join();
+            let _ = writing.join();
+        }
     }
 }
 
 impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf)
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.chunk.len == CHUNK {
+            self.pass_chunk()?;
+        }
+        let start = self.chunk.len;
+        let n = buf.len().min(CHUNK - start);
+        self.chunk.buffer()[start..start + n].copy_from_slice(&buf[..n]);
+        self.chunk.len += n;
+        Ok(n)
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes that differ from chunk to chunk, so a misplaced chunk changes the digest.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4099) as u8).collect()
+    }
+
+    fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        (dir, store)
+    }
+
+    fn leftovers(store: &Store) -> usize {
+        fs::read_dir(store.strata_dir("tmp")).expect("tmp dir").count()
+    }
+
+    #[test]
+    fn a_blob_of_several_chunks_and_a_ragged_tail_is_stored_whole() {
+        let (_dir, store) = temp_store();
+        let data = pattern(3 * CHUNK + 12_345);
+        let mut writer = store.blob_writer().expect("writer");
+        // Odd-sized writes cross chunk boundaries at unaligned points.
+        for piece in data.chunks(100_003) {
+            writer.write_all(piece).expect("write");
+        }
+        let blob = writer.commit(None).expect("commit");
+        assert_eq!(blob.digest, Digest::of(&data));
+        assert_eq!(blob.size, data.len() as u64);
+        assert!(blob.added);
+        assert_eq!(fs::read(store.blob_path(&blob.digest)).expect("read blob"), data);
+        assert_eq!(leftovers(&store), 0);
+    }
+
+    #[test]
+    fn storing_the_same_large_blob_again_adds_nothing() {
+        let (_dir, store) = temp_store();
+        let data = pattern(2 * CHUNK);
+        for added in [true, false] {
+            let mut writer = store.blob_writer().expect("writer");
+            writer.write_all(&data).expect("write");
+            assert_eq!(writer.commit(None).expect("commit").added, added);
+        }
+        assert_eq!(leftovers(&store), 0);
+    }
+
+    #[test]
+    fn a_wrong_expected_digest_or_a_dropped_writer_leaves_nothing() {
+        let (_dir, store) = temp_store();
+        let data = pattern(2 * CHUNK + 1);
+        let mut writer = store.blob_writer().expect("writer");
+        writer.write_all(&data).expect("write");
+        let wrong = Digest::of(b"something else");
+        assert!(matches!(writer.commit(Some(&wrong)), Err(StoreError::Corrupt { .. })));
+        assert!(!store.has_blob(&Digest::of(&data)));
+
+        let mut writer = store.blob_writer().expect("writer");
+        writer.write_all(&data).expect("write");
+        drop(writer);
+        assert_eq!(leftovers(&store), 0);
+        assert!(!store.has_blob(&Digest::of(&data)));
     }
 }

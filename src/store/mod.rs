@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest};
 
-pub use blob::BlobWriter;
+pub use blob::{BlobWriter, StoredBlob};
 pub use cache::CacheEntry;
 
 /// A store error: "verb object: cause", naming the path or digest.
