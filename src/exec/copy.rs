@@ -393,7 +393,7 @@ impl LayerPlan {
             .entries
             .par_iter()
             .map(|(_, planned)| match &planned.kind {
-                Kind::File { real, .. } => hash_file(real).map(Some),
+                Kind::File { real, size, .. } => hash_file(real, *size).map(Some),
                 Kind::Inline(bytes) => Ok(Some(*blake3::hash(bytes).as_bytes())),
                 _ => Ok(None),
             })
@@ -454,7 +454,7 @@ fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) -> Attrs
 
 /// BLAKE3 of a file's content, for the cache key: several times faster than
 /// sha256, and a large file is hashed on every core.
-fn hash_file(path: &Path) -> Result<[u8; 32], ExecError> {
+fn hash_file(path: &Path, size: u64) -> Result<[u8; 32], ExecError> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
@@ -463,7 +463,11 @@ fn hash_file(path: &Path) -> Result<[u8; 32], ExecError> {
     let mut file = File::open(path).map_err(|e| ExecError::io("open", path, e))?;
     let mut hasher = blake3::Hasher::new();
     BUF.with_borrow_mut(|buf| {
-        buf.resize(4 << 20, 0);
+        // Room for a small file and its end in one read; large files in 4 MiB reads.
+        let want = usize::try_from(size).unwrap_or(usize::MAX).saturating_add(1).clamp(64 * 1024, 4 << 20);
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
         loop {
             let n = file.read(buf).map_err(|e| ExecError::io("read", path, e))?;
             match n {
