@@ -78,8 +78,9 @@ pub struct BlobWriter {
 /// Bytes handed to the hashing thread at a time.
 const CHUNK: usize = 1 << 20;
 
-/// Chunks queued for the hashing thread; with the one being filled and the one
-/// being hashed, this bounds the memory a blob writer holds.
+/// Chunks queued for each thread; with the one being filled, the one being
+/// hashed and the one being written, this bounds the memory a blob writer
+/// holds (chunks are reused, never more than 2 × QUEUED + 3 of them).
 const QUEUED: usize = 2;
 
 /// The alignment direct I/O asks of buffers, offsets and lengths.
