@@ -3,9 +3,10 @@
 //! mtime), and on a cache miss stream them into a layer tar.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -32,8 +33,8 @@ enum Kind {
     Dir,
     File { real: PathBuf, size: u64, inode: Option<(u64, u64)> },
     Inline(Vec<u8>),
-    Symlink(String),
-    Hardlink(String),
+    Symlink(OsString),
+    Hardlink(OsString),
     Special { kind: tar::EntryType, major: u32, minor: u32 },
 }
 
@@ -43,10 +44,12 @@ struct Planned {
     attrs: Attrs,
 }
 
-/// The entries of a layer to write, sorted by path (no leading `/`).
+/// The entries of a layer to write, sorted by path bytes (no leading `/`).
+/// Paths are raw bytes, as the file system and tar have them: a name that is
+/// not UTF-8 is copied as it is.
 #[derive(Debug, Default)]
 pub struct LayerPlan {
-    entries: BTreeMap<String, Planned>,
+    entries: BTreeMap<OsString, Planned>,
     /// Temp directory holding extracted archive data; removed on drop.
     _scratch: Vec<tempfile::TempDir>,
 }
@@ -165,21 +168,27 @@ fn is_archive(path: &Path) -> bool {
         || (head.len() >= 262 && &head[257..262] == b"ustar")
 }
 
-fn join_dest(dest: &str, name: &str) -> String {
-    let dest = dest.trim_matches('/');
-    if dest.is_empty() { name.to_string() } else { format!("{dest}/{name}") }
+fn join_dest(dest: &OsStr, name: impl AsRef<OsStr>) -> OsString {
+    let dest = dest.as_bytes();
+    let start = dest.iter().position(|&b| b != b'/').unwrap_or(dest.len());
+    let end = dest.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
+    let mut path = OsString::from_vec(dest[start..end].to_vec());
+    if !path.is_empty() {
+        path.push("/");
+    }
+    path.push(name);
+    path
 }
 
 impl LayerPlan {
-    fn insert(&mut self, path: String, kind: Kind, attrs: Attrs) {
+    fn insert(&mut self, path: OsString, kind: Kind, attrs: Attrs) {
         self.entries.insert(path, Planned { kind, attrs });
     }
 
     /// Plans a COPY/ADD: every entry of the new layer, archives listed from their headers.
     pub fn for_copy(root: &SourceRoot, req: &CopyRequest) -> Result<LayerPlan, ExecError> {
         let mut plan = LayerPlan::default();
-        let dest_rel = clean(Path::new(&req.dest)).unwrap_or_default();
-        let dest_rel = dest_rel.to_string_lossy().into_owned();
+        let dest_rel = clean(Path::new(&req.dest)).unwrap_or_default().into_os_string();
         let dest_exists_as_dir = req.below.and_then(|v| v.resolve(Path::new(&req.dest))).is_some_and(|(_, real)| real.is_dir());
         // A wildcard that matches one file copies it to the destination path, as Docker does.
         let mut matched = 0;
@@ -224,7 +233,7 @@ impl LayerPlan {
                         let meta = fs::metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
                         if meta.is_dir() {
                             if dest_rel.is_empty() {
-                                plan.walk(root, &rel, &real, "", req)?;
+                                plan.walk(root, &rel, &real, OsStr::new(""), req)?;
                             } else {
                                 if !dest_exists_as_dir {
                                     plan.insert(dest_rel.clone(), Kind::Dir, dir_attrs(&meta, req, owner));
@@ -234,8 +243,8 @@ impl LayerPlan {
                         } else if req.add && is_archive(&real) {
                             plan.extract_archive(&real, &dest_rel, req)?;
                         } else {
-                            let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                            let path = if dest_is_dir { join_dest(&dest_rel, &name) } else { dest_rel.clone() };
+                            let name = rel.file_name().unwrap_or_default();
+                            let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                             plan.add_entry(path, &real, &meta, req, owner);
                         }
                     }
@@ -246,7 +255,7 @@ impl LayerPlan {
         Ok(plan)
     }
 
-    fn add_entry(&mut self, path: String, real: &Path, meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) {
+    fn add_entry(&mut self, path: OsString, real: &Path, meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) {
         let ft = meta.file_type();
         let mut attrs = Attrs { mode: meta.mode() & 0o7777, uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 };
         if let Some(mode) = req.chmod {
@@ -255,7 +264,7 @@ impl LayerPlan {
         let kind = if ft.is_dir() {
             Kind::Dir
         } else if ft.is_symlink() {
-            Kind::Symlink(fs::read_link(real).map(|t| t.to_string_lossy().into_owned()).unwrap_or_default())
+            Kind::Symlink(fs::read_link(real).map(PathBuf::into_os_string).unwrap_or_default())
         } else if ft.is_file() {
             let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             Kind::File { real: real.to_path_buf(), size: meta.len(), inode }
@@ -273,11 +282,11 @@ impl LayerPlan {
         self.insert(path, kind, attrs);
     }
 
-    fn walk(&mut self, root: &SourceRoot, rel: &Path, real: &Path, dest: &str, req: &CopyRequest) -> Result<(), ExecError> {
+    fn walk(&mut self, root: &SourceRoot, rel: &Path, real: &Path, dest: &OsStr, req: &CopyRequest) -> Result<(), ExecError> {
         let owner = req.owner.unwrap_or((0, 0));
         for (name, child_real) in root.children(rel, real)? {
             let child_rel = rel.join(&name);
-            let path = join_dest(dest, &name.to_string_lossy());
+            let path = join_dest(dest, &name);
             let meta = fs::symlink_metadata(&child_real).map_err(|e| ExecError::io("stat", &child_real, e))?;
             if root.is_excluded(&child_rel) && !meta.is_dir() {
                 continue;
@@ -295,7 +304,7 @@ impl LayerPlan {
         Ok(())
     }
 
-    fn extract_archive(&mut self, archive_path: &Path, dest: &str, req: &CopyRequest) -> Result<(), ExecError> {
+    fn extract_archive(&mut self, archive_path: &Path, dest: &OsStr, req: &CopyRequest) -> Result<(), ExecError> {
         let shown = archive_path.display().to_string();
         let bad = |e: io::Error| ExecError::Copy(format!("extract {shown}: {e}"));
         let file = File::open(archive_path).map_err(|e| ExecError::io("open", archive_path, e))?;
@@ -310,7 +319,7 @@ impl LayerPlan {
             if rel.as_os_str().is_empty() {
                 continue;
             }
-            let path = join_dest(dest, &rel.to_string_lossy());
+            let path = join_dest(dest, &rel);
             let h = entry.header();
             let mut attrs = Attrs {
                 mode: h.mode().map_err(bad)? & 0o7777,
@@ -324,8 +333,8 @@ impl LayerPlan {
             if let Some(mode) = req.chmod {
                 attrs.mode = mode;
             }
-            let link = || -> Result<String, ExecError> {
-                Ok(entry.link_name().map_err(bad)?.map(|l| l.to_string_lossy().into_owned()).unwrap_or_default())
+            let link = || -> Result<OsString, ExecError> {
+                Ok(entry.link_name().map_err(bad)?.map(|l| l.into_owned().into_os_string()).unwrap_or_default())
             };
             let kind = match h.entry_type() {
                 tar::EntryType::Directory => Kind::Dir,
@@ -333,7 +342,7 @@ impl LayerPlan {
                 tar::EntryType::Link => {
                     let target = clean_layer_path(Path::new(&link()?))
                         .ok_or_else(|| ExecError::Copy(format!("extract {shown}: hard link {} leaves the archive root", raw.display())))?;
-                    Kind::Hardlink(join_dest(dest, &target.to_string_lossy()))
+                    Kind::Hardlink(join_dest(dest, &target))
                 }
                 t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Kind::Special {
                     kind: t,
@@ -356,7 +365,7 @@ impl LayerPlan {
 
     /// Plans one directory (and its missing parents), as WORKDIR creates it.
     pub fn make_dir(&mut self, path: &str, owner: Option<(u32, u32)>, req: &CopyRequest) {
-        let rel = clean(Path::new(path)).unwrap_or_default().to_string_lossy().into_owned();
+        let rel = clean(Path::new(path)).unwrap_or_default().into_os_string();
         let (uid, gid) = owner.unwrap_or((0, 0));
         let attrs = Attrs { mode: 0o755, uid: uid.into(), gid: gid.into(), mtime: req.clamp.unwrap_or(0) };
         self.insert(rel, Kind::Dir, attrs);
@@ -369,7 +378,7 @@ impl LayerPlan {
         for path in self.entries.keys() {
             let mut parent = Path::new(path).parent();
             while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
-                let key = dir.to_string_lossy().into_owned();
+                let key = dir.as_os_str().to_owned();
                 if self.entries.contains_key(&key) || missing.contains(&key) {
                     break;
                 }
@@ -402,14 +411,17 @@ impl LayerPlan {
         for ((path, planned), content) in self.entries.iter().zip(contents) {
             let a = planned.attrs;
             let kind = match &planned.kind {
-                Kind::Dir => "dir".to_string(),
-                Kind::File { size, .. } => format!("file {size}"),
-                Kind::Inline(bytes) => format!("file {}", bytes.len()),
-                Kind::Symlink(target) => format!("symlink {target}"),
-                Kind::Hardlink(target) => format!("link {target}"),
-                Kind::Special { kind, major, minor } => format!("special {kind:?} {major} {minor}"),
+                Kind::Dir => b"dir".to_vec(),
+                Kind::File { size, .. } => format!("file {size}").into_bytes(),
+                Kind::Inline(bytes) => format!("file {}", bytes.len()).into_bytes(),
+                Kind::Symlink(target) => [b"symlink ", target.as_bytes()].concat(),
+                Kind::Hardlink(target) => [b"link ", target.as_bytes()].concat(),
+                Kind::Special { kind, major, minor } => format!("special {kind:?} {major} {minor}").into_bytes(),
             };
-            hasher.update(format!("{path}\0{kind}\0{:o} {} {}\0", a.mode, a.uid, a.gid).as_bytes());
+            hasher.update(path.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(&kind);
+            hasher.update(format!("\0{:o} {} {}\0", a.mode, a.uid, a.gid).as_bytes());
             if let Some(content) = content {
                 hasher.update(content);
             }
@@ -420,8 +432,8 @@ impl LayerPlan {
     /// Streams the planned entries into a layer blob.
     pub fn write(&self, store: &Store, clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
         let mut layer = LayerWriter::new(store, clamp)?;
-        let mut first_of_inode: HashMap<(u64, u64), String> = HashMap::new();
-        let wrap = |path: &str, e: io::Error| ExecError::Copy(format!("write {path} into the layer: {e}"));
+        let mut first_of_inode: HashMap<(u64, u64), &OsStr> = HashMap::new();
+        let wrap = |path: &OsStr, e: io::Error| ExecError::Copy(format!("write {} into the layer: {e}", Path::new(path).display()));
         for (path, planned) in &self.entries {
             let attrs = planned.attrs;
             match &planned.kind {
@@ -432,7 +444,7 @@ impl LayerPlan {
                             layer.hardlink(path, first, attrs).map_err(|e| wrap(path, e))?;
                             continue;
                         }
-                        first_of_inode.insert(*inode, path.clone());
+                        first_of_inode.insert(*inode, path);
                     }
                     let file = File::open(real).map_err(|e| ExecError::io("open", real, e))?;
                     layer.file(path, attrs, *size, BufReader::with_capacity(256 * 1024, file))

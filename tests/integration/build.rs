@@ -280,6 +280,24 @@ fn copy_link_gives_the_same_files_as_copy() {
     }
 }
 
+#[test]
+fn names_and_link_targets_that_are_not_utf8_are_copied_byte_for_byte() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nCOPY tree /tree/\n")]);
+    let name = OsStr::from_bytes(b"caf\xe9");
+    let tree = ctx.path().join("tree");
+    std::fs::create_dir_all(tree.join(name)).expect("mkdir");
+    std::fs::write(tree.join(name).join(name), "latin-1").expect("write");
+    std::os::unix::fs::symlink(Path::new(name).join(name), tree.join("link")).expect("symlink");
+    store.build(ctx.path(), &["-t", "latin1"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("latin1:latest", unpacked.path());
+    assert_eq!(read(&root.join("tree").join(name).join(name)), "latin-1");
+    assert_eq!(std::fs::read_link(root.join("tree/link")).expect("readlink"), Path::new(name).join(name));
+}
+
 // ---- variables and metadata ----
 
 #[test]
