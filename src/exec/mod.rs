@@ -491,7 +491,7 @@ impl ImageState {
         let chown = op.chown.as_ref().map(|w| self.expand(w));
         let chmod = match op.chmod.as_ref().map(|w| self.expand(w)) {
             Some(text) => {
-                Some(u32::from_str_radix(&text, 8).map_err(|_| ExecError::Invalid(format!("--chmod={text}: not an octal mode")))?)
+                Some(crate::graph::parse_mode(&text).ok_or_else(|| ExecError::Invalid(format!("--chmod={text}: not an octal mode")))?)
             }
             None => None,
         };

@@ -220,6 +220,11 @@ pub struct CopyOp {
     pub link: bool,
 }
 
+/// A `--chmod` value: an octal mode of at most 0o7777, as Docker takes it.
+pub fn parse_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok().filter(|mode| *mode <= 0o7777 && !text.starts_with('+'))
+}
+
 /// One source of a COPY/ADD.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -139,13 +139,13 @@ impl<'a> Lowerer<'a> {
 
     fn args_error(&mut self, line: &Line, message: impl Into<String>, label: &str, help: Option<String>) {
         let len = line.args.len();
-        let mut e = SourceError::new(message, span(line.args_offset, len), label);
+        let mut e = SourceError::new(message, span(line.args_offset(0), len), label);
         e.help = help;
         self.errors.push(e);
     }
 
     fn lex_error(&mut self, line: &Line, e: LexError) {
-        let offset = line.args_offset + e.offset.min(line.args.len());
+        let offset = line.args_offset(e.offset.min(line.args.len()));
         self.errors.push(SourceError::new(e.message, span(offset, 1), "here"));
     }
 
@@ -329,7 +329,7 @@ impl<'a> Lowerer<'a> {
             [(_, image), (_, as_kw), (offset, name)] if as_kw.eq_ignore_ascii_case("as") => {
                 if !valid_stage_name(&name.to_lowercase()) {
                     let mut e =
-                        SourceError::new(format!("invalid stage name {name:?}"), span(line.args_offset + offset, name.len()), "here");
+                        SourceError::new(format!("invalid stage name {name:?}"), span(line.args_offset(*offset), name.len()), "here");
                     e.help = Some("stage names start with a letter and hold lowercase letters, digits, '-', '_' and '.'".into());
                     self.errors.push(e);
                 }
@@ -337,7 +337,7 @@ impl<'a> Lowerer<'a> {
                 if self.stage_names[..index].iter().flatten().any(|n| *n == lower) {
                     self.errors.push(SourceError::new(
                         format!("duplicate stage name {name:?}"),
-                        span(line.args_offset + offset, name.len()),
+                        span(line.args_offset(*offset), name.len()),
                         "already used",
                     ));
                 }
@@ -425,7 +425,7 @@ impl<'a> Lowerer<'a> {
                 _ => {
                     let mut e = SourceError::new(
                         format!("{what}: {raw:?} is not KEY=VALUE"),
-                        span(line.args_offset + offset, raw.len()),
+                        span(line.args_offset(offset), raw.len()),
                         "expected KEY=VALUE",
                     );
                     e.help = Some(format!("write {what} KEY=VALUE [KEY=VALUE…]"));
@@ -507,7 +507,7 @@ impl<'a> Lowerer<'a> {
                 errors.extend(lower_errors);
                 let failed = !errors.is_empty();
                 for mut e in errors {
-                    e.span = e.span.map(|s| (line.args_offset + s.offset(), s.len()).into());
+                    e.span = e.span.map(|s| (line.args_offset(s.offset()), s.len()).into());
                     self.errors.push(e);
                 }
                 if failed {
@@ -624,7 +624,16 @@ impl<'a> Lowerer<'a> {
             None => None,
         };
         let chown = Self::flag(line, "chown").and_then(|f| f.value.clone()).map(|v| self.word(line, &v));
-        let chmod = Self::flag(line, "chmod").and_then(|f| f.value.clone()).map(|v| self.word(line, &v));
+        let chmod = Self::flag(line, "chmod").and_then(|f| f.value.clone().map(|v| (f.offset, v))).map(|(offset, v)| {
+            let word = self.word(line, &v);
+            if word.as_literal().is_some_and(|text| crate::graph::parse_mode(&text).is_none()) {
+                self.errors.push(
+                    SourceError::new(format!("--chmod={v}: not an octal mode"), span(offset, 8 + v.len()), "here")
+                        .help("write an octal mode such as 0644 or 755"),
+                );
+            }
+            word
+        });
         let link = self.bool_flag(line, "link");
         Some(CopyOp { add, from, sources, dest, chown, chmod, link })
     }

@@ -33,11 +33,26 @@ pub struct Line {
     pub flags: Vec<Flag>,
     /// The arguments after the flags, continuation lines joined.
     pub args: String,
-    /// Byte offset of the arguments' start in the file.
-    pub args_offset: usize,
+    /// Where `args` starts in the joined instruction text.
+    args_start: usize,
+    /// The joined text's pieces: (offset in the joined text, offset in the file).
+    pieces: Vec<(usize, usize)>,
     pub heredocs: Vec<Heredoc>,
     /// Comment lines directly above, without `#`.
     pub comments: Vec<String>,
+}
+
+impl Line {
+    /// The file offset of byte `at` of `args`, across continuation lines.
+    pub fn args_offset(&self, at: usize) -> usize {
+        source_offset(&self.pieces, self.args_start + at)
+    }
+}
+
+/// The file offset of byte `at` of a joined instruction made of `pieces`.
+fn source_offset(pieces: &[(usize, usize)], at: usize) -> usize {
+    let (joined, file) = pieces.iter().rev().find(|(joined, _)| *joined <= at).copied().unwrap_or_default();
+    file + (at - joined)
 }
 
 /// The lines of a file and its escape character.
@@ -152,22 +167,26 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         let line_number = index.line(keyword_offset);
         // Join continuation lines; comment and empty lines inside are skipped.
         let mut joined = String::new();
+        let mut pieces = Vec::new();
         let mut current = trimmed.to_string();
+        let mut current_offset = keyword_offset;
         loop {
             let end = current.trim_end();
+            pieces.push((joined.len(), current_offset));
             match end.strip_suffix(escape) {
                 Some(head) => {
                     joined.push_str(head);
                     // The next line that is neither empty nor a comment continues it.
                     let mut next = None;
                     while i < physical.len() {
-                        let (_, candidate) = physical[i];
+                        let (candidate_offset, candidate) = physical[i];
                         i += 1;
                         let t = candidate.trim_start();
                         if t.is_empty() || t.starts_with('#') {
                             continue;
                         }
                         next = Some(candidate.to_string());
+                        current_offset = candidate_offset;
                         break;
                     }
                     match next {
@@ -188,7 +207,7 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         // Flags: leading `--name[=value]` words.
         let mut rest = after.trim_start();
         let mut flags = Vec::new();
-        let base = keyword_offset + keyword.len() + (after.len() - rest.len());
+        let base = keyword.len() + (after.len() - rest.len());
         let mut consumed = 0;
         while let Some(flag) = rest.strip_prefix("--") {
             let end = flag.find(char::is_whitespace).unwrap_or(flag.len());
@@ -197,13 +216,13 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (word.to_string(), None),
             };
-            flags.push(Flag { name, value, offset: base + consumed });
+            flags.push(Flag { name, value, offset: source_offset(&pieces, base + consumed) });
             let next = flag[end..].trim_start();
             consumed += rest.len() - next.len();
             rest = next;
         }
         let args = rest.trim_end().to_string();
-        let args_offset = base + consumed;
+        let args_start = base + consumed;
         let mut heredocs = Vec::new();
         if takes_heredocs(&keyword) {
             for (name, strip, quoted) in heredoc_markers(&args) {
@@ -239,7 +258,8 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
             line: line_number,
             flags,
             args,
-            args_offset,
+            args_start,
+            pieces,
             heredocs,
             comments: std::mem::take(&mut comments),
         });

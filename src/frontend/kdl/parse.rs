@@ -592,7 +592,14 @@ impl Parser {
             sources,
             dest,
             chown: self.string_prop(node, "chown"),
-            chmod: self.string_prop(node, "chmod"),
+            chmod: self.string_prop(node, "chmod").inspect(|text| {
+                if !text.value.contains('{') && crate::graph::parse_mode(&text.value).is_none() {
+                    self.error(
+                        SourceError::new(format!("invalid mode {:?} for `chmod`", text.value), text.span, "not an octal mode")
+                            .help("write an octal mode such as \"0644\" or \"755\""),
+                    );
+                }
+            }),
             link: self.bool_prop(node, "link"),
         })
     }
