@@ -537,3 +537,94 @@ fn an_unknown_base_image_is_named_with_a_hint() {
     let stderr = build_fails(&store, ctx.path(), &[]);
     assert!(stderr.contains("\"nosuch:1\"") && stderr.contains("not found"), "{stderr}");
 }
+
+// ---- kill -9 and concurrent processes on one store ----
+
+/// Files under `strata/tmp` (temp files of blobs being written).
+fn temp_files(root: &Path) -> Vec<std::fs::DirEntry> {
+    std::fs::read_dir(root.join("strata/tmp")).expect("strata/tmp").flatten().collect()
+}
+
+#[test]
+fn a_build_killed_while_writing_a_layer_leaves_no_partial_blob_or_tag() {
+    use std::os::unix::process::ExitStatusExt;
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nCOPY big /big\n")]);
+    // Large enough that the layer takes a good part of a second to write.
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut big = std::fs::File::create(ctx.path().join("big")).expect("create big");
+    for _ in 0..256 {
+        std::io::Write::write_all(&mut big, &chunk).expect("write big");
+    }
+    drop(big);
+    let index_before = std::fs::read(store.root().join("index.json")).expect("index.json");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .args(["build", "-q", "-t", "killed"])
+        .arg(ctx.path())
+        .env("STRATA_ROOT", store.root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start build");
+    // Kill it as soon as the layer's temp file has data in it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !temp_files(store.root()).iter().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)) {
+        assert!(child.try_wait().expect("poll build").is_none(), "the build ended before it could be killed");
+        assert!(std::time::Instant::now() < deadline, "the layer was never written");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().expect("SIGKILL");
+    assert_eq!(child.wait().expect("wait").signal(), Some(9), "the build was killed, not finished");
+
+    assert_eq!(std::fs::read(store.root().join("index.json")).expect("index.json"), index_before, "nothing was tagged");
+    whole_blobs(store.root());
+    // The next build starts clean and lands; prune then clears the dead build's temp file.
+    store.build(ctx.path(), &["-t", "killed"]);
+    assert!(store.ok(&["images"]).contains("killed"));
+    store.ok(&["system", "prune"]);
+    assert!(temp_files(store.root()).is_empty(), "prune left temp files");
+    whole_blobs(store.root());
+}
+
+#[test]
+fn concurrent_builds_and_prunes_on_one_store_all_land() {
+    let store = TestStore::with_busybox();
+    let contexts: Vec<_> = (0..4)
+        .map(|i| {
+            let content = format!("image {i}\n").repeat(10_000);
+            context(&[
+                ("shared", "the same layer in every image"),
+                ("own", content.as_str()),
+                ("Dockerfile", "FROM busybox:latest\nCOPY shared /shared\nCOPY own /own\nLABEL built=yes\n"),
+            ])
+        })
+        .collect();
+    let strata = assert_cmd::cargo::cargo_bin("strata");
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(&strata)
+            .args(args)
+            .env("STRATA_ROOT", store.root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start strata")
+    };
+    let mut children = Vec::new();
+    for (i, ctx) in contexts.iter().enumerate() {
+        let tag = format!("parallel-{i}");
+        children.push(spawn(&["build", "-q", "-t", &tag, ctx.path().to_str().expect("utf-8 path")]));
+        children.push(spawn(&["system", "prune"]));
+    }
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let images = store.ok(&["images"]);
+    for i in 0..4 {
+        assert!(images.contains(&format!("parallel-{i}")), "parallel-{i} is missing:\n{images}");
+        let unpacked = tempfile::tempdir().expect("temp dir");
+        let root = store.unpack(&format!("parallel-{i}:latest"), unpacked.path());
+        assert_eq!(read(&root.join("own")), format!("image {i}\n").repeat(10_000));
+    }
+    whole_blobs(store.root());
+}
