@@ -46,6 +46,27 @@ fn run_rm(store: &TestStore, args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
+fn proxy_build_args_reach_run_without_an_arg_and_stay_out_of_the_image_and_the_cache_key() {
+    if !require_root("proxy_build_args_reach_run_without_an_arg_and_stay_out_of_the_image_and_the_cache_key") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let dockerfile = "FROM busybox:latest\nRUN echo \"$http_proxy|$NO_PROXY\" > /proxy\n";
+    let proxy = ["--build-arg", "http_proxy=http://proxy.example:3128", "--build-arg", "NO_PROXY=localhost"];
+    build_with(&store, &[], dockerfile, "proxied", &proxy);
+    let (_dir, root) = unpack(&store, "proxied");
+    assert_eq!(std::fs::read_to_string(root.join("proxy")).expect("read /proxy"), "http://proxy.example:3128|localhost\n");
+    let inspect = store.ok(&["image", "inspect", "proxied"]);
+    let history = store.ok(&["image", "history", "--no-trunc", "proxied"]);
+    for shown in [&inspect, &history] {
+        assert!(!shown.contains("proxy.example"), "the proxy leaked into the image:\n{shown}");
+    }
+    // Another proxy does not change what the step builds, so it stays cached.
+    let stderr = build_with(&store, &[], dockerfile, "proxied", &["--build-arg", "http_proxy=http://other:8080"]);
+    assert!(stderr.contains("CACHED"), "a proxy change rebuilt the RUN:\n{stderr}");
+}
+
+#[test]
 fn changes_to_etc_hosts_and_resolv_conf_stay_out_of_the_layer() {
     if !require_root("changes_to_etc_hosts_and_resolv_conf_stay_out_of_the_layer") {
         return;
