@@ -543,6 +543,12 @@ impl ImageState {
             None => copy::SourceRoot::Context(cx.context),
         };
         let plan = copy::LayerPlan::for_copy(&root, &req)?;
+        if cx.no_cache {
+            // The layer is rebuilt whatever its key: key it (for later builds) while writing it.
+            let (content, layer) = rayon::join(|| plan.content_key(), || plan.write(cx.store, cx.epoch));
+            let (content, layer) = (content?, layer?);
+            return self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(layer)));
+        }
         let content = plan.content_key()?;
         self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(plan.write(cx.store, cx.epoch)?)))
     }

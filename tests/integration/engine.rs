@@ -70,8 +70,12 @@ fn cache_reuses_unchanged_steps_and_rebuilds_after_a_change() {
     let (_, stderr) = store.build(ctx.path(), &[]);
     assert_eq!(steps_cached(&stderr), 2, "ENV and WORKDIR stay cached:\n{stderr}");
     assert!(stderr.contains("COPY app.js .") && !stderr.lines().any(|l| l.contains("COPY") && l.ends_with("CACHED")));
-    let (_, stderr) = store.build(ctx.path(), &["--no-cache"]);
+    let (rebuilt_id, stderr) = store.build(ctx.path(), &["--no-cache"]);
     assert_eq!(steps_cached(&stderr), 0, "--no-cache rebuilds all:\n{stderr}");
+    // What --no-cache built is keyed as a normal build keys it.
+    let (cached_id, stderr) = store.build(ctx.path(), &[]);
+    assert_eq!(steps_cached(&stderr), 4, "the --no-cache build fills the cache:\n{stderr}");
+    assert_eq!(rebuilt_id.trim(), cached_id.trim());
 }
 
 #[test]
