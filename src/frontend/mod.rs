@@ -47,7 +47,135 @@ pub fn load(path: &Path, build_args: &BuildArgs) -> miette::Result<BuildGraph> {
 
 #[cfg(test)]
 mod tests {
-    use super::LineIndex;
+    use super::{BuildArgs, LineIndex};
+    use proptest::prelude::*;
+
+    /// Text made of the pieces a front end reacts to, in any order.
+    fn hostile(pieces: &'static [&'static str]) -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof![proptest::sample::select(pieces).prop_map(str::to_string), "[ -~\\n\\té€😀]{0,4}"], 0..40)
+            .prop_map(|parts| parts.concat())
+    }
+
+    const DOCKERFILE: &[&str] = &[
+        "FROM ",
+        "busybox",
+        " AS ",
+        "b",
+        "RUN ",
+        "COPY ",
+        "ADD ",
+        "ENV ",
+        "ARG ",
+        "LABEL ",
+        "ONBUILD ",
+        "HEALTHCHECK ",
+        "CMD ",
+        "SHELL ",
+        "WORKDIR ",
+        "USER ",
+        "EXPOSE ",
+        "--from=",
+        "--chmod=",
+        "--mount=type=cache,target=",
+        "--network=",
+        "=",
+        "\"",
+        "'",
+        "\\",
+        "\\\n",
+        "`",
+        "$",
+        "${",
+        "}",
+        ":-",
+        ":+",
+        "<<EOF",
+        "<<-'E'",
+        "\nEOF\n",
+        "[\"",
+        "\", \"",
+        "\"]",
+        "# escape=`\n",
+        "# syntax=x\n",
+        "#",
+        "\n",
+        "  ",
+        "\t",
+        "0",
+        "/",
+        "*",
+        "..",
+    ];
+
+    const KDL: &[&str] = &[
+        "stage",
+        "image",
+        "layer",
+        "arg",
+        "from=",
+        "run",
+        "copy",
+        "add",
+        "env",
+        "workdir",
+        "user",
+        "label",
+        "cmd",
+        "entrypoint",
+        "healthcheck",
+        "onbuild",
+        "mount",
+        "{",
+        "}",
+        "\"",
+        "\"a\"",
+        "#\"",
+        "\"#",
+        "\"\"\"",
+        "#true",
+        "#false",
+        "#null",
+        "=",
+        "/-",
+        "//",
+        "/*",
+        "*/",
+        ";",
+        "\\",
+        "\n",
+        " ",
+        "1",
+        "-1",
+        "1.5",
+        "{NAME}",
+        "(t)",
+        "link=#true",
+        "chmod=\"0644\"",
+    ];
+
+    /// Lowers `text`; an error must render without panicking.
+    fn lowers_or_reports(lower: fn(&str, &str, &BuildArgs) -> miette::Result<crate::graph::BuildGraph>, text: &str) {
+        if let Err(report) = lower("f", text, &BuildArgs::new()) {
+            let mut out = String::new();
+            let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+            handler.render_report(&mut out, report.as_ref()).expect("render diagnostic");
+            assert!(!out.is_empty());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_dockerfile_text_makes_the_front_end_panic(text in hostile(DOCKERFILE)) {
+            lowers_or_reports(super::dockerfile::lower, &text);
+        }
+
+        #[test]
+        fn no_kdl_text_makes_the_front_end_panic(text in hostile(KDL)) {
+            lowers_or_reports(super::kdl::lower, &text);
+        }
+    }
 
     #[test]
     fn line_index_counts_lines_from_one() {
