@@ -110,15 +110,12 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
         let path = clean_layer_path(&raw)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("path {} leaves the layer root", raw.display())))?;
         let Some(name) = path.file_name().map(OsStr::to_owned) else { continue };
-        let parent = dest.join(path.parent().unwrap_or(Path::new("")));
         if name == OsStr::new(OPAQUE_MARKER) {
-            fs::create_dir_all(&parent)?;
-            mark_opaque(&parent)?;
+            mark_opaque(&parent_inside(dest, &path)?)?;
             continue;
         }
         if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            fs::create_dir_all(&parent)?;
-            make_whiteout(&parent.join(OsStr::from_bytes(hidden)))?;
+            make_whiteout(&parent_inside(dest, &path)?.join(OsStr::from_bytes(hidden)))?;
             continue;
         }
         if entry.header().entry_type().is_dir() {
@@ -134,6 +131,28 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> io::Result<()> {
         let _ = nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, &dir, &time, &time, nix::sys::stat::UtimensatFlags::NoFollowSymlink);
     }
     Ok(())
+}
+
+/// The directory in `dest` that holds `rel`, made if missing. A parent that is
+/// a symlink is refused: through it, a whiteout could remove a file outside.
+fn parent_inside(dest: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let mut dir = dest.to_path_buf();
+    for component in rel.parent().unwrap_or(Path::new("")).components() {
+        dir.push(component);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) => {
+                let what = if meta.file_type().is_symlink() { "a symlink" } else { "not a directory" };
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("path {} passes through {}, which is {what}", rel.display(), dir.strip_prefix(dest).unwrap_or(&dir).display()),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dir)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dir)
 }
 
 fn mark_opaque(dir: &Path) -> io::Result<()> {
@@ -186,4 +205,57 @@ pub(crate) fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
 pub(crate) fn is_whiteout_device(meta: &fs::Metadata) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: tar::EntryType, mode: u32) -> tar::Header {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_size(0);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header
+    }
+
+    /// A layer tar: `link` -> `target` (a symlink), then an empty `path`.
+    fn layer_through_symlink(target: &Path, path: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append_link(&mut header(tar::EntryType::Symlink, 0o777), "link", target).expect("symlink entry");
+        builder.append_data(&mut header(tar::EntryType::Regular, 0o644), path, io::empty()).expect("file entry");
+        builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_markers_never_reach_through_a_symlink() {
+        let outside = tempfile::tempdir().expect("temp dir");
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "keep me").expect("victim");
+        for path in ["link/.wh.victim", "link/.wh..wh..opq"] {
+            let dest = tempfile::tempdir().expect("temp dir");
+            let error = unpack_layer(layer_through_symlink(outside.path(), path).as_slice(), dest.path()).expect_err(path);
+            assert!(error.to_string().contains("passes through link, which is a symlink"), "{path}: {error:?}");
+            assert_eq!(fs::read_to_string(&victim).expect("victim is still there"), "keep me", "{path}");
+            assert!(xattr_get(outside.path(), OPAQUE_XATTR).is_none() && !outside.path().join(OPAQUE_MARKER).exists(), "{path}");
+        }
+    }
+
+    #[test]
+    fn whiteouts_in_real_directories_still_apply() {
+        let dest = tempfile::tempdir().expect("temp dir");
+        fs::create_dir_all(dest.path().join("dir/sub")).expect("dir");
+        fs::write(dest.path().join("dir/sub/gone"), "x").expect("file");
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.append_data(&mut header(tar::EntryType::Regular, 0o644), "dir/sub/.wh.gone", io::empty()).expect("whiteout entry");
+        builder.append_data(&mut header(tar::EntryType::Regular, 0o644), "new/deep/.wh..wh..opq", io::empty()).expect("opaque entry");
+        unpack_layer(builder.into_inner().expect("tar").as_slice(), dest.path()).expect("unpack");
+        let gone = fs::symlink_metadata(dest.path().join("dir/sub/gone"));
+        let marker = dest.path().join("dir/sub/.wh.gone");
+        assert!(gone.is_ok_and(|m| is_whiteout_device(&m)) || marker.exists(), "the whiteout was not applied");
+        assert!(dest.path().join("new/deep").is_dir());
+    }
 }
