@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -168,16 +168,9 @@ fn is_archive(path: &Path) -> bool {
         || (head.len() >= 262 && &head[257..262] == b"ustar")
 }
 
+/// `dest/name` (dest is relative, from `clean`; it may be empty).
 fn join_dest(dest: &OsStr, name: impl AsRef<OsStr>) -> OsString {
-    let dest = dest.as_bytes();
-    let start = dest.iter().position(|&b| b != b'/').unwrap_or(dest.len());
-    let end = dest.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
-    let mut path = OsString::from_vec(dest[start..end].to_vec());
-    if !path.is_empty() {
-        path.push("/");
-    }
-    path.push(name);
-    path
+    Path::new(dest).join(name.as_ref()).into_os_string()
 }
 
 impl LayerPlan {

@@ -92,11 +92,6 @@ impl<W: Write> DigestWriter<W> {
         DigestWriter { inner, hasher: Sha256::new(), size: 0 }
     }
 
-    /// The digest and size of everything written so far.
-    pub fn peek(&self) -> (Digest, u64) {
-        (Digest(format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))), self.size)
-    }
-
     /// The digest and size of everything written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
         let digest = Digest(format!("sha256:{}", hex::encode(self.hasher.finalize())));
