@@ -49,6 +49,11 @@ impl IgnoreRules {
         excluded
     }
 
+    /// Whether there are no rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Whether some `!` rule could re-include a path under an excluded directory.
     pub fn has_exceptions(&self) -> bool {
         self.rules.iter().any(|(_, negated)| *negated)

@@ -50,11 +50,15 @@ struct Planned {
 #[derive(Debug, Default)]
 pub struct LayerPlan {
     entries: BTreeMap<OsString, Planned>,
+    /// Local archives ADD will extract (path, destination), keyed by their
+    /// bytes; listed only while `CopyRequest::extract_in` is unset.
+    archives: Vec<(PathBuf, OsString)>,
     /// Temp directory holding extracted archive data; removed on drop.
     _scratch: Vec<tempfile::TempDir>,
 }
 
 /// The resolved options of one COPY/ADD, after expansion.
+#[derive(Clone)]
 pub struct CopyRequest<'a> {
     pub add: bool,
     pub sources: Vec<CopyInput>,
@@ -65,9 +69,16 @@ pub struct CopyRequest<'a> {
     /// The layers below (none for `--link`): decides whether parents exist and whether dest is a directory.
     pub below: Option<&'a RootfsView>,
     pub clamp: Option<u64>,
+    /// Sources keep their own owners (without `owner`) instead of 0:0.
+    pub keep_owners: bool,
+    /// Where ADD extracts archive data (the store's temp folder). Unset, the
+    /// plan only names each archive, enough to key it by its bytes: a cached
+    /// ADD never opens the archive's entries.
+    pub extract_in: Option<&'a Path>,
 }
 
 /// One expanded source.
+#[derive(Clone)]
 pub enum CopyInput {
     Path(String),
     Inline { name: String, content: String },
@@ -229,16 +240,19 @@ impl LayerPlan {
                                 plan.walk(root, &rel, &real, OsStr::new(""), req)?;
                             } else {
                                 if !dest_exists_as_dir {
-                                    plan.insert(dest_rel.clone(), Kind::Dir, dir_attrs(&meta, req, owner));
+                                    plan.insert(dest_rel.clone(), Kind::Dir, dir_attrs(&meta, req));
                                 }
                                 plan.walk(root, &rel, &real, &dest_rel, req)?;
                             }
                         } else if req.add && is_archive(&real) {
-                            plan.extract_archive(&real, &dest_rel, req)?;
+                            match req.extract_in {
+                                Some(dir) => plan.extract_archive(&real, &dest_rel, req, dir)?,
+                                None => plan.archives.push((real, dest_rel.clone())),
+                            }
                         } else {
                             let name = rel.file_name().unwrap_or_default();
                             let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
-                            plan.add_entry(path, &real, &meta, req, owner);
+                            plan.add_entry(path, &real, &meta, req);
                         }
                     }
                 }
@@ -248,8 +262,9 @@ impl LayerPlan {
         Ok(plan)
     }
 
-    fn add_entry(&mut self, path: OsString, real: &Path, meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) {
+    fn add_entry(&mut self, path: OsString, real: &Path, meta: &fs::Metadata, req: &CopyRequest) {
         let ft = meta.file_type();
+        let owner = entry_owner(meta, req);
         let mut attrs = Attrs { mode: meta.mode() & 0o7777, uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 };
         if let Some(mode) = req.chmod {
             attrs.mode = mode;
@@ -276,7 +291,6 @@ impl LayerPlan {
     }
 
     fn walk(&mut self, root: &SourceRoot, rel: &Path, real: &Path, dest: &OsStr, req: &CopyRequest) -> Result<(), ExecError> {
-        let owner = req.owner.unwrap_or((0, 0));
         for (name, child_real) in root.children(rel, real)? {
             let child_rel = rel.join(&name);
             let path = join_dest(dest, &name);
@@ -287,22 +301,25 @@ impl LayerPlan {
             if meta.is_dir() {
                 let excluded = root.is_excluded(&child_rel);
                 if !excluded {
-                    self.add_entry(path.clone(), &child_real, &meta, req, owner);
+                    self.add_entry(path.clone(), &child_real, &meta, req);
                 }
                 self.walk(root, &child_rel, &child_real, &path, req)?;
             } else {
-                self.add_entry(path, &child_real, &meta, req, owner);
+                self.add_entry(path, &child_real, &meta, req);
             }
         }
         Ok(())
     }
 
-    fn extract_archive(&mut self, archive_path: &Path, dest: &OsStr, req: &CopyRequest) -> Result<(), ExecError> {
+    fn extract_archive(&mut self, archive_path: &Path, dest: &OsStr, req: &CopyRequest, scratch_in: &Path) -> Result<(), ExecError> {
         let shown = archive_path.display().to_string();
         let bad = |e: io::Error| ExecError::Copy(format!("extract {shown}: {e}"));
         let file = File::open(archive_path).map_err(|e| ExecError::io("open", archive_path, e))?;
         let reader = decompress(BufReader::new(file)).map_err(bad)?;
-        let scratch = tempfile::tempdir().map_err(|e| ExecError::io("create temp dir", Path::new("/tmp"), e))?;
+        let scratch = tempfile::Builder::new()
+            .prefix("add-")
+            .tempdir_in(scratch_in)
+            .map_err(|e| ExecError::io("create temp dir in", scratch_in, e))?;
         let mut archive = tar::Archive::new(reader);
         for (n, entry) in archive.entries().map_err(bad)?.enumerate() {
             let mut entry = entry.map_err(bad)?;
@@ -419,11 +436,52 @@ impl LayerPlan {
                 hasher.update(content);
             }
         }
-        Ok(Digest::from_hex(&hex::encode(hasher.finalize())).unwrap_or_else(|_| Digest::of(b"")))
+        for (archive, dest) in &self.archives {
+            let size = fs::metadata(archive).map_err(|e| ExecError::io("stat", archive, e))?.len();
+            hasher.update(b"\0archive ");
+            hasher.update(dest.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(hash_file(archive, size)?);
+        }
+        Ok(Digest::from_sha256(hasher.finalize().into()))
+    }
+
+    /// Whether archives are only named (planned without `extract_in`): such a plan keys, it cannot write.
+    pub fn names_archives(&self) -> bool {
+        !self.archives.is_empty()
+    }
+
+    /// Lays the planned entries out under `dir` (a bind mount's view of the
+    /// context with `.dockerignore` applied): files are hard links where the
+    /// file system allows, else copies; directories keep their modes.
+    pub fn materialize(&self, dir: &Path) -> Result<(), ExecError> {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        fs::create_dir_all(dir).map_err(|e| ExecError::io("create", dir, e))?;
+        for (path, planned) in &self.entries {
+            let target = dir.join(Path::new(path));
+            let made = match &planned.kind {
+                Kind::Dir => fs::create_dir_all(&target),
+                Kind::File { real, .. } => fs::hard_link(real, &target).or_else(|_| fs::copy(real, &target).map(drop)),
+                Kind::Inline(bytes) => fs::write(&target, bytes),
+                Kind::Symlink(link) => symlink(link, &target),
+                Kind::Hardlink(first) => fs::hard_link(dir.join(Path::new(first)), &target),
+                // Device nodes and fifos of a context are not shown in a bind mount.
+                Kind::Special { .. } => continue,
+            };
+            made.map_err(|e| ExecError::io("lay out bind source", &target, e))?;
+        }
+        // Modes last, deepest first, so a read-only directory is filled before it closes.
+        for (path, planned) in self.entries.iter().rev().filter(|(_, p)| matches!(p.kind, Kind::Dir)) {
+            let target = dir.join(Path::new(path));
+            fs::set_permissions(&target, fs::Permissions::from_mode(planned.attrs.mode))
+                .map_err(|e| ExecError::io("set mode of", &target, e))?;
+        }
+        Ok(())
     }
 
     /// Streams the planned entries into a layer blob.
     pub fn write(&self, store: &Store, clamp: Option<u64>) -> Result<(Digest, u64), ExecError> {
+        debug_assert!(self.archives.is_empty(), "a plan that names archives is for keying only");
         let mut layer = LayerWriter::new(store, clamp)?;
         let mut first_of_inode: HashMap<(u64, u64), &OsStr> = HashMap::new();
         let wrap = |path: &OsStr, e: io::Error| ExecError::Copy(format!("write {} into the layer: {e}", Path::new(path).display()));
@@ -453,7 +511,13 @@ impl LayerPlan {
     }
 }
 
-fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest, owner: (u32, u32)) -> Attrs {
+/// `--chown`, else the source's owner where kept, else root.
+fn entry_owner(meta: &fs::Metadata, req: &CopyRequest) -> (u32, u32) {
+    req.owner.unwrap_or(if req.keep_owners { (meta.uid(), meta.gid()) } else { (0, 0) })
+}
+
+fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest) -> Attrs {
+    let owner = entry_owner(meta, req);
     Attrs { mode: req.chmod.unwrap_or(meta.mode() & 0o7777), uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 }
 }
 

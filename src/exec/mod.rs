@@ -9,6 +9,7 @@ pub mod copy;
 pub(crate) mod copydiff;
 mod diff;
 pub mod idmap;
+pub mod key;
 mod layer;
 pub mod run;
 pub mod sandbox;
@@ -19,8 +20,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
-
 use crate::frontend::BuildArgs;
 use crate::graph::{BuildGraph, CommandLine, CopyFrom, CopySource, Op, StageId, Word};
 use crate::oci::{self, Descriptor, Digest, HealthConfig, History, ImageConfig, RunConfig};
@@ -28,6 +27,7 @@ use crate::store::rootfs::RootfsView;
 use crate::store::{CacheEntry, Store, StoreError, StoredImage};
 
 pub use context::BuildContext;
+pub use key::{KeyInputs, chain_key};
 pub use layer::{Attrs, LayerWriter};
 
 /// Why a step failed: lowercase, naming the path or input at fault.
@@ -131,17 +131,6 @@ pub fn timestamp(epoch: Option<u64>) -> String {
         None => time::OffsetDateTime::now_utc(),
     };
     time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// key(step) = sha256(key(parent) ‖ canonical text ‖ inputs).
-pub fn chain_key(parent: &Digest, text: &str, inputs: &[u8]) -> Digest {
-    let mut hasher = Sha256::new();
-    hasher.update(parent.as_str().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(text.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(inputs);
-    Digest::from_hex(&hex::encode(hasher.finalize())).unwrap_or_else(|_| Digest::of(text.as_bytes()))
 }
 
 fn json_list(items: &[String]) -> String {
@@ -453,6 +442,8 @@ impl ImageState {
                 chmod: None,
                 below: Some(&view),
                 clamp: cx.epoch,
+                keep_owners: false,
+                extract_in: None,
             };
             let mut plan = copy::LayerPlan::default();
             plan.make_dir(&cleaned, owner, &req);
@@ -533,7 +524,17 @@ impl ImageState {
             }
             None => None,
         };
-        let req = copy::CopyRequest { add: op.add, sources, dest: dest_abs, owner, chmod, below: below.as_ref(), clamp: cx.epoch };
+        let req = copy::CopyRequest {
+            add: op.add,
+            sources,
+            dest: dest_abs,
+            owner,
+            chmod,
+            below: below.as_ref(),
+            clamp: cx.epoch,
+            keep_owners: false,
+            extract_in: None,
+        };
         let from_view = match &from_state {
             Some(state) => Some(state.view(cx.store)?),
             None => None,
@@ -543,14 +544,24 @@ impl ImageState {
             None => copy::SourceRoot::Context(cx.context),
         };
         let plan = copy::LayerPlan::for_copy(&root, &req)?;
+        // ADD's archives are keyed by their bytes; only a miss extracts them.
+        let tmp = cx.store.tmp_dir();
+        let write = |plan: &copy::LayerPlan| -> Result<(Digest, u64), ExecError> {
+            if plan.names_archives() {
+                let extracting = copy::CopyRequest { extract_in: Some(&tmp), ..req.clone() };
+                copy::LayerPlan::for_copy(&root, &extracting)?.write(cx.store, cx.epoch)
+            } else {
+                plan.write(cx.store, cx.epoch)
+            }
+        };
         if cx.no_cache {
             // The layer is rebuilt whatever its key: key it (for later builds) while writing it.
-            let (content, layer) = rayon::join(|| plan.content_key(), || plan.write(cx.store, cx.epoch));
+            let (content, layer) = rayon::join(|| plan.content_key(), || write(&plan));
             let (content, layer) = (content?, layer?);
             return self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(layer)));
         }
         let content = plan.content_key()?;
-        self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(plan.write(cx.store, cx.epoch)?)))
+        self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(write(&plan)?)))
     }
 
     /// Writes the finished image (config + manifest) into the store; returns the manifest descriptor.

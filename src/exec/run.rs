@@ -8,12 +8,13 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
 use super::idmap::IdMap;
 use super::sandbox::{SETUP_FAILED, SandboxMount, SandboxSpec};
-use super::{ExecCx, ExecError, ImageState, PROXY_ARGS, StepOutcome, copydiff, diff, users};
+use super::{ExecCx, ExecError, ImageState, KeyInputs, PROXY_ARGS, StepOutcome, copydiff, diff, users};
 use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp};
 
 /// How many output lines a failure message repeats.
@@ -57,19 +58,88 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     }
     let cwd = state.config.config.working_dir.clone().unwrap_or_else(|| "/".into());
     let user = state.config.config.user.clone().unwrap_or_default();
-    // Mount sources that are other stages enter the key through those stages' keys.
-    let mut inputs = format!("env={:?}\ncwd={cwd}\nuser={user}\nnetwork={:?}\n", state.config.config.env, run.network);
+    let mut inputs = KeyInputs::new();
+    inputs.list("argv", &argv).list("env", &state.config.config.env).field("cwd", &cwd).field("user", &user);
+    inputs.field("network", network_name(run.network));
+    // Every mount enters the key; a bind mount by what it shows: the context's
+    // files by content and metadata, another stage or image by its key. Cache
+    // and secret mounts by their names only, by design (as in BuildKit).
+    let mut binds = Vec::new();
     for mount in &run.mounts {
-        inputs.push_str(&format!("mount={mount:?}"));
-        if let RunMount::Bind { from: Some(CopyFrom::Stage(id)), .. } = mount
-            && let Some(stage) = (cx.stage)(*id)
-        {
-            inputs.push_str(&format!(" key={}", stage.key));
+        match mount {
+            RunMount::Cache { id, target, readonly } => {
+                inputs.field("mount", "cache").field("id", id).field("target", target).field("readonly", flag(*readonly));
+            }
+            RunMount::Bind { from, source, target, rw } => {
+                inputs.field("mount", "bind").field("source", source).field("target", target).field("rw", flag(*rw));
+                let bind = BindSource::resolve(cx, from.as_ref(), source)?;
+                match &bind {
+                    BindSource::Context { plan, .. } => inputs.field("content", plan.content_key()?.as_str()),
+                    BindSource::Image(other) => inputs.field("image", other.key.as_str()),
+                };
+                binds.push(bind);
+            }
+            RunMount::Secret { id, target, required } => {
+                inputs.field("mount", "secret").field("id", id).field("target", target).field("required", flag(*required));
+            }
+            RunMount::Tmpfs { target } => {
+                inputs.field("mount", "tmpfs").field("target", target);
+            }
         }
-        inputs.push('\n');
     }
     let command_shown = argv.join(" ");
-    state.commit(cx, text, inputs.as_bytes(), |state| run_in_sandbox(state, cx, run, &argv, env, &cwd, &user, &command_shown).map(Some))
+    state.commit(cx, text, inputs.as_bytes(), |state| {
+        run_in_sandbox(state, cx, run, binds, &argv, env, &cwd, &user, &command_shown).map(Some)
+    })
+}
+
+fn flag(on: bool) -> &'static str {
+    if on { "true" } else { "false" }
+}
+
+fn network_name(network: Network) -> &'static str {
+    match network {
+        Network::Default => "default",
+        Network::Host => "host",
+        Network::None => "none",
+    }
+}
+
+/// What a bind mount shows, resolved once for both the key and the sandbox.
+enum BindSource {
+    /// A path of the build context: its real path, and the plan of what it
+    /// holds with `.dockerignore` applied (owners and modes as they are).
+    Context { real: PathBuf, plan: LayerPlan },
+    /// Another stage's or an image's filesystem.
+    Image(Arc<ImageState>),
+}
+
+impl BindSource {
+    fn resolve(cx: &ExecCx, from: Option<&CopyFrom>, source: &str) -> Result<BindSource, ExecError> {
+        Ok(match from {
+            None => {
+                let rel = super::context::clean(Path::new(source)).ok_or_else(|| ExecError::OutsideContext(source.to_string()))?;
+                let root = SourceRoot::Context(cx.context);
+                let request = CopyRequest {
+                    add: false,
+                    sources: vec![CopyInput::Path(source.to_string())],
+                    dest: "/".into(),
+                    owner: None,
+                    chmod: None,
+                    below: None,
+                    clamp: None,
+                    keep_owners: true,
+                    extract_in: None,
+                };
+                let plan = LayerPlan::for_copy(&root, &request)?;
+                BindSource::Context { real: cx.context.resolve(&rel, source)?, plan }
+            }
+            Some(CopyFrom::Stage(id)) => BindSource::Image(
+                (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
+            ),
+            Some(CopyFrom::Image(name)) => BindSource::Image(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
+        })
+    }
 }
 
 /// A scratch folder for one RUN, removed however the step ends.
@@ -86,6 +156,7 @@ fn run_in_sandbox(
     state: &ImageState,
     cx: &ExecCx,
     run: &RunOp,
+    binds: Vec<BindSource>,
     argv: &[String],
     env: Vec<String>,
     cwd: &str,
@@ -94,11 +165,12 @@ fn run_in_sandbox(
 ) -> Result<(crate::oci::Digest, u64), ExecError> {
     let view = state.view(cx.store)?;
     let ids = users::resolve_user_or_root(&view, user)?;
-    let tmp_root = cx.store.root().join("strata/tmp");
+    let tmp_root = cx.store.tmp_dir();
     let dir =
         tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
     let dir = RunDir(dir.keep());
     let mut mounts = Vec::new();
+    let mut binds = binds.into_iter();
     for mount in &run.mounts {
         match mount {
             RunMount::Cache { id, target, readonly } => {
@@ -106,18 +178,20 @@ fn run_in_sandbox(
                 fs::create_dir_all(&cache_dir).map_err(|e| ExecError::io("create cache mount", &cache_dir, e))?;
                 mounts.push(SandboxMount::Bind { source: cache_dir, target: absolute(target, cwd), readonly: *readonly });
             }
-            RunMount::Bind { from, source, target, rw } => {
+            RunMount::Bind { source, target, rw, .. } => {
                 let target = absolute(target, cwd);
                 let rel = super::context::clean(Path::new(source)).ok_or_else(|| ExecError::OutsideContext(source.clone()))?;
                 // What to show at the target: a stage's whole filesystem, or one real path.
-                let (lowerdirs, real) = match from {
-                    None => (Vec::new(), Some(cx.context.resolve(&rel, source)?)),
-                    Some(from) => {
-                        let other = match from {
-                            CopyFrom::Stage(id) => (cx.stage)(*id)
-                                .ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
-                            CopyFrom::Image(name) => std::sync::Arc::new(ImageState::from_image(&cx.store.resolve(name)?)),
-                        };
+                let (lowerdirs, real) = match binds.next() {
+                    // Without ignore rules the context path is shown as it is; with them, a copy of what they let through.
+                    Some(BindSource::Context { real, .. }) if cx.context.ignore.is_empty() => (Vec::new(), Some(real)),
+                    Some(BindSource::Context { real, plan }) => {
+                        let shown = dir.0.join(format!("mount-{}-context", mounts.len()));
+                        plan.materialize(&shown)?;
+                        let name = if real.is_dir() { None } else { real.file_name() };
+                        (Vec::new(), Some(name.map_or(shown.clone(), |n| shown.join(n))))
+                    }
+                    Some(BindSource::Image(other)) => {
                         let other_view = other.view(cx.store)?;
                         if rel.as_os_str().is_empty() {
                             (other_view.overlay_lowerdirs(), None)
@@ -128,6 +202,7 @@ fn run_in_sandbox(
                             (Vec::new(), Some(real))
                         }
                     }
+                    None => return Err(ExecError::Invalid(format!("bind mount {source} was not resolved"))),
                 };
                 // `rw` lets the command write; the writes go to a scratch layer and are discarded.
                 let scratch = rw.then(|| dir.0.join(format!("mount-{}", mounts.len())));

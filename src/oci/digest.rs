@@ -22,6 +22,11 @@ impl Digest {
         Digest(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
     }
 
+    /// The digest whose sha256 sum is `sum` (a finished hasher's output).
+    pub fn from_sha256(sum: [u8; 32]) -> Digest {
+        Digest(format!("sha256:{}", hex::encode(sum)))
+    }
+
     /// The 64 hex digits.
     pub fn hex(&self) -> &str {
         &self.0["sha256:".len()..]

@@ -34,6 +34,8 @@ pub enum StoreError {
     Json { what: &'static str, path: PathBuf, source: serde_json::Error },
     #[error("image {0:?} not found in the store")]
     UnknownImage(String),
+    #[error("image {name}@{digest} not found: no image in the store has that manifest digest")]
+    UnknownDigest { name: String, digest: Digest },
     #[error("image id prefix {0:?} matches several images; give more digits")]
     Ambiguous(String),
     #[error("unpack layer {digest}: {message}")]
@@ -111,6 +113,11 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The store's temp folder: every temp file and folder lives here, renamed into place or removed.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("strata/tmp")
     }
 
     pub(crate) fn strata_dir(&self, name: &str) -> PathBuf {
@@ -226,6 +233,18 @@ impl Store {
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
         let entries = self.entries()?;
         if let Ok(reference) = name.parse::<ImageRef>() {
+            // A digest names one manifest: that image or none, whatever the tag says.
+            if let Some(digest) = &reference.digest {
+                let same_name = |tag: &Option<String>| {
+                    tag.as_deref().and_then(|t| t.parse::<ImageRef>().ok()).is_some_and(|t| t.name == reference.name)
+                };
+                let pinned: Vec<_> = entries.iter().filter(|(_, d)| &d.digest == digest).collect();
+                let found = pinned.iter().find(|(tag, _)| same_name(tag)).or(pinned.first());
+                return match found {
+                    Some((tag, d)) => self.load_image(tag.clone(), d.clone()),
+                    None => Err(StoreError::UnknownDigest { name: reference.name.clone(), digest: digest.clone() }),
+                };
+            }
             let wanted = reference.to_string();
             if let Some((tag, d)) = entries.iter().find(|(tag, _)| tag.as_deref() == Some(&wanted)) {
                 return self.load_image(tag.clone(), d.clone());
