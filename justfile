@@ -79,3 +79,7 @@ clean-store:
 # Benchmarks against buildah, Docker's classic builder and FUSE peers (installs them).
 bench: build busybox
     bash benches/run.sh
+
+# The cache against --no-cache under thousands of random edits (needs root): just diff-cache [SEED]
+diff-cache seed="9":
+    STRATA_DIFF_SEED={{seed}} STRATA_DIFF_EDITS=3000 cargo test --release --test integration differential::cache_equals_no_cache -- --nocapture

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod build;
+mod differential;
 mod dockerfile;
 mod engine;
 mod kdl;
