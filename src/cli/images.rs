@@ -62,8 +62,14 @@ fn images(store: &Store) -> miette::Result<Vec<StoredImage>> {
     Ok(out)
 }
 
-fn image_size(image: &StoredImage) -> u64 {
-    image.manifest.layers.iter().map(|l| l.size).sum()
+/// Each layer's uncompressed size, as Docker counts an image's size.
+fn layer_sizes(store: &Store, image: &StoredImage) -> miette::Result<Vec<u64>> {
+    let layers = image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids);
+    layers.map(|(layer, diff_id)| store.uncompressed_size(layer, diff_id).map_err(|e| miette!("{e}"))).collect()
+}
+
+fn image_size(store: &Store, image: &StoredImage) -> miette::Result<u64> {
+    Ok(layer_sizes(store, image)?.iter().sum())
 }
 
 fn split_tag(tag: &str) -> (&str, &str) {
@@ -110,7 +116,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> miette::Result<ExitCode> {
             tag.to_string(),
             image.id().short().to_string(),
             human_age(image.config.created.as_deref()),
-            human_size(image_size(&image)),
+            human_size(image_size(store, &image)?),
         ]);
     }
     table.print();
@@ -124,7 +130,7 @@ fn resolve(store: &Store, name: &str) -> miette::Result<StoredImage> {
 pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<ExitCode> {
     let image = resolve(store, name)?;
     let mut table = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
-    let mut sizes = image.manifest.layers.iter().map(|l| l.size).rev();
+    let mut sizes = layer_sizes(store, &image)?.into_iter().rev();
     let layered = image.config.history.iter().filter(|h| !h.empty_layer).count();
     // Entries beyond the layers (images that lost history) show no size.
     let mut extra = layered.saturating_sub(image.manifest.layers.len());
@@ -163,7 +169,7 @@ pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
             "Config": c.config,
             "Architecture": c.architecture,
             "Os": c.os,
-            "Size": image_size(&image),
+            "Size": image_size(store, &image)?,
             "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
             "History": c.history,
         }));
@@ -211,10 +217,6 @@ pub fn remove(store: &Store, args: &RmArgs) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
-    walkdir::WalkDir::new(path).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
-}
-
 pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
     let all = images(store)?;
     let mut layer_users: HashMap<Digest, (u64, usize)> = HashMap::new();
@@ -223,11 +225,11 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
         unique_images.insert(image.id().clone(), image);
     }
     for image in unique_images.values() {
-        for layer in &image.manifest.layers {
-            layer_users.entry(layer.digest.clone()).or_insert((layer.size, 0)).1 += 1;
+        for (layer, size) in image.manifest.layers.iter().zip(layer_sizes(store, image)?) {
+            layer_users.entry(layer.digest.clone()).or_insert((size, 0)).1 += 1;
         }
     }
-    let logical: u64 = unique_images.values().map(|i| image_size(i)).sum();
+    let logical: u64 = unique_images.values().map(|i| image_size(store, i)).sum::<miette::Result<u64>>()?;
     let actual: u64 = layer_users.values().map(|(size, _)| size).sum();
     let image_layers: HashSet<&Digest> = layer_users.keys().collect();
     let cache = store.cache_entries().map_err(|e| miette!("{e}"))?;
@@ -241,7 +243,12 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
             cache_size += entry.size;
         }
     }
-    let snapshots = dir_size(&store.root().join("strata/snapshots"));
+    let snapshots = store.snapshots().map_err(|e| miette!("{e}"))?;
+    let in_use = crate::exec::container::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    let snapshot_size: u64 = snapshots.iter().map(|(_, _, size)| size).sum();
+    // What `system prune` would free: every snapshot no kept run stands on.
+    let snapshot_reclaimable: u64 =
+        snapshots.iter().filter(|(diff_id, _, _)| !diff_id.as_ref().is_some_and(|d| in_use.contains(d))).map(|(_, _, size)| size).sum();
     let mut table = Table::new(&["TYPE", "TOTAL", "SIZE", "LOGICAL SIZE", "RECLAIMABLE"]);
     let dangling = all.iter().filter(|i| i.tag.is_none()).count();
     table.row(vec![
@@ -253,8 +260,8 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
     ]);
     let cache_sz = human_size(cache_size);
     table.row(vec!["Build Cache".into(), cache.len().to_string(), cache_sz.clone(), cache_sz.clone(), cache_sz]);
-    let snap = human_size(snapshots);
-    table.row(vec!["Snapshots".into(), "-".into(), snap.clone(), snap.clone(), snap]);
+    let snap = human_size(snapshot_size);
+    table.row(vec!["Snapshots".into(), snapshots.len().to_string(), snap.clone(), snap, human_size(snapshot_reclaimable)]);
     table.print();
     if verbose {
         println!();
@@ -262,8 +269,8 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
         for image in &all {
             let (repo, tag) = image.tag.as_deref().map(split_tag).unwrap_or(("<none>", "<none>"));
             let shared: u64 =
-                image.manifest.layers.iter().filter(|l| layer_users.get(&l.digest).is_some_and(|u| u.1 > 1)).map(|l| l.size).sum();
-            let size = image_size(image);
+                image.manifest.layers.iter().filter_map(|l| layer_users.get(&l.digest).filter(|u| u.1 > 1)).map(|u| u.0).sum();
+            let size = image_size(store, image)?;
             table.row(vec![
                 repo.to_string(),
                 tag.to_string(),
@@ -281,7 +288,10 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
 pub fn prune(store: &Store) -> miette::Result<ExitCode> {
     let untagged = store.remove_entries(|tag, _| tag.is_none()).map_err(|e| miette!("{e}"))?;
     let cleared = store.cache_clear().map_err(|e| miette!("{e}"))?;
-    let freed = store.gc().map_err(|e| miette!("{e}"))?;
+    let mut freed = store.gc().map_err(|e| miette!("{e}"))?;
+    // Snapshots are unpacked copies of layers, remade when a build needs them; keep only those kept runs stand on.
+    let in_use = crate::exec::container::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    freed += store.prune_snapshots(&in_use).map_err(|e| miette!("{e}"))?;
     println!("Deleted {untagged} untagged images and {cleared} build cache entries");
     println!("Total reclaimed space: {}", human_size(freed));
     Ok(ExitCode::SUCCESS)

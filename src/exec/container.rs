@@ -26,6 +26,8 @@ pub struct RunRequest {
     pub name: Option<String>,
     pub remove: bool,
     pub interactive: bool,
+    /// `--privileged`: no capability limits, seccomp filter, /proc masking or nodev.
+    pub privileged: bool,
 }
 
 /// A run's record, `strata/runs/NAME/run.json`.
@@ -122,6 +124,9 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
     let stdin = if req.interactive { Stdio::inherit() } else { Stdio::null() };
     let mut command = Command::new(exe);
     command.arg("__sandbox").arg(&spec_path).stdin(stdin);
+    if req.privileged {
+        command.arg(super::sandbox::UNCONFINED_ARG);
+    }
     let status = super::sandbox::start(command, &prepared.spec, &super::idmap::IdMap::for_caller()).and_then(|mut child| child.wait());
     let code = match status {
         Ok(status) => {
@@ -155,6 +160,17 @@ pub fn list(store: &Store) -> Result<Vec<RunRecord>, ExecError> {
     }
     records.sort_by(|a, b| a.created.cmp(&b.created));
     Ok(records)
+}
+
+/// The layers (diff_ids) of the images kept runs stand on: their snapshots may be mounted.
+pub fn layers_in_use(store: &Store) -> Result<std::collections::HashSet<Digest>, ExecError> {
+    let mut layers = std::collections::HashSet::new();
+    for run in list(store)? {
+        let manifest: crate::oci::Manifest = store.read_json(&run.image_manifest, "manifest")?;
+        let config: crate::oci::ImageConfig = store.read_json(&manifest.config.digest, "image config")?;
+        layers.extend(config.rootfs.diff_ids);
+    }
+    Ok(layers)
 }
 
 fn record(store: &Store, name: &str) -> Result<RunRecord, ExecError> {

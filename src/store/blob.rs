@@ -7,7 +7,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
 use super::{Result, Store, StoreError, io_err};
-use crate::oci::{Digest, DigestWriter};
+use crate::oci::{Descriptor, Digest, DigestWriter};
 
 impl Store {
     /// Where the blob with `digest` lives (whether or not it exists).
@@ -49,6 +49,32 @@ impl Store {
             return Err(StoreError::Corrupt { expected: digest.clone(), actual });
         }
         Ok(bytes)
+    }
+
+    /// The uncompressed size of a layer (what Docker shows as an image's size).
+    /// A compressed layer is measured once, by uncompressing it against its
+    /// diff_id, and the figure kept under `strata/layer-sizes/`.
+    pub fn uncompressed_size(&self, layer: &Descriptor, diff_id: &Digest) -> Result<u64> {
+        if &layer.digest == diff_id {
+            return Ok(layer.size);
+        }
+        let record = self.strata_dir("layer-sizes").join(diff_id.hex());
+        if let Some(size) = fs::read_to_string(&record).ok().and_then(|text| text.trim().parse().ok()) {
+            return Ok(size);
+        }
+        let unpack_err = |message: String| StoreError::Unpack { digest: layer.digest.clone(), message };
+        let blob = io::BufReader::with_capacity(256 * 1024, self.open_blob(&layer.digest)?);
+        let mut reader = super::snapshot::decompress(blob).map_err(|e| unpack_err(e.to_string()))?;
+        let mut hashed = DigestWriter::new(io::sink());
+        let size = io::copy(&mut reader, &mut hashed).map_err(|e| unpack_err(e.to_string()))?;
+        let (actual, _, _) = hashed.finish();
+        if &actual != diff_id {
+            return Err(unpack_err(format!("uncompresses to {actual}, not its diff_id {diff_id}")));
+        }
+        let dir = self.strata_dir("layer-sizes");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        self.write_file_with(&record, size.to_string().as_bytes(), false)?;
+        Ok(size)
     }
 
     /// Opens a blob for streaming.

@@ -161,7 +161,7 @@ impl Store {
         self.lock_file("gc.lock", false)
     }
 
-    fn lock_gc(&self) -> Result<StoreLock> {
+    pub(crate) fn lock_gc(&self) -> Result<StoreLock> {
         self.lock_file("gc.lock", true)
     }
 
@@ -303,10 +303,10 @@ impl Store {
                 }
             }
         }
-        self.remove_snapshots_except(&live)?;
-        // Mount indexes and uncompressed layer copies are named after their layer's diff_id.
-        let mount_index = self.strata_dir("mount-index");
-        for entry in fs::read_dir(&mount_index).into_iter().flatten().flatten() {
+        freed += self.remove_snapshots_except(&live)?;
+        // Mount indexes, uncompressed layer copies and size records are named after their layer's diff_id.
+        let derived = ["mount-index", "layer-sizes"].map(|name| self.strata_dir(name));
+        for entry in derived.iter().flat_map(fs::read_dir).flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let hex = name.split('.').next().unwrap_or_default();
             if !Digest::from_hex(hex).is_ok_and(|d| live.contains(&d)) {

@@ -82,17 +82,40 @@ impl Store {
         }
     }
 
-    /// Removes snapshots whose layer is not in `live`.
-    pub(crate) fn remove_snapshots_except(&self, live: &HashSet<Digest>) -> Result<()> {
-        let dir = self.strata_dir("snapshots");
-        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
-            let keep = Digest::from_hex(&entry.file_name().to_string_lossy()).is_ok_and(|d| live.contains(&d));
-            if !keep {
-                fs::remove_dir_all(entry.path()).map_err(io_err("remove snapshot", &entry.path()))?;
+    /// Removes snapshots whose layer is not in `live`; returns the bytes freed.
+    pub(crate) fn remove_snapshots_except(&self, live: &HashSet<Digest>) -> Result<u64> {
+        let mut freed = 0;
+        for (diff_id, dir, size) in self.snapshots()? {
+            if !diff_id.is_some_and(|d| live.contains(&d)) {
+                fs::remove_dir_all(&dir).map_err(io_err("remove snapshot", &dir))?;
+                freed += size;
             }
         }
-        Ok(())
+        Ok(freed)
     }
+
+    /// Frees every snapshot but those of `keep` (they are remade from their
+    /// layers when a build needs them again); returns the bytes freed.
+    pub fn prune_snapshots(&self, keep: &HashSet<Digest>) -> Result<u64> {
+        let _gc = self.lock_gc()?;
+        self.remove_snapshots_except(keep)
+    }
+
+    /// Every snapshot: its layer's diff_id (None for a stray folder), its folder and the bytes of its files.
+    pub fn snapshots(&self) -> Result<Vec<(Option<Digest>, PathBuf, u64)>> {
+        let dir = self.strata_dir("snapshots");
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))?.flatten() {
+            let diff_id = Digest::from_hex(&entry.file_name().to_string_lossy()).ok();
+            found.push((diff_id, entry.path(), dir_size(&entry.path())));
+        }
+        Ok(found)
+    }
+}
+
+/// The bytes of the regular files under `path`.
+pub fn dir_size(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
 }
 
 /// Unpacks one layer tar into `dest`, turning OCI whiteouts into overlay ones.

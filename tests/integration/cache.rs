@@ -1,0 +1,121 @@
+//! What a cached build may and may not reuse (issue 9): bases pinned by
+//! digest, archives keyed without extracting, sizes and prune. The random
+//! cached-versus-`--no-cache` comparison lives in `differential.rs`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{TestStore, context};
+
+fn manifest_digest(store: &TestStore, image: &str) -> String {
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", image])).expect("inspect prints JSON");
+    inspect[0]["ManifestDigest"].as_str().expect("ManifestDigest").to_string()
+}
+
+fn build_output(store: &TestStore, ctx: &Path, extra: &[&str]) -> std::process::Output {
+    store.strata().args(["build", "--progress", "plain"]).args(extra).arg(ctx).output().expect("run strata build")
+}
+
+#[test]
+fn from_a_digest_builds_on_that_manifest_or_fails() {
+    let store = TestStore::with_busybox();
+    let busybox = manifest_digest(&store, "busybox");
+    // A second image under another tag, so that a wrong pick would show.
+    let other = context(&[("Dockerfile", "FROM busybox:latest\nLABEL other=yes\n")]);
+    store.build(other.path(), &["-t", "busybox:other"]);
+    for from in [format!("busybox@{busybox}"), format!("busybox:other@{busybox}")] {
+        let ctx = context(&[("Dockerfile", &format!("FROM {from}\nLABEL pinned=yes\n"))]);
+        store.build(ctx.path(), &["-t", "pinned"]);
+        let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "pinned"])).expect("json");
+        assert!(inspect[0]["Config"]["Labels"].get("other").is_none(), "FROM {from} took the tag, not the digest: {inspect}");
+    }
+    let missing = format!("busybox@sha256:{}", "1".repeat(64));
+    let ctx = context(&[("Dockerfile", &format!("FROM {missing}\nRUN true\n"))]);
+    let out = build_output(&store, ctx.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a digest no image has must fail, not fall back to the tag:\n{stderr}");
+    assert!(stderr.contains("1111111111") && stderr.contains("manifest digest"), "the error names the digest:\n{stderr}");
+}
+
+#[test]
+fn add_of_an_archive_is_keyed_by_its_bytes_and_extracted_under_the_store() {
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nADD files.tar.gz /opt/\n"), ("src/a.txt", "one\n")]);
+    let tar = |ctx: &Path| {
+        let status = Command::new("tar").arg("-czf").arg(ctx.join("files.tar.gz")).arg("-C").arg(ctx.join("src")).arg("a.txt").status();
+        assert!(status.expect("run tar").success());
+    };
+    tar(ctx.path());
+    // Temp files live under the store: a system temp folder that cannot be used changes nothing.
+    let no_tmp = ctx.path().join("no-such-tmp");
+    let build = |tag: &str| {
+        let out = store.strata().env("TMPDIR", &no_tmp).args(["build", "--progress", "plain", "-t", tag]).arg(ctx.path()).output();
+        let out = out.expect("run strata build");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build failed:\n{stderr}");
+        stderr
+    };
+    let first = build("archive");
+    assert!(!first.contains("CACHED\n#3") && first.contains("ADD files.tar.gz"), "{first}");
+    let again = build("archive");
+    assert!(again.lines().filter(|l| l.ends_with("CACHED")).count() == 1, "the unchanged ADD is cached:\n{again}");
+    std::fs::write(ctx.path().join("src/a.txt"), "two\n").expect("edit");
+    tar(ctx.path());
+    let changed = build("archive");
+    assert!(!changed.contains("CACHED"), "a changed archive is extracted again:\n{changed}");
+    let (code, out) = {
+        let out = store.strata().args(["run", "--rm", "archive", "cat", "/opt/a.txt"]).output().expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    if crate::require_root("add_of_an_archive_is_keyed_by_its_bytes_and_extracted_under_the_store (run)") {
+        assert_eq!((code, out.as_str()), (Some(0), "two\n"));
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("strata/tmp")).expect("tmp").flatten().map(|e| e.file_name()).collect();
+    assert!(leftovers.is_empty(), "extracted data is removed after the build: {leftovers:?}");
+}
+
+#[test]
+fn images_shows_uncompressed_sizes_for_loaded_images_too() {
+    let store = TestStore::with_busybox();
+    let layout = tempfile::tempdir().expect("temp dir");
+    let dest = format!("oci:{}:bb", layout.path().join("gz").display());
+    let out = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-compress", "--dest-compress-format", "gzip"])
+        .arg(format!("oci:{}:busybox:latest", store.root().display()))
+        .arg(&dest)
+        .output()
+        .expect("run skopeo (apt-get install skopeo)");
+    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    let other = TestStore::empty();
+    other.ok(&["load", "-i", layout.path().join("gz").to_str().expect("utf-8"), "-t", "loaded:gz"]);
+    let size = |store: &TestStore, image: &str| {
+        let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", image])).expect("json");
+        inspect[0]["Size"].as_u64().expect("Size")
+    };
+    let loaded = size(&other, "loaded:gz");
+    assert_eq!(loaded, size(&store, "busybox"), "a gzip-loaded image has the size of the same image built here");
+    let blobs: u64 =
+        std::fs::read_dir(other.root().join("blobs/sha256")).expect("blobs").flatten().map(|e| e.metadata().expect("meta").len()).sum();
+    assert!(blobs < loaded, "the store holds the compressed layer ({blobs} bytes), smaller than the size shown ({loaded})");
+}
+
+#[test]
+fn after_prune_df_reports_no_reclaimable_snapshots() {
+    if !crate::require_root("after_prune_df_reports_no_reclaimable_snapshots") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN echo a > /a\nRUN echo b > /b\n")]);
+    store.build(ctx.path(), &["-t", "snap"]);
+    let reclaimable = |df: &str| -> String {
+        let row = df.lines().find(|l| l.starts_with("Snapshots")).unwrap_or_else(|| panic!("no Snapshots row:\n{df}"));
+        row.split_whitespace().last().expect("cell").to_string()
+    };
+    let before = store.ok(&["system", "df"]);
+    assert_ne!(reclaimable(&before), "0B", "a build leaves snapshots:\n{before}");
+    store.ok(&["system", "prune"]);
+    let after = store.ok(&["system", "df"]);
+    assert_eq!(reclaimable(&after), "0B", "prune frees every snapshot it could:\n{after}");
+    let rebuilt = store.build(ctx.path(), &["-t", "snap"]).1;
+    assert!(rebuilt.contains("RUN echo b"), "the store still builds after prune:\n{rebuilt}");
+}
