@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod build;
+mod cache;
 mod differential;
 mod dockerfile;
 mod engine;
