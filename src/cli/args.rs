@@ -77,7 +77,12 @@ pub enum Command {
     Diff { image1: String, image2: String },
     /// Internal: the RUN sandbox process.
     #[command(name = "__sandbox", hide = true)]
-    Sandbox { spec: PathBuf },
+    Sandbox {
+        spec: PathBuf,
+        /// Skip capabilities, seccomp, /proc masking and nodev (`RUN --security=insecure`, `run --privileged`).
+        #[arg(long)]
+        unconfined: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +118,9 @@ pub struct BuildArgsCli {
     /// A secret for `RUN --mount=type=secret`: `id=NAME,src=PATH`.
     #[arg(long = "secret", value_name = "id=…,src=…")]
     pub secrets: Vec<String>,
+    /// Allow an entitlement: `security.insecure` lets `RUN --security=insecure` steps run unconfined.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +149,9 @@ pub struct RunArgs {
     /// Use the terminal (with -i: an interactive shell).
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Run unconfined: all capabilities, no seccomp filter, /proc and /sys unmasked, device nodes usable.
+    #[arg(long)]
+    pub privileged: bool,
     pub image: String,
     /// The command (default: the image's ENTRYPOINT and CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -39,7 +39,11 @@ pub fn run(store: &Store, args: RunArgs) -> miette::Result<ExitCode> {
         name: args.name,
         remove: args.rm,
         interactive: args.interactive || args.tty,
+        privileged: args.privileged,
     };
+    if req.privileged {
+        eprintln!("strata: running {} unconfined (--privileged): all capabilities, no seccomp filter, /proc unmasked", req.image);
+    }
     let code = container::run(store, &req).map_err(|e| miette!("run {}: {e}", req.image))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

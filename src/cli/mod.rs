@@ -59,7 +59,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Mount(args) => mount::mount(&args),
         Command::Umount { dir } => mount::umount(&dir),
         Command::Diff { image1, image2 } => mount::diff(&open_store()?, &image1, &image2),
-        Command::Sandbox { spec } => crate::exec::sandbox::main(&spec),
+        Command::Sandbox { spec, unconfined } => crate::exec::sandbox::main(&spec, !unconfined),
     }
 }
 
@@ -107,7 +107,15 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     }
     let output = args.output.as_deref().map(parse_output).transpose()?;
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let opts = BuildOptions { context, tags, target: args.target.clone(), build_args, no_cache: args.no_cache, jobs, secrets };
+    let mut allow_insecure = false;
+    for entitlement in &args.allow {
+        match entitlement.as_str() {
+            "security.insecure" => allow_insecure = true,
+            other => return Err(miette!("--allow {other}: expected security.insecure")),
+        }
+    }
+    let opts =
+        BuildOptions { context, tags, target: args.target.clone(), build_args, no_cache: args.no_cache, jobs, secrets, allow_insecure };
     let store = open_store()?;
     let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
     let progress = build::reporter(mode);

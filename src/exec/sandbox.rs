@@ -5,16 +5,27 @@
 //! supplied /etc/hosts and /etc/resolv.conf, pivot_root, then the command.
 //! Everything mounted lives in the private mount namespace and disappears
 //! with it, so an interrupted RUN leaves no mount behind.
+//!
+//! The command is confined as Docker confines a container by default: its
+//! capabilities, no_new_privs, a seccomp filter (`seccomp.rs`), masked and
+//! read-only parts of /proc and /sys, and nodev on every mount but the bound
+//! device nodes. `--unconfined` skips all of that. The system calls go through
+//! `Syscalls` (`syscalls.rs`), so the plan is tested without root.
 
 use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MntFlags, MsFlags};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Gid, Uid, chdir, execve, fork, pivot_root, setgid, setgroups, sethostname, setuid};
+use nix::unistd::{ForkResult, Gid, Uid, execve, fork};
 use serde::{Deserialize, Serialize};
+
+mod seccomp;
+mod syscalls;
+
+pub use syscalls::{Host, Syscalls};
 
 /// A mount inside the sandbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,8 +87,11 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     std::process::exit(SETUP_FAILED)
 }
 
-/// Entry point of `strata __sandbox SPEC`; never returns.
-pub fn main(spec_path: &Path) -> ! {
+/// The argument of `strata __sandbox SPEC` that skips the confinement (`RUN --security=insecure`, `strata run --privileged`).
+pub const UNCONFINED_ARG: &str = "--unconfined";
+
+/// Entry point of `strata __sandbox SPEC [--unconfined]`; never returns.
+pub fn main(spec_path: &Path, confined: bool) -> ! {
     let spec: SandboxSpec = match fs::read(spec_path).map(|b| serde_json::from_slice(&b)) {
         Ok(Ok(spec)) => spec,
         Ok(Err(e)) => fail("parse sandbox spec", e),
@@ -119,8 +133,10 @@ pub fn main(spec_path: &Path) -> ! {
     match unsafe { fork() } {
         Err(e) => fail("fork", e),
         Ok(ForkResult::Child) => {
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            setup_and_exec(&spec)
+            if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+                fail("ask to die with the sandbox", e);
+            }
+            setup_and_exec(&spec, confined)
         }
         Ok(ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {
@@ -134,18 +150,53 @@ pub fn main(spec_path: &Path) -> ! {
     }
 }
 
-fn ensure_target(root: &Path, target: &str, dir: bool) -> std::io::Result<PathBuf> {
-    let path = root.join(target.trim_start_matches('/'));
-    if dir {
-        fs::create_dir_all(&path)?;
-    } else if path.symlink_metadata().is_err() {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        fs::write(&path, b"")?;
-    }
-    Ok(path)
+/// Why the sandbox could not start the command: "verb object: cause".
+#[derive(Debug)]
+pub struct SetupError {
+    what: String,
+    cause: String,
 }
+
+impl std::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.cause)
+    }
+}
+
+trait OrFail<T> {
+    fn or_fail(self, what: impl Into<String>) -> Result<T, SetupError>;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, what: impl Into<String>) -> Result<T, SetupError> {
+        self.map_err(|e| SetupError { what: what.into(), cause: e.to_string() })
+    }
+}
+
+/// Docker's default capabilities: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE and SETFCAP.
+pub const DEFAULT_CAPABILITIES: u64 = 0xa804_25fb;
+
+/// What Docker hides: a file gets /dev/null bound over it, a directory an empty read-only tmpfs.
+pub const MASKED_PATHS: &[&str] = &[
+    "proc/asound",
+    "proc/acpi",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+];
+
+/// What Docker leaves visible but read-only.
+pub const READONLY_PATHS: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+
+/// Device nodes bound from the host's /dev.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 fn overlay_options(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, rootless: bool) -> String {
     let lower: Vec<String> = lowerdirs.iter().map(|p| p.display().to_string().replace(',', "\\,").replace(':', "\\:")).collect();
@@ -159,141 +210,190 @@ fn overlay_options(lowerdirs: &[PathBuf], upper: Option<(&Path, &Path)>, rootles
     options
 }
 
-fn setup_and_exec(spec: &SandboxSpec) -> ! {
-    let root = &spec.rootfs;
-    let step = |what: &str, r: nix::Result<()>| {
-        if let Err(e) = r {
-            fail(what, e);
-        }
-    };
-    step("make mounts private", mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>));
+/// `target` under `root`, made to exist as a directory or a file.
+fn mount_point(sys: &mut dyn Syscalls, root: &Path, target: &str, dir: bool) -> Result<PathBuf, SetupError> {
+    let path = root.join(target.trim_start_matches('/'));
+    sys.make_path(&path, dir).or_fail(format!("create mount point {target}"))?;
+    Ok(path)
+}
+
+/// Everything between entering the namespaces and exec, in order: the mounts,
+/// pivot_root, the hostname, the working directory, then (when `confined`)
+/// Docker's capabilities, the ids, no_new_privs and the seccomp filter last.
+/// Every mount either succeeds or fails the step.
+pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Result<(), SetupError> {
+    let root = spec.rootfs.as_path();
+    // A node a step makes (MKNOD stays allowed, as in Docker) cannot be opened on a nodev mount;
+    // the bound host nodes in /dev are mounts of their own and keep working.
+    let nodev = if confined { MsFlags::MS_NODEV } else { MsFlags::empty() };
+    let none = None::<&Path>;
+    sys.mount(none, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None).or_fail("make mounts private")?;
     // Lowerdirs are relative to their common folder, to fit more layers in one page of options.
     let common = spec.lowerdirs.first().and_then(|p| p.parent()).map(Path::to_path_buf);
     let lowerdirs: Vec<PathBuf> = match &common {
         Some(dir) if spec.lowerdirs.iter().all(|p| p.parent() == Some(dir)) => {
-            step("enter snapshot folder", chdir(dir));
+            sys.chdir(dir).or_fail("enter snapshot folder")?;
             spec.lowerdirs.iter().map(|p| PathBuf::from(p.file_name().unwrap_or_default())).collect()
         }
         _ => spec.lowerdirs.clone(),
     };
-    let options = overlay_options(&lowerdirs, Some((&spec.upperdir, &spec.workdir)), spec.user_namespace);
     if spec.copied_root {
-        step("bind copied root", mount(Some(root.as_path()), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>));
+        sys.mount(Some(root), root, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).or_fail("bind copied root")?;
+        if confined {
+            sys.bind_remount(root, nodev).or_fail("make copied root nodev")?;
+        }
     } else {
-        step("mount overlay root", mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())));
+        // run.rs falls back to a copied root on this exact message.
+        let options = overlay_options(&lowerdirs, Some((&spec.upperdir, &spec.workdir)), spec.user_namespace);
+        sys.mount(Some(Path::new("overlay")), root, Some("overlay"), nodev, Some(&options)).or_fail("mount overlay root")?;
     }
-    let must = |what: &str, r: std::io::Result<PathBuf>| r.unwrap_or_else(|e| fail(what, e));
-    let proc_dir = must("create /proc", ensure_target(root, "proc", true));
-    step(
-        "mount /proc",
-        mount(Some("proc"), &proc_dir, Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>),
-    );
-    let dev = must("create /dev", ensure_target(root, "dev", true));
-    step(
-        "mount /dev",
-        mount(Some("tmpfs"), &dev, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k")),
-    );
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = must("create device", ensure_target(&dev, name, false));
-        step(
-            &format!("bind /dev/{name}"),
-            mount(Some(Path::new("/dev").join(name).as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>),
-        );
+
+    let proc_dir = mount_point(sys, root, "proc", true)?;
+    let hidden = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), hidden, None).or_fail("mount /proc")?;
+
+    let dev = mount_point(sys, root, "dev", true)?;
+    let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | nodev;
+    sys.mount(Some(Path::new("tmpfs")), &dev, Some("tmpfs"), dev_flags, Some("mode=755,size=65536k")).or_fail("mount /dev")?;
+    for name in DEVICES {
+        let target = mount_point(sys, &dev, name, false)?;
+        sys.mount(Some(&Path::new("/dev").join(name)), &target, None, MsFlags::MS_BIND, None).or_fail(format!("bind /dev/{name}"))?;
     }
-    let pts = must("create /dev/pts", ensure_target(&dev, "pts", true));
-    let _ =
-        mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
-    let _ = std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"));
-    let shm = must("create /dev/shm", ensure_target(&dev, "shm", true));
-    step("mount /dev/shm", mount(Some("shm"), &shm, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777,size=65536k")));
+    let pts = mount_point(sys, &dev, "pts", true)?;
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    sys.mount(Some(Path::new("devpts")), &pts, Some("devpts"), pts_flags, Some("newinstance,ptmxmode=0666,mode=620"))
+        .or_fail("mount /dev/pts")?;
+    sys.symlink("pts/ptmx", &dev.join("ptmx")).or_fail("link /dev/ptmx")?;
+    let shm = mount_point(sys, &dev, "shm", true)?;
+    let shm_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    sys.mount(Some(Path::new("shm")), &shm, Some("tmpfs"), shm_flags, Some("mode=1777,size=65536k")).or_fail("mount /dev/shm")?;
     for (link, target) in
         [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")]
     {
-        let _ = std::os::unix::fs::symlink(target, dev.join(link));
+        sys.symlink(target, &dev.join(link)).or_fail(format!("link /dev/{link}"))?;
     }
-    let sys = must("create /sys", ensure_target(root, "sys", true));
-    let _ = mount(
-        Some("sysfs"),
-        &sys,
-        Some("sysfs"),
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    );
+
+    let sys_dir = mount_point(sys, root, "sys", true)?;
+    let sys_flags = hidden | if confined { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+    match sys.mount(Some(Path::new("sysfs")), &sys_dir, Some("sysfs"), sys_flags, None) {
+        Ok(()) => {}
+        // The kernel refuses sysfs to a user namespace that does not own the network namespace:
+        // rootless RUN without --network=none gets an empty read-only /sys instead.
+        Err(nix::errno::Errno::EPERM) if spec.user_namespace => {
+            sys.mount(Some(Path::new("tmpfs")), &sys_dir, Some("tmpfs"), hidden | MsFlags::MS_RDONLY, None)
+                .or_fail("mount an empty /sys (sysfs is refused in this user namespace)")?;
+        }
+        Err(e) => return Err(e).or_fail("mount /sys"),
+    }
+
+    if confined {
+        for path in READONLY_PATHS {
+            let target = root.join(path);
+            if !sys.exists(&target) {
+                continue;
+            }
+            sys.mount(Some(&target), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).or_fail(format!("bind /{path}"))?;
+            sys.bind_remount(&target, MsFlags::MS_RDONLY | hidden).or_fail(format!("make /{path} read-only"))?;
+        }
+        for path in MASKED_PATHS {
+            let target = root.join(path);
+            if !sys.exists(&target) {
+                continue;
+            }
+            if sys.is_dir(&target) {
+                sys.mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), MsFlags::MS_RDONLY | hidden, None)
+                    .or_fail(format!("mask /{path}"))?;
+            } else {
+                sys.mount(Some(Path::new("/dev/null")), &target, None, MsFlags::MS_BIND, None).or_fail(format!("mask /{path}"))?;
+            }
+        }
+    }
+
     for (source, target) in &spec.etc_files {
-        let path = must("create mount point", ensure_target(root, target, false));
-        step(&format!("bind {target}"), mount(Some(source.as_path()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>));
+        let path = mount_point(sys, root, target, false)?;
+        sys.mount(Some(source), &path, None, MsFlags::MS_BIND, None).or_fail(format!("bind {target}"))?;
+        if confined {
+            sys.bind_remount(&path, nodev).or_fail(format!("make {target} nodev"))?;
+        }
     }
     for m in &spec.mounts {
         match m {
             SandboxMount::Bind { source, target, readonly } => {
-                let path = must("create mount point", ensure_target(root, target, source.is_dir()));
-                step(
-                    &format!("bind {target}"),
-                    mount(Some(source.as_path()), &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>),
-                );
-                if *readonly {
-                    step(
-                        &format!("make {target} read-only"),
-                        mount(None::<&str>, &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>),
-                    );
+                let dir = sys.is_dir(source);
+                let path = mount_point(sys, root, target, dir)?;
+                sys.mount(Some(source), &path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).or_fail(format!("bind {target}"))?;
+                let flags = nodev | if *readonly { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+                if !flags.is_empty() {
+                    sys.bind_remount(&path, flags).or_fail(format!("set the flags of {target}"))?;
                 }
             }
             SandboxMount::Layers { lowerdirs, target, scratch: Some(scratch) } => {
-                let path = must("create mount point", ensure_target(root, target, true));
+                let path = mount_point(sys, root, target, true)?;
                 let (upper, work) = (scratch.join("upper"), scratch.join("work"));
                 for d in [&upper, &work] {
-                    must("create scratch layer", fs::create_dir_all(d).map(|_| d.clone()));
+                    sys.make_path(d, true).or_fail("create scratch layer")?;
                 }
                 let options = overlay_options(lowerdirs, Some((&upper, &work)), spec.user_namespace);
-                step(&format!("mount {target}"), mount(Some("overlay"), &path, Some("overlay"), MsFlags::empty(), Some(options.as_str())));
+                sys.mount(Some(Path::new("overlay")), &path, Some("overlay"), nodev, Some(&options)).or_fail(format!("mount {target}"))?;
             }
             SandboxMount::Layers { lowerdirs, target, scratch: None } => {
-                let path = must("create mount point", ensure_target(root, target, true));
+                let path = mount_point(sys, root, target, true)?;
                 if lowerdirs.len() == 1 {
-                    step(
-                        &format!("bind {target}"),
-                        mount(Some(lowerdirs[0].as_path()), &path, None::<&str>, MsFlags::MS_BIND, None::<&str>),
-                    );
-                    let _ =
-                        mount(None::<&str>, &path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+                    sys.mount(Some(&lowerdirs[0]), &path, None, MsFlags::MS_BIND, None).or_fail(format!("bind {target}"))?;
+                    sys.bind_remount(&path, MsFlags::MS_RDONLY | nodev).or_fail(format!("make {target} read-only"))?;
                 } else if !lowerdirs.is_empty() {
                     let options = overlay_options(lowerdirs, None, spec.user_namespace);
-                    step(
-                        &format!("mount {target}"),
-                        mount(Some("overlay"), &path, Some("overlay"), MsFlags::MS_RDONLY, Some(options.as_str())),
-                    );
+                    sys.mount(Some(Path::new("overlay")), &path, Some("overlay"), MsFlags::MS_RDONLY | nodev, Some(&options))
+                        .or_fail(format!("mount {target}"))?;
                 }
             }
             SandboxMount::Tmpfs { target } => {
-                let path = must("create mount point", ensure_target(root, target, true));
-                step(
-                    &format!("mount tmpfs {target}"),
-                    mount(Some("tmpfs"), &path, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>),
-                );
+                let path = mount_point(sys, root, target, true)?;
+                let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                sys.mount(Some(Path::new("tmpfs")), &path, Some("tmpfs"), flags, None).or_fail(format!("mount tmpfs {target}"))?;
             }
         }
     }
-    step("enter rootfs", chdir(root));
-    step("pivot_root", pivot_root(".", "."));
-    step("detach old root", umount2(".", MntFlags::MNT_DETACH));
-    step("enter /", chdir("/"));
-    let _ = sethostname(&spec.hostname);
-    if chdir(spec.cwd.as_str()).is_err() {
-        let _ = fs::create_dir_all(&spec.cwd);
-        step(&format!("enter working directory {}", spec.cwd), chdir(spec.cwd.as_str()));
+
+    sys.chdir(root).or_fail("enter rootfs")?;
+    sys.pivot_root(Path::new("."), Path::new(".")).or_fail("pivot_root")?;
+    sys.umount2(Path::new("."), MntFlags::MNT_DETACH).or_fail("detach old root")?;
+    sys.chdir(Path::new("/")).or_fail("enter /")?;
+    sys.sethostname(&spec.hostname).or_fail("set hostname")?;
+    let cwd = Path::new(&spec.cwd);
+    if sys.chdir(cwd).is_err() {
+        sys.make_path(cwd, true).or_fail(format!("create working directory {}", spec.cwd))?;
+        sys.chdir(cwd).or_fail(format!("enter working directory {}", spec.cwd))?;
     }
-    if !spec.user_namespace || spec.maps_from_outside || spec.gid == 0 {
-        let _ = setgroups(&[Gid::from_raw(spec.gid)]);
+    if confined {
+        // Before the ids: dropping from the bounding set needs CAP_SETPCAP. A user other than
+        // root loses the rest at setuid, and exec gives it none, as in Docker.
+        sys.limit_capabilities(DEFAULT_CAPABILITIES).or_fail("drop capabilities")?;
     }
-    step("set group id", setgid(Gid::from_raw(spec.gid)));
-    step("set user id", setuid(Uid::from_raw(spec.uid)));
-    let program = find_program(&spec.argv[0], &spec.env);
+    // With one mapped id, setgroups is denied in the namespace: the groups stay as they are.
+    if !spec.user_namespace || spec.maps_from_outside {
+        sys.setgroups(&[Gid::from_raw(spec.gid)]).or_fail("set supplementary groups")?;
+    }
+    sys.setgid(Gid::from_raw(spec.gid)).or_fail("set group id")?;
+    sys.setuid(Uid::from_raw(spec.uid)).or_fail("set user id")?;
+    if confined {
+        sys.set_no_new_privs().or_fail("set no_new_privs")?;
+        sys.install_seccomp().or_fail("install the seccomp filter")?;
+    }
+    Ok(())
+}
+
+fn setup_and_exec(spec: &SandboxSpec, confined: bool) -> ! {
+    let program = spec.argv.first().map(|name| name.as_str()).unwrap_or_default();
     let cstr = |s: &str| CString::new(s).unwrap_or_else(|e| fail("command has a NUL byte", e));
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
     let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
-    match execve(&cstr(&program), &argv, &env) {
+    if let Err(e) = setup(&mut Host, spec, confined) {
+        fail(&e.what, e.cause)
+    }
+    match execve(&cstr(&find_program(program, &spec.env)), &argv, &env) {
         Err(e) => {
-            eprintln!("strata sandbox: exec {}: {e}", spec.argv[0]);
+            eprintln!("strata sandbox: exec {program}: {e}");
             std::process::exit(NOT_FOUND)
         }
         Ok(never) => match never {},
@@ -349,4 +449,168 @@ pub fn start(mut command: std::process::Command, spec: &SandboxSpec, idmap: &sup
         go_write.write_all(b"g")?;
     }
     Ok(child)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::syscalls::{Call, Recorder};
+    use super::*;
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            lowerdirs: vec![PathBuf::from("/s/snapshots/a"), PathBuf::from("/s/snapshots/b")],
+            upperdir: PathBuf::from("/s/run/upper"),
+            workdir: PathBuf::from("/s/run/work"),
+            rootfs: PathBuf::from("/r"),
+            copied_root: false,
+            argv: vec!["sh".into()],
+            env: Vec::new(),
+            cwd: "/app".into(),
+            uid: 0,
+            gid: 0,
+            hostname: "strata".into(),
+            network_none: false,
+            user_namespace: false,
+            maps_from_outside: false,
+            etc_files: vec![(PathBuf::from("/s/run/hosts"), "/etc/hosts".into())],
+            mounts: vec![
+                SandboxMount::Bind { source: PathBuf::from("/s/cache"), target: "/cache".into(), readonly: false },
+                SandboxMount::Layers { lowerdirs: vec![PathBuf::from("/s/snapshots/c")], target: "/from".into(), scratch: None },
+                SandboxMount::Tmpfs { target: "/tmp".into() },
+            ],
+        }
+    }
+
+    /// The proc files Docker masks with /dev/null; the rest of MASKED_PATHS are directories.
+    const MASKED_FILES: &[&str] =
+        &["proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list", "proc/timer_stats", "proc/sched_debug"];
+
+    fn recorder() -> Recorder {
+        Recorder {
+            files: MASKED_FILES.iter().map(|f| Path::new("/r").join(f)).chain([PathBuf::from("/r/proc/sysrq-trigger")]).collect(),
+            ..Recorder::default()
+        }
+    }
+
+    fn plan(spec: &SandboxSpec, confined: bool, mut sys: Recorder) -> Vec<Call> {
+        setup(&mut sys, spec, confined).expect("setup");
+        sys.calls
+    }
+
+    fn mount_at<'a>(calls: &'a [Call], at: &str) -> Vec<&'a Call> {
+        calls
+            .iter()
+            .filter(|c| matches!(c, Call::Mount { target, .. } | Call::BindRemount { target, .. } if target == Path::new(at)))
+            .collect()
+    }
+
+    fn position(calls: &[Call], call: &Call) -> usize {
+        calls.iter().position(|c| c == call).unwrap_or_else(|| panic!("{call:?} not in the plan:\n{calls:#?}"))
+    }
+
+    #[test]
+    fn confined_plan_masks_proc_and_sys_and_puts_nodev_on_every_mount() {
+        let calls = plan(&spec(), true, recorder());
+        let root = mount_at(&calls, "/r");
+        assert!(
+            matches!(root[..], [Call::Mount { fstype: Some(t), flags, .. }] if t == "overlay" && flags.contains(MsFlags::MS_NODEV)),
+            "{root:?}"
+        );
+        let dev = mount_at(&calls, "/r/dev");
+        assert!(matches!(dev[..], [Call::Mount { flags, .. }] if flags.contains(MsFlags::MS_NODEV)), "{dev:?}");
+        // The bound device nodes keep their own (host) flags.
+        let null = mount_at(&calls, "/r/dev/null");
+        assert!(matches!(null[..], [Call::Mount { flags, .. }] if *flags == MsFlags::MS_BIND), "{null:?}");
+        let sys = mount_at(&calls, "/r/sys");
+        assert!(matches!(sys[..], [Call::Mount { flags, .. }] if flags.contains(MsFlags::MS_RDONLY)), "{sys:?}");
+        for path in READONLY_PATHS {
+            let at = format!("/r/{path}");
+            let mounts = mount_at(&calls, &at);
+            assert!(
+                matches!(mounts[..], [Call::Mount { .. }, Call::BindRemount { flags, .. }] if flags.contains(MsFlags::MS_RDONLY)),
+                "{at}: {mounts:?}"
+            );
+        }
+        for path in MASKED_PATHS {
+            let at = format!("/r/{path}");
+            let mounts = mount_at(&calls, &at);
+            let file = MASKED_FILES.contains(path);
+            assert!(
+                matches!(mounts[..], [Call::Mount { source: Some(s), fstype: None, .. }] if file && s == Path::new("/dev/null"))
+                    || matches!(mounts[..], [Call::Mount { fstype: Some(t), flags, .. }]
+                        if !file && t == "tmpfs" && flags.contains(MsFlags::MS_RDONLY)),
+                "{at}: {mounts:?}"
+            );
+        }
+        for at in ["/r/etc/hosts", "/r/cache", "/r/from", "/r/tmp"] {
+            let last = mount_at(&calls, at).last().copied().cloned();
+            let flags = match last {
+                Some(Call::Mount { flags, .. } | Call::BindRemount { flags, .. }) => flags,
+                other => panic!("{at}: {other:?}"),
+            };
+            assert!(flags.contains(MsFlags::MS_NODEV), "{at} is not nodev: {flags:?}");
+        }
+        let from = mount_at(&calls, "/r/from");
+        assert!(matches!(from[..], [_, Call::BindRemount { flags, .. }] if flags.contains(MsFlags::MS_RDONLY)), "{from:?}");
+    }
+
+    #[test]
+    fn confinement_comes_after_the_mounts_and_the_filter_last() {
+        let calls = plan(&spec(), true, recorder());
+        let pivot = position(&calls, &Call::PivotRoot { new_root: PathBuf::from(".") });
+        let caps = position(&calls, &Call::LimitCapabilities(DEFAULT_CAPABILITIES));
+        let setuid = position(&calls, &Call::SetUid(0));
+        assert!(calls[..pivot].iter().all(|c| !matches!(c, Call::LimitCapabilities(_) | Call::NoNewPrivs | Call::Seccomp)));
+        assert!(pivot < caps && caps < setuid, "{calls:#?}");
+        assert_eq!(calls[calls.len() - 2..], [Call::NoNewPrivs, Call::Seccomp]);
+    }
+
+    #[test]
+    fn unconfined_plan_skips_masks_caps_seccomp_and_nodev() {
+        let calls = plan(&spec(), false, recorder());
+        assert!(calls.iter().all(|c| !matches!(c, Call::LimitCapabilities(_) | Call::NoNewPrivs | Call::Seccomp)));
+        assert!(mount_at(&calls, "/r/proc/kcore").is_empty() && mount_at(&calls, "/r/proc/sys").is_empty());
+        for call in &calls {
+            if let Call::Mount { target, flags, .. } | Call::BindRemount { target, flags } = call
+                && flags.contains(MsFlags::MS_NODEV)
+            {
+                // Only what is nodev anyway: /proc, /dev/shm and tmpfs mounts.
+                assert!(["/r/proc", "/r/dev/shm", "/r/tmp", "/r/sys"].iter().any(|p| target == Path::new(p)), "{target:?} is nodev");
+            }
+        }
+    }
+
+    #[test]
+    fn absent_paths_are_skipped_and_a_refused_mount_fails_the_step() {
+        let mut sys = recorder();
+        sys.missing = vec![PathBuf::from("/r/proc/kcore"), PathBuf::from("/r/sys/devices/virtual/powercap")];
+        let calls = plan(&spec(), true, sys);
+        assert!(mount_at(&calls, "/r/proc/kcore").is_empty());
+        let mut sys = recorder();
+        sys.refuse = vec!["devpts"];
+        let err = setup(&mut sys, &spec(), true).expect_err("devpts refused");
+        assert_eq!(err.to_string(), "mount /dev/pts: EPERM: Operation not permitted");
+        let mut sys = recorder();
+        sys.refuse = vec!["overlay"];
+        assert!(setup(&mut sys, &spec(), true).expect_err("overlay refused").to_string().starts_with("mount overlay root: "));
+    }
+
+    #[test]
+    fn rootless_sysfs_refusal_gives_an_empty_read_only_sys() {
+        let spec = SandboxSpec { user_namespace: true, ..spec() };
+        let mut sys = recorder();
+        sys.refuse = vec!["sysfs"];
+        let calls = plan(&spec, true, sys);
+        let mounts = mount_at(&calls, "/r/sys");
+        assert!(
+            matches!(mounts[..], [Call::Mount { fstype: Some(t), flags, .. }] if t == "tmpfs" && flags.contains(MsFlags::MS_RDONLY)),
+            "{mounts:?}"
+        );
+        // As root, a refused sysfs is an error.
+        let mut sys = recorder();
+        sys.refuse = vec!["sysfs"];
+        assert!(setup(&mut sys, &super::tests::spec(), true).is_err());
+        // One mapped id: setgroups is denied there, so it is not attempted.
+        assert!(!calls.iter().any(|c| matches!(c, Call::SetGroups(_))));
+    }
 }
