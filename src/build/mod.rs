@@ -16,7 +16,7 @@ pub use progress::{Progress, ProgressMode, reporter};
 
 use crate::exec::{BuildContext, ExecCx, ExecError, ImageState, StepOutcome};
 use crate::frontend::BuildArgs;
-use crate::graph::{Base, BuildGraph, GraphError, Origin, StageId, describe};
+use crate::graph::{Base, BuildGraph, GraphError, Op, Origin, Security, StageId, describe};
 use crate::oci::{Descriptor, Digest, ImageRef};
 use crate::store::{Store, StoreError};
 
@@ -30,6 +30,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     pub jobs: usize,
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
+    pub allow_insecure: bool,
 }
 
 /// An image the build wrote.
@@ -84,6 +86,14 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
     graph.check()?;
     let roots = graph.roots(opts.target.as_deref())?;
     let plan = graph.plan(&roots)?;
+    if !opts.allow_insecure {
+        for id in &plan {
+            let stage = &graph.stages[id.0];
+            for step in &stage.steps {
+                check_security(graph, &step.op, opts, &graph.stage_label(*id), &step.origin)?;
+            }
+        }
+    }
     for tag in &opts.tags {
         if roots.len() > 1 {
             return Err(BuildError::BadTag {
@@ -183,7 +193,7 @@ fn build_stage(
                 BuildError::MissingBase { name: name.clone(), stage: label.clone(), source }
             })?;
             let mut state = ImageState::from_image(&image);
-            run_onbuild_triggers(&mut state, &cx, &label, stage.origin.clone())?;
+            run_onbuild_triggers(&mut state, &cx, opts, &label, stage.origin.clone())?;
             state
         }
     };
@@ -193,6 +203,7 @@ fn build_stage(
         let text = describe(graph, &step.op);
         let step_id = progress.started(&format!("{} {text}", prefix(n + 2)));
         output_id.store(step_id, Ordering::SeqCst);
+        note_unconfined(progress, step_id, &step.op);
         let started = Instant::now();
         match state.execute(&cx, &step.op) {
             Ok(StepOutcome::Cached) => progress.cached(step_id),
@@ -206,8 +217,32 @@ fn build_stage(
     Ok(state)
 }
 
+/// Refuses `RUN --security=insecure` unless the build allows `security.insecure`, naming the step.
+fn check_security(graph: &BuildGraph, op: &Op, opts: &BuildOptions, stage: &str, origin: &Origin) -> Result<(), BuildError> {
+    match op {
+        Op::Run(run) if run.security == Security::Insecure && !opts.allow_insecure => Err(BuildError::Step {
+            origin: origin.clone(),
+            stage: stage.to_string(),
+            instruction: describe(graph, op),
+            source: Box::new(ExecError::Invalid(
+                "RUN --security=insecure runs the step unconfined; allow it with --allow security.insecure".into(),
+            )),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Says on the step's progress that it runs without the sandbox's confinement.
+fn note_unconfined(progress: &dyn Progress, step_id: usize, op: &Op) {
+    if let Op::Run(run) = op
+        && run.security == Security::Insecure
+    {
+        progress.output(step_id, "strata: --security=insecure: this step runs unconfined (all capabilities, no seccomp filter)");
+    }
+}
+
 /// Runs a base image's ONBUILD triggers first, as Docker does, then clears them.
-fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, stage: &str, origin: Origin) -> Result<(), BuildError> {
+fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions, stage: &str, origin: Origin) -> Result<(), BuildError> {
     let Some(triggers) = state.config.config.on_build.take() else { return Ok(()) };
     for trigger in triggers {
         let step_error = |source: ExecError| BuildError::Step {
@@ -218,6 +253,7 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, stage: &str, origin
         };
         let op = crate::frontend::dockerfile::parse_trigger(&trigger)
             .map_err(|report| step_error(ExecError::Invalid(format!("bad ONBUILD trigger: {report}"))))?;
+        check_security(cx.graph, &op, opts, stage, &origin)?;
         state.execute(cx, &op).map_err(step_error)?;
     }
     Ok(())

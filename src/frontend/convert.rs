@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use crate::graph::{Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, StageId, Word};
+use crate::graph::{
+    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Security, StageId, Word,
+};
 
 /// The graph as a KDL spec.
 pub fn to_kdl(graph: &BuildGraph) -> Result<String, String> {
@@ -75,6 +77,9 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
                 Network::Default => {}
                 Network::Host => text.push_str(" --network=host"),
                 Network::None => text.push_str(" --network=none"),
+            }
+            if run.security == Security::Insecure {
+                text.push_str(" --security=insecure");
             }
             match &run.command {
                 CommandLine::Shell(script) if script.contains('\n') => {

@@ -159,6 +159,26 @@ pub struct RunOp {
     pub command: CommandLine,
     pub mounts: Vec<RunMount>,
     pub network: Network,
+    /// Left out of the JSON dump when it is the default, so older goldens stay as they are.
+    #[serde(skip_serializing_if = "Security::is_sandbox")]
+    pub security: Security,
+}
+
+/// `RUN --security=…`: `insecure` (BuildKit's name) runs the step without the
+/// sandbox's confinement, and only when the build allows `security.insecure`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    #[default]
+    Sandbox,
+    Insecure,
+}
+
+impl Security {
+    /// The default: confined like a Docker container.
+    pub fn is_sandbox(&self) -> bool {
+        *self == Security::Sandbox
+    }
 }
 
 /// `RUN --network=…`.

@@ -11,8 +11,8 @@ use super::parser::{Flag, Line, Parsed};
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, Network, Op, Origin, RunMount, RunOp, Stage,
-    StageId, Step, Word, did_you_mean,
+    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, Network, Op, Origin, RunMount, RunOp, Security,
+    Stage, StageId, Step, Word, did_you_mean,
 };
 
 /// Every instruction Docker knows.
@@ -556,14 +556,24 @@ impl<'a> Lowerer<'a> {
                 Network::Default
             }
         };
-        if let Some(f) = Self::flag(line, "security").filter(|f| f.value.as_deref() != Some("sandbox")) {
-            self.errors.push(SourceError::new("--security=insecure is not supported", span(f.offset, 10), "here"));
-        }
+        let security = match Self::flag(line, "security").map(|f| (f.offset, f.value.clone().unwrap_or_default())) {
+            None => Security::Sandbox,
+            Some((_, v)) if v == "sandbox" => Security::Sandbox,
+            Some((_, v)) if v == "insecure" => Security::Insecure,
+            Some((offset, v)) => {
+                self.errors.push(SourceError::new(
+                    format!("--security={v}: expected sandbox or insecure"),
+                    span(offset, 11 + v.len()),
+                    "here",
+                ));
+                Security::Sandbox
+            }
+        };
         let command = match json_args(&line.args) {
             Some(args) if line.heredocs.is_empty() => CommandLine::Exec(args),
             _ => CommandLine::Shell(fold_heredocs(&line.args, &line.heredocs)),
         };
-        RunOp { command, mounts, network }
+        RunOp { command, mounts, network, security }
     }
 
     fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {

@@ -353,7 +353,7 @@ impl Lowerer {
                 })
             })
             .collect();
-        RunOp { command: run.command.clone(), mounts, network: run.network }
+        RunOp { command: run.command.clone(), mounts, network: run.network, security: run.security }
     }
 
     fn copy(&mut self, copy: &CopySpec) -> CopyOp {

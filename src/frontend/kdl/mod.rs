@@ -48,8 +48,8 @@ pub use parse::parse_duration;
 pub(crate) use print::duration as format_duration;
 pub use print::{check as check_printable, to_kdl};
 pub use schema::{
-    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, SourceSpec, Spec, StageKind,
-    StageSpec, Step, StepSpec, Text,
+    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec, Spec,
+    StageKind, StageSpec, Step, StepSpec, Text,
 };
 
 use crate::frontend::BuildArgs;

@@ -7,8 +7,8 @@ use std::time::Duration;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
 use super::schema::{
-    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, SourceSpec, Spec, StageKind,
-    StageSpec, Step, StepSpec, Text,
+    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec, Spec,
+    StageKind, StageSpec, Step, StepSpec, Text,
 };
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::did_you_mean;
@@ -451,7 +451,7 @@ impl Parser {
     }
 
     fn parse_run(&mut self, node: &KdlNode) -> Option<RunSpec> {
-        self.check_node(node, &["network", "exec"], true);
+        self.check_node(node, &["network", "security", "exec"], true);
         let network = match self.string_prop(node, "network") {
             None => Network::Default,
             Some(text) => match text.value.as_str() {
@@ -464,6 +464,20 @@ impl Parser {
                             .help("use \"default\", \"host\" or \"none\""),
                     );
                     Network::Default
+                }
+            },
+        };
+        let security = match self.string_prop(node, "security") {
+            None => Security::Sandbox,
+            Some(text) => match text.value.as_str() {
+                "sandbox" => Security::Sandbox,
+                "insecure" => Security::Insecure,
+                other => {
+                    self.error(
+                        SourceError::new(format!("unknown security mode {other:?}"), text.span, "unknown security mode")
+                            .help("use \"sandbox\" or \"insecure\""),
+                    );
+                    Security::Sandbox
                 }
             },
         };
@@ -485,7 +499,7 @@ impl Parser {
             }
         }
         let command = self.command(node, false)?;
-        Some(RunSpec { command, mounts, network })
+        Some(RunSpec { command, mounts, network, security })
     }
 
     fn parse_mount(&mut self, node: &KdlNode) -> Option<MountSpec> {

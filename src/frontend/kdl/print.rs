@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::graph::{
-    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Stage, StageId, Step, Word,
+    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Security, Stage, StageId, Step, Word,
 };
 
 /// Why `graph` cannot be printed as a spec that lowers back to it, if so.
@@ -141,6 +141,9 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
                 Network::Default => {}
                 Network::Host => text.push_str(" network=\"host\""),
                 Network::None => text.push_str(" network=\"none\""),
+            }
+            if run.security == Security::Insecure {
+                text.push_str(" security=\"insecure\"");
             }
             if !run.mounts.is_empty() {
                 text.push_str(" {\n");

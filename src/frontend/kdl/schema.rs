@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use miette::SourceSpan;
 
-pub use crate::graph::{CommandLine, Network};
+pub use crate::graph::{CommandLine, Network, Security};
 
 /// A string as the user wrote it, and where (`None` when built in code).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +144,8 @@ pub struct RunSpec {
     pub command: CommandLine,
     pub mounts: Vec<MountSpec>,
     pub network: Network,
+    /// `security="insecure"`: run unconfined (the build must allow `security.insecure`).
+    pub security: Security,
 }
 
 /// A `mount` child of `run`; its strings may use `{NAME}` of global args.
@@ -252,7 +254,12 @@ impl StageSpec {
 
     /// `run "script"` (shell form).
     pub fn run(self, script: &str) -> StageSpec {
-        self.step(StepSpec::Run(RunSpec { command: CommandLine::Shell(script.into()), mounts: Vec::new(), network: Network::Default }))
+        self.step(StepSpec::Run(RunSpec {
+            command: CommandLine::Shell(script.into()),
+            mounts: Vec::new(),
+            network: Network::Default,
+            security: Security::Sandbox,
+        }))
     }
 
     /// `copy "src"… "dest"` from the build context.
