@@ -163,7 +163,7 @@ impl World {
         symlink("c", ctx.join("m/dir/a")).expect("symlink");
         write_archives(&ctx, 0);
         fs::write(dep.join("Dockerfile"), "FROM scratch\nCOPY v /v\n").expect("write");
-        let world = World { _dir: dir, ctx, dep, ignore: vec!["**/nowhere".into()], args: Vec::new() };
+        let world = World { _dir: dir, ctx, dep, ignore: Vec::new(), args: Vec::new() };
         world.write_ignore();
         world.build_dep(store, "dep 0");
         world
@@ -543,6 +543,46 @@ fn differences(cached: &serde_json::Value, fresh: &serde_json::Value) -> String 
     out
 }
 
+/// What differs between the layers the two images hold at the same index:
+/// the `tar -tv` lines only one has, and `diff -r` of the unpacked layers.
+fn layer_diffs(store: &TestStore, cached: &serde_json::Value, fresh: &serde_json::Value) -> String {
+    let layers = |v: &serde_json::Value| v["RootFS"]["Layers"].as_array().cloned().unwrap_or_default();
+    let blob = |d: &serde_json::Value| store.root().join("blobs/sha256").join(d.as_str().unwrap_or_default().trim_start_matches("sha256:"));
+    let mut out = String::new();
+    for (i, (c, f)) in layers(cached).iter().zip(&layers(fresh)).enumerate() {
+        if c == f {
+            continue;
+        }
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let mut listings = Vec::new();
+        for (name, digest) in [("cached", c), ("fresh", f)] {
+            let list = std::process::Command::new("tar").args(["--numeric-owner", "-tvf"]).arg(blob(digest)).output().expect("tar -tv");
+            listings.push(String::from_utf8_lossy(&list.stdout).lines().map(str::to_string).collect::<BTreeSet<_>>());
+            let dir = scratch.path().join(name);
+            fs::create_dir(&dir).expect("mkdir");
+            std::process::Command::new("tar").arg("-xf").arg(blob(digest)).arg("-C").arg(&dir).output().expect("tar -x");
+        }
+        out.push_str(&format!("--- layer {i}: tar -tv lines in the cached layer only\n"));
+        for line in listings[0].difference(&listings[1]) {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out.push_str("--- in the fresh layer only\n");
+        for line in listings[1].difference(&listings[0]) {
+            out.push_str(&format!("  {line}\n"));
+        }
+        let diff = std::process::Command::new("diff")
+            .args(["-r", "--no-dereference"])
+            .arg("cached")
+            .arg("fresh")
+            .current_dir(scratch.path())
+            .output()
+            .expect("diff");
+        let text = String::from_utf8_lossy(&diff.stdout);
+        out.push_str(&format!("--- diff -r cached fresh\n{}\n", &text[..text.len().min(6000)]));
+    }
+    out
+}
+
 /// The differing layers' step texts, to tell one mismatch from another.
 fn mismatch_signature(cached: &serde_json::Value, fresh: &serde_json::Value) -> BTreeSet<String> {
     differences(cached, fresh)
@@ -629,8 +669,9 @@ fn cache_equals_no_cache_under_random_edits() {
                         report(
                             "a cached build differs from a --no-cache build",
                             &format!(
-                                "--- differences\n{}--- cached build progress\n{stderr}\n--- cached image\n{}\n--- fresh image\n{}",
+                                "--- differences\n{}{}--- cached build progress\n{stderr}\n--- cached image\n{}\n--- fresh image\n{}",
                                 differences(&c, &f),
+                                layer_diffs(&store, &c, &f),
                                 serde_json::to_string_pretty(&c).unwrap_or_default(),
                                 serde_json::to_string_pretty(&f).unwrap_or_default()
                             ),
@@ -767,4 +808,34 @@ fn run_mount_from_an_image_misses_when_the_tag_moves() {
         store.build(dep.path(), &["-t", "dep:latest"]);
     });
     assert_eq!((before.as_str(), after.as_str()), ("one\n", "two\n"), "the RUN saw the old image: keyed by its name only");
+}
+
+/// Found by the differential test (seed 2, batch 3, 618 edits): with any
+/// `.dockerignore` rule the mount shows a copy of what the rules let through,
+/// and that copy made its folders with owner 0:0, where the context's folders
+/// belong to 1234 (and the cache, keyed by the real owners, kept the older,
+/// right listing: cached and --no-cache builds differed).
+#[test]
+fn run_bind_mount_of_a_context_folder_with_dockerignore_rules_keeps_folder_owners_and_modes() {
+    if !require_root("run_bind_mount_of_a_context_folder_with_dockerignore_rules_keeps_folder_owners_and_modes") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[
+        ("src/a", "a\n"),
+        ("src/sub/b", "b\n"),
+        ("src/sub/ignored", "i\n"),
+        (".dockerignore", "src/sub/ignored\n"),
+        (
+            "Dockerfile",
+            "FROM busybox:latest\nRUN --mount=type=bind,source=src,target=/s cd /s && find . | sort | xargs stat -c '%n %a %u %g' > /out\n",
+        ),
+    ]);
+    for dir in ["src", "src/sub"] {
+        let path = ctx.path().join(dir);
+        lchown(&path, Some(1234), Some(1234)).expect("chown");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o750)).expect("chmod");
+    }
+    store.build(ctx.path(), &["-t", "t"]);
+    assert_eq!(cat(&store, "t", "/out"), ". 750 1234 1234\n./a 644 0 0\n./sub 750 1234 1234\n./sub/b 644 0 0\n");
 }
