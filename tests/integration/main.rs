@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 mod build;
 mod cache;
+mod confinement;
 mod differential;
 mod dockerfile;
 mod engine;
