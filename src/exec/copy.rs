@@ -407,12 +407,12 @@ impl LayerPlan {
     }
 
     /// Hashes every entry's path, type, metadata (not mtime) and content (BLAKE3), in path order.
-    pub fn content_key(&self) -> Result<Digest, ExecError> {
+    pub fn content_key(&self, store: &Store) -> Result<Digest, ExecError> {
         let contents: Vec<Option<[u8; 32]>> = self
             .entries
             .par_iter()
             .map(|(_, planned)| match &planned.kind {
-                Kind::File { real, size, .. } => hash_file(real, *size).map(Some),
+                Kind::File { real, size, .. } => hash_file(store, real, *size).map(Some),
                 Kind::Inline(bytes) => Ok(Some(*blake3::hash(bytes).as_bytes())),
                 _ => Ok(None),
             })
@@ -441,7 +441,7 @@ impl LayerPlan {
             hasher.update(b"\0archive ");
             hasher.update(dest.as_bytes());
             hasher.update(b"\0");
-            hasher.update(hash_file(archive, size)?);
+            hasher.update(hash_file(store, archive, size)?);
         }
         Ok(Digest::from_sha256(hasher.finalize().into()))
     }
@@ -521,9 +521,35 @@ fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest) -> Attrs {
     Attrs { mode: req.chmod.unwrap_or(meta.mode() & 0o7777), uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 }
 }
 
+/// Files at least this large have their content hash recorded by identity and change times.
+const RECORDED_HASH_SIZE: u64 = 1 << 20;
+
 /// BLAKE3 of a file's content, for the cache key: several times faster than
-/// sha256, and a large file is hashed on every core.
-fn hash_file(path: &Path, size: u64) -> Result<[u8; 32], ExecError> {
+/// sha256, and a large file is hashed on every core. A large file's hash is
+/// recorded under its device, inode, size, mtime and ctime (which no write
+/// leaves unchanged), so a cached rebuild reads it again only when it changed.
+/// A file changed in the last two seconds is not recorded: a write within the
+/// same timestamp tick could otherwise go unseen.
+fn hash_file(store: &Store, path: &Path, size: u64) -> Result<[u8; 32], ExecError> {
+    if size < RECORDED_HASH_SIZE {
+        return hash_content(path, size);
+    }
+    let meta = fs::metadata(path).map_err(|e| ExecError::io("stat", path, e))?;
+    let identity =
+        [meta.dev(), meta.ino(), meta.size(), meta.mtime() as u64, meta.mtime_nsec() as u64, meta.ctime() as u64, meta.ctime_nsec() as u64];
+    let stat = Digest::of(identity.map(u64::to_le_bytes).as_flattened());
+    if let Some(hash) = store.file_hash_get(&stat) {
+        return Ok(hash);
+    }
+    let hash = hash_content(path, size)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    if meta.mtime().max(meta.ctime()) + 2 < now {
+        store.file_hash_put(&stat, &hash)?;
+    }
+    Ok(hash)
+}
+
+fn hash_content(path: &Path, size: u64) -> Result<[u8; 32], ExecError> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }

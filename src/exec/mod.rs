@@ -556,11 +556,11 @@ impl ImageState {
         };
         if cx.no_cache {
             // The layer is rebuilt whatever its key: key it (for later builds) while writing it.
-            let (content, layer) = rayon::join(|| plan.content_key(), || write(&plan));
+            let (content, layer) = rayon::join(|| plan.content_key(cx.store), || write(&plan));
             let (content, layer) = (content?, layer?);
             return self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(layer)));
         }
-        let content = plan.content_key()?;
+        let content = plan.content_key(cx.store)?;
         self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(write(&plan)?)))
     }
 

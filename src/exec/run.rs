@@ -74,7 +74,7 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
                 inputs.field("mount", "bind").field("source", source).field("target", target).field("rw", flag(*rw));
                 let bind = BindSource::resolve(cx, from.as_ref(), source)?;
                 match &bind {
-                    BindSource::Context { plan, .. } => inputs.field("content", plan.content_key()?.as_str()),
+                    BindSource::Context { plan, .. } => inputs.field("content", plan.content_key(cx.store)?.as_str()),
                     BindSource::Image(other) => inputs.field("image", other.key.as_str()),
                 };
                 binds.push(bind);

@@ -54,6 +54,24 @@ impl Store {
             fs::remove_file(file.path()).map_err(io_err("remove", &file.path()))?;
             removed += 1;
         }
+        let hashes = self.strata_dir("file-hashes");
+        if hashes.exists() {
+            fs::remove_dir_all(&hashes).map_err(io_err("remove", &hashes))?;
+        }
         Ok(removed)
+    }
+
+    /// The content hash recorded for a file whose identity and change times
+    /// hash to `stat` (see `exec::copy`), if any.
+    pub fn file_hash_get(&self, stat: &Digest) -> Option<[u8; 32]> {
+        fs::read(self.strata_dir("file-hashes").join(stat.hex())).ok()?.try_into().ok()
+    }
+
+    /// Records a file's content hash under its `stat` identity. Not durable:
+    /// a lost record only costs hashing the file again.
+    pub fn file_hash_put(&self, stat: &Digest, hash: &[u8; 32]) -> Result<()> {
+        let dir = self.strata_dir("file-hashes");
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        self.write_file_with(&dir.join(stat.hex()), hash, false)
     }
 }

@@ -119,3 +119,29 @@ fn after_prune_df_reports_no_reclaimable_snapshots() {
     let rebuilt = store.build(ctx.path(), &["-t", "snap"]).1;
     assert!(rebuilt.contains("RUN echo b"), "the store still builds after prune:\n{rebuilt}");
 }
+
+#[test]
+fn a_recorded_hash_of_a_large_file_is_not_reused_once_the_file_changes() {
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nCOPY big.bin /big.bin\n")]);
+    let big = ctx.path().join("big.bin");
+    std::fs::write(&big, vec![b'a'; 3 << 20]).expect("write");
+    // A hash is recorded only for a file unchanged for two seconds: build until it is.
+    let hashes = store.root().join("strata/file-hashes");
+    let records = || std::fs::read_dir(&hashes).map_or(0, |d| d.count());
+    let before = records();
+    let started = std::time::Instant::now();
+    store.build(ctx.path(), &["-t", "big"]);
+    while records() == before {
+        assert!(started.elapsed().as_secs() < 60, "no content hash was ever recorded under {}", hashes.display());
+        store.build(ctx.path(), &["-t", "big"]);
+    }
+    let cached = store.build(ctx.path(), &["-t", "big"]).1;
+    assert!(cached.contains("CACHED"), "an unchanged large file keeps COPY cached:\n{cached}");
+    // Same size, same mtime: only the content and the ctime differ.
+    let mtime = std::fs::metadata(&big).expect("stat").modified().expect("mtime");
+    std::fs::write(&big, vec![b'b'; 3 << 20]).expect("rewrite");
+    std::fs::File::options().write(true).open(&big).expect("open").set_modified(mtime).expect("set mtime");
+    let rebuilt = store.build(ctx.path(), &["-t", "big"]).1;
+    assert!(!rebuilt.contains("CACHED"), "a changed large file rebuilds COPY:\n{rebuilt}");
+}
