@@ -470,7 +470,19 @@ impl LayerPlan {
             };
             made.map_err(|e| ExecError::io("lay out bind source", &target, e))?;
         }
-        // Modes last, deepest first, so a read-only directory is filled before it closes.
+        // Owners as planned (where we may set them), then directory modes
+        // deepest first, so a read-only directory is filled before it closes.
+        if nix::unistd::geteuid().is_root() {
+            for (path, planned) in self.entries.iter().filter(|(_, p)| !matches!(p.kind, Kind::Special { .. })) {
+                let target = dir.join(Path::new(path));
+                let (uid, gid) = (planned.attrs.uid as u32, planned.attrs.gid as u32);
+                // A hard link to a context file already has its owner; chown would clear its set-id bits.
+                let meta = fs::symlink_metadata(&target).map_err(|e| ExecError::io("stat", &target, e))?;
+                if (meta.uid(), meta.gid()) != (uid, gid) {
+                    std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(|e| ExecError::io("chown", &target, e))?;
+                }
+            }
+        }
         for (path, planned) in self.entries.iter().rev().filter(|(_, p)| matches!(p.kind, Kind::Dir)) {
             let target = dir.join(Path::new(path));
             fs::set_permissions(&target, fs::Permissions::from_mode(planned.attrs.mode))

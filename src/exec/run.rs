@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,7 +16,7 @@ use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
 use super::idmap::IdMap;
 use super::sandbox::{SETUP_FAILED, SandboxMount, SandboxSpec};
 use super::{ExecCx, ExecError, ImageState, KeyInputs, PROXY_ARGS, StepOutcome, copydiff, diff, users};
-use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp};
+use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp, Security};
 
 /// How many output lines a failure message repeats.
 const TAIL_LINES: usize = 10;
@@ -61,6 +62,9 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     let mut inputs = KeyInputs::new();
     inputs.list("argv", &argv).list("env", &state.config.config.env).field("cwd", &cwd).field("user", &user);
     inputs.field("network", network_name(run.network));
+    if run.security == Security::Insecure {
+        inputs.field("security", "insecure");
+    }
     // Every mount enters the key; a bind mount by what it shows: the context's
     // files by content and metadata, another stage or image by its key. Cache
     // and secret mounts by their names only, by design (as in BuildKit).
@@ -74,7 +78,9 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
                 inputs.field("mount", "bind").field("source", source).field("target", target).field("rw", flag(*rw));
                 let bind = BindSource::resolve(cx, from.as_ref(), source)?;
                 match &bind {
-                    BindSource::Context { plan, .. } => inputs.field("content", plan.content_key(cx.store)?.as_str()),
+                    BindSource::Context { plan, root, .. } => {
+                        inputs.field("content", plan.content_key(cx.store)?.as_str()).field("root", root.to_string())
+                    }
                     BindSource::Image(other) => inputs.field("image", other.key.as_str()),
                 };
                 binds.push(bind);
@@ -93,6 +99,15 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     })
 }
 
+/// Gives a laid-out bind source's root the mode and (as root) the owner of the real one.
+fn set_attrs(path: &Path, attrs: RootAttrs) -> Result<(), ExecError> {
+    use std::os::unix::fs::PermissionsExt;
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::lchown(path, Some(attrs.uid), Some(attrs.gid)).map_err(|e| ExecError::io("chown", path, e))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(attrs.mode)).map_err(|e| ExecError::io("set mode of", path, e))
+}
+
 fn flag(on: bool) -> &'static str {
     if on { "true" } else { "false" }
 }
@@ -107,11 +122,26 @@ fn network_name(network: Network) -> &'static str {
 
 /// What a bind mount shows, resolved once for both the key and the sandbox.
 enum BindSource {
-    /// A path of the build context: its real path, and the plan of what it
-    /// holds with `.dockerignore` applied (owners and modes as they are).
-    Context { real: PathBuf, plan: LayerPlan },
+    /// A path of the build context: its real path, the plan of what it
+    /// holds with `.dockerignore` applied (owners and modes as they are), and
+    /// the attributes of the mount's root (a folder's own, not in the plan).
+    Context { real: PathBuf, plan: LayerPlan, root: RootAttrs },
     /// Another stage's or an image's filesystem.
     Image(Arc<ImageState>),
+}
+
+/// Mode and owner of a bind mount's root.
+#[derive(Clone, Copy)]
+struct RootAttrs {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl std::fmt::Display for RootAttrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:o} {} {}", self.mode, self.uid, self.gid)
+    }
 }
 
 impl BindSource {
@@ -132,7 +162,10 @@ impl BindSource {
                     extract_in: None,
                 };
                 let plan = LayerPlan::for_copy(&root, &request)?;
-                BindSource::Context { real: cx.context.resolve(&rel, source)?, plan }
+                let real = cx.context.resolve(&rel, source)?;
+                let meta = fs::metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
+                let root = RootAttrs { mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid() };
+                BindSource::Context { real, plan, root }
             }
             Some(CopyFrom::Stage(id)) => BindSource::Image(
                 (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
@@ -185,9 +218,12 @@ fn run_in_sandbox(
                 let (lowerdirs, real) = match binds.next() {
                     // Without ignore rules the context path is shown as it is; with them, a copy of what they let through.
                     Some(BindSource::Context { real, .. }) if cx.context.ignore.is_empty() => (Vec::new(), Some(real)),
-                    Some(BindSource::Context { real, plan }) => {
+                    Some(BindSource::Context { real, plan, root }) => {
                         let shown = dir.0.join(format!("mount-{}-context", mounts.len()));
                         plan.materialize(&shown)?;
+                        if real.is_dir() {
+                            set_attrs(&shown, root)?;
+                        }
                         let name = if real.is_dir() { None } else { real.file_name() };
                         (Vec::new(), Some(name.map_or(shown.clone(), |n| shown.join(n))))
                     }
@@ -237,7 +273,7 @@ fn run_in_sandbox(
             prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
         let spec_path = attempt.join("spec.json");
         fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
-        let (tail, code) = spawn_and_wait(cx, &spec_path, &prepared.spec)?;
+        let (tail, code) = spawn_and_wait(cx, &spec_path, &prepared.spec, run.security)?;
         let setup_error = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).filter(|_| code == SETUP_FAILED);
         if let Some(reason) = setup_error {
             // Overlayfs refused (no kernel support, an overlay store, a userns without it): copy instead.
@@ -371,7 +407,6 @@ fn absolute(target: &str, cwd: &str) -> String {
 /// Mount points created only for the sandbox, when still empty, and the
 /// directories overlay copied up only to hold them (same owner and mode as below).
 pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::rootfs::RootfsView) -> Vec<String> {
-    use std::os::unix::fs::MetadataExt;
     let depth = |p: &String| std::cmp::Reverse(p.matches('/').count());
     let holds_only = |dir: &str, skip: &[String]| {
         fs::read_dir(upper.join(dir))
@@ -413,12 +448,20 @@ pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::roo
 }
 
 /// Runs the sandbox (`spec` is `sandbox` written out), streaming its output; returns the last lines and the exit code.
-fn spawn_and_wait(cx: &ExecCx, spec: &Path, sandbox: &super::sandbox::SandboxSpec) -> Result<(VecDeque<String>, i32), ExecError> {
+fn spawn_and_wait(
+    cx: &ExecCx,
+    spec: &Path,
+    sandbox: &super::sandbox::SandboxSpec,
+    security: Security,
+) -> Result<(VecDeque<String>, i32), ExecError> {
     let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
     let (reader, writer) = std::io::pipe().map_err(|e| ExecError::io("create pipe for", spec, e))?;
     let writer2 = writer.try_clone().map_err(|e| ExecError::io("create pipe for", spec, e))?;
     let mut command = Command::new(exe);
     command.arg("__sandbox").arg(spec).stdin(Stdio::null()).stdout(writer).stderr(writer2);
+    if security == Security::Insecure {
+        command.arg(super::sandbox::UNCONFINED_ARG);
+    }
     let mut child =
         super::sandbox::start(command, sandbox, &IdMap::for_caller()).map_err(|e| ExecError::io("start sandbox for", spec, e))?;
     let (lines_tx, lines_rx) = mpsc::channel::<Option<String>>();

@@ -145,3 +145,23 @@ fn a_recorded_hash_of_a_large_file_is_not_reused_once_the_file_changes() {
     let rebuilt = store.build(ctx.path(), &["-t", "big"]).1;
     assert!(!rebuilt.contains("CACHED"), "a changed large file rebuilds COPY:\n{rebuilt}");
 }
+
+#[test]
+fn run_bind_mount_of_a_folder_misses_when_the_folder_itself_changes_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::require_root("run_bind_mount_of_a_folder_misses_when_the_folder_itself_changes_mode") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx =
+        context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=bind,source=d,target=/d stat -c %a /d > /out\n"), ("d/f", "x")]);
+    let dir = ctx.path().join("d");
+    let mut seen = Vec::new();
+    for mode in [0o755, 0o700] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        store.build(ctx.path(), &["-t", "mode"]);
+        let out = store.strata().args(["run", "--rm", "mode", "cat", "/out"]).output().expect("run");
+        seen.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    assert_eq!(seen, ["755", "700"], "the mount's own mode is part of what RUN sees, so of its key");
+}

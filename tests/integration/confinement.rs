@@ -149,7 +149,6 @@ fn security_insecure_needs_the_allow_entitlement() {
 }
 
 #[test]
-#[ignore = "needs run.rs to start the sandbox with --unconfined for RunOp::security == Insecure (and to key it)"]
 fn security_insecure_with_allow_runs_unconfined() {
     if !require_root("security_insecure_with_allow_runs_unconfined") {
         return;
