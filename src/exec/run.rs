@@ -269,8 +269,10 @@ fn run_in_sandbox(
     let mut copied = copy_snapshotter_forced();
     loop {
         let attempt = dir.0.join(if copied { "copy" } else { "overlay" });
-        let prepared =
+        let mut prepared =
             prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
+        // Only the layer written from the upper directory must be durable, and it is, once.
+        prepared.spec.volatile_upper = true;
         let spec_path = attempt.join("spec.json");
         fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
         let (tail, code) = spawn_and_wait(cx, &spec_path, &prepared.spec, run.security)?;
@@ -376,6 +378,7 @@ pub fn prepare(
         workdir: work,
         rootfs,
         copied_root,
+        volatile_upper: false,
         argv,
         env,
         cwd: cwd.to_string(),

@@ -60,6 +60,10 @@ pub struct SandboxSpec {
     pub rootfs: PathBuf,
     /// The root is a plain copy of the image (no overlayfs): bind it instead.
     pub copied_root: bool,
+    /// The upper layer is scratch until the step's layer is written (a RUN,
+    /// not a kept run): mount it `volatile`, so the command's fsyncs cost nothing.
+    #[serde(default)]
+    pub volatile_upper: bool,
     pub argv: Vec<String>,
     pub env: Vec<String>,
     pub cwd: String,
@@ -245,7 +249,13 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
     } else {
         // run.rs falls back to a copied root on this exact message.
         let options = overlay_options(&lowerdirs, Some((&spec.upperdir, &spec.workdir)), spec.user_namespace);
-        sys.mount(Some(Path::new("overlay")), root, Some("overlay"), nodev, Some(&options)).or_fail("mount overlay root")?;
+        let overlay = Some(Path::new("overlay"));
+        // `volatile` needs Linux 5.10; where it is refused, the same mount without it.
+        let volatile = spec.volatile_upper
+            && sys.mount(overlay, root, Some("overlay"), nodev, Some(&format!("{options},volatile"))).is_ok();
+        if !volatile {
+            sys.mount(overlay, root, Some("overlay"), nodev, Some(&options)).or_fail("mount overlay root")?;
+        }
     }
 
     let proc_dir = mount_point(sys, root, "proc", true)?;
@@ -463,6 +473,7 @@ mod tests {
             workdir: PathBuf::from("/s/run/work"),
             rootfs: PathBuf::from("/r"),
             copied_root: false,
+            volatile_upper: false,
             argv: vec!["sh".into()],
             env: Vec::new(),
             cwd: "/app".into(),

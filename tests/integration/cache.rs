@@ -165,3 +165,22 @@ fn run_bind_mount_of_a_folder_misses_when_the_folder_itself_changes_mode() {
     }
     assert_eq!(seen, ["755", "700"], "the mount's own mode is part of what RUN sees, so of its key");
 }
+
+#[test]
+fn run_mounts_its_scratch_upper_layer_volatile() {
+    if !crate::require_root("run_mounts_its_scratch_upper_layer_volatile") {
+        return;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+    if (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) < (5, 10) {
+        eprintln!("skipping run_mounts_its_scratch_upper_layer_volatile: overlayfs volatile needs Linux 5.10, this is {release}");
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN grep ' / ' /proc/mounts > /mounts\n")]);
+    store.build(ctx.path(), &["-t", "volatile"]);
+    let out = store.strata().args(["run", "--rm", "volatile", "cat", "/mounts"]).output().expect("run");
+    let mounts = String::from_utf8_lossy(&out.stdout);
+    assert!(mounts.contains("overlay") && mounts.contains("volatile"), "the RUN root is a volatile overlay:\n{mounts}");
+}
