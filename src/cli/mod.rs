@@ -20,6 +20,7 @@ use crate::store::Store;
 
 /// Entry point of the `strata` binary.
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -27,6 +28,19 @@ pub fn main() -> ExitCode {
             eprintln!("{report:?}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets a closed stdout or stderr (`strata images | head -1`) end the process
+/// quietly, as it ends any Unix tool, instead of Rust's ignored SIGPIPE making
+/// `println!` panic. Pipes strata itself reads from (a RUN's output) are
+/// unaffected: only a writer gets SIGPIPE, and a RUN's command gets the
+/// default disposition a container has.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL
+    // installs no handler, so nothing runs in signal context.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -87,7 +87,9 @@ impl BuildContext {
         let ignore_file = root.join(".dockerignore");
         let ignore = match std::fs::read_to_string(&ignore_file) {
             Ok(text) => IgnoreRules::parse(&text, &ignore_file)?,
-            Err(_) => IgnoreRules::default(),
+            // Only a missing file means no rules; a dangling symlink is there but unreadable.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ignore_file.symlink_metadata().is_err() => IgnoreRules::default(),
+            Err(e) => return Err(ExecError::Context(format!("read {}: {e}", ignore_file.display()))),
         };
         Ok(BuildContext { root, ignore })
     }

@@ -71,17 +71,22 @@ impl Word {
     /// Names of the variables this word reads.
     pub fn variables(&self) -> Vec<&str> {
         let mut names = Vec::new();
+        self.collect_variables(&mut names);
+        names
+    }
+
+    /// Into one list, so nested words cost no copying per level.
+    fn collect_variables<'w>(&'w self, names: &mut Vec<&'w str>) {
         for part in &self.0 {
             match part {
                 Part::Lit(_) => {}
                 Part::Var(name) => names.push(name.as_str()),
                 Part::Default { name, word, .. } | Part::Alt { name, word, .. } => {
                     names.push(name.as_str());
-                    names.extend(word.variables());
+                    word.collect_variables(names);
                 }
             }
         }
-        names
     }
 }
 

@@ -9,6 +9,7 @@ mod confinement;
 mod differential;
 mod dockerfile;
 mod engine;
+mod hostile;
 mod kdl;
 mod mount;
 mod run;

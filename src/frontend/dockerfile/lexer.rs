@@ -2,8 +2,16 @@
 //! unquoted whitespace, quotes removed, `\` (or the escape character)
 //! escaping, and `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}` kept as
 //! variable parts of a [`Word`] to expand at build time.
+//!
+//! `${NAME:-${…}}` nests at most [`MAX_NESTING`] deep: everything that walks a
+//! word (expansion, printing, the JSON dump, dropping it) recurses once per
+//! level, and the pretty dump indents every level, so an unbounded depth would
+//! cost stack and quadratic output. Deeper input is an error at its `${`.
 
 use crate::graph::{Part, Word};
+
+/// How deep `${NAME:-word}` and `${NAME:+word}` may nest inside each other.
+pub const MAX_NESTING: usize = 64;
 
 /// A lexing problem at a byte offset of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +25,8 @@ struct Lexer<'a> {
     pos: usize,
     escape: char,
     text: &'a str,
+    /// How many `${NAME:-…}` words enclose the position.
+    depth: usize,
 }
 
 fn push_lit(parts: &mut Vec<Part>, c: char) {
@@ -124,6 +134,7 @@ impl Lexer<'_> {
     fn variable(&mut self, parts: &mut Vec<Part>) -> Result<(), LexError> {
         match self.peek() {
             Some('{') => {
+                let start = self.pos - 1;
                 self.pos += 1;
                 let name = self.name();
                 if name.is_empty() {
@@ -144,7 +155,14 @@ impl Lexer<'_> {
                             return Err(self.error(format!("unsupported modifier in ${{{name}…}}: only :- and :+ are supported")));
                         }
                         self.pos += 1;
-                        let word = self.nested()?;
+                        if self.depth == MAX_NESTING {
+                            self.pos = start;
+                            return Err(self.error(format!("variable references nest deeper than {MAX_NESTING} levels")));
+                        }
+                        self.depth += 1;
+                        let word = self.nested();
+                        self.depth -= 1;
+                        let word = word?;
                         parts.push(if op == Some('-') { Part::Default { name, colon, word } } else { Part::Alt { name, colon, word } });
                     }
                     _ => return Err(self.error(format!("bad substitution in ${{{name}…}}: missing }}"))),
@@ -199,7 +217,7 @@ impl Lexer<'_> {
 }
 
 fn lexer(text: &str, escape: char) -> Lexer<'_> {
-    Lexer { chars: text.char_indices().collect(), pos: 0, escape, text }
+    Lexer { chars: text.char_indices().collect(), pos: 0, escape, text, depth: 0 }
 }
 
 /// Splits `text` into words (quotes removed, variables kept).
@@ -356,6 +374,26 @@ mod tests {
     fn raw_words_keep_quotes_and_escaped_spaces() {
         let raw: Vec<String> = raw_words(r#"a="b c" d\ e 'f g'"#, '\\').into_iter().map(|(_, w)| w).collect();
         assert_eq!(raw, [r#"a="b c""#, r"d\ e", "'f g'"]);
+    }
+
+    fn nested(depth: usize) -> String {
+        let mut text = "x".to_string();
+        for i in 0..depth {
+            text = format!("${{A{i}:-{text}}}");
+        }
+        text
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_the_error_points_at_the_deepest_allowed_level() {
+        assert!(single_word(&nested(MAX_NESTING), '\\').is_ok());
+        let text = nested(20_000);
+        let error = single_word(&text, '\\').unwrap_err();
+        assert!(error.message.contains("nest deeper than 64"), "{error:?}");
+        assert_eq!(&text[error.offset..error.offset + 2], "${");
+        assert_eq!(text[..error.offset].matches("${").count(), MAX_NESTING);
+        // A heredoc keeps the over-deep levels as text; only the innermost 64 are references.
+        assert_eq!(heredoc_word(&text, '\\').variables().len(), MAX_NESTING);
     }
 
     /// Words of literals (no quotes or braces, which Display leaves as they are) and variables.

@@ -36,6 +36,7 @@
 //! ```
 
 mod lower;
+mod nesting;
 mod parse;
 mod print;
 mod schema;

@@ -38,7 +38,17 @@ const STEPS: &[&str] = &[
 /// Parses KDL text into a spec and the problems found in it; a document
 /// that is not valid KDL gives only its syntax errors.
 pub fn parse(text: &str) -> Result<(Spec, Vec<SourceError>), Vec<SourceError>> {
-    let document = KdlDocument::parse_v2(text).map_err(|error| {
+    super::nesting::check(text).map_err(|error| vec![error])?;
+    // The crate's parser recurses; give it a stack the checked bounds fit in.
+    let parsed = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .stack_size(super::nesting::PARSE_STACK)
+            .spawn_scoped(scope, || KdlDocument::parse_v2(text))?
+            .join()
+            .map_err(|_| std::io::Error::other("the KDL parser panicked"))
+    });
+    let parsed = parsed.map_err(|e| vec![SourceError::new(format!("parse KDL: {e}"), None, "")])?;
+    let document = parsed.map_err(|error| {
         error
             .diagnostics
             .into_iter()

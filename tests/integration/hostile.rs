@@ -1,0 +1,129 @@
+//! Hostile build files, contexts and archives: each is refused with a clear,
+//! short error (exit code 1, never a signal or a panic), in work and memory
+//! linear in its size.
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+
+use crate::{TestStore, context, require_root};
+
+/// `${A0:-${A1:-…x…}}`, `depth` levels deep.
+fn nested_defaults(depth: usize) -> String {
+    let mut text = String::from("x");
+    for i in 0..depth {
+        text = format!("${{A{i}:-{text}}}");
+    }
+    text
+}
+
+/// Runs `strata graph --format json FILE` in a temp dir holding `name` = `text`; returns (status, stdout, stderr).
+fn graph(name: &str, text: &str) -> (std::process::ExitStatus, String, String) {
+    let ctx = context(&[(name, text)]);
+    let store = TestStore::empty();
+    let out = store.strata().current_dir(ctx.path()).args(["graph", "--format", "json", name]).output().expect("run strata graph");
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn variable_defaults_nested_20000_deep_are_a_located_error() {
+    let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\nENV V={}\n", nested_defaults(20_000)));
+    assert_eq!(status.code(), Some(1), "{status:?}\n{stderr}");
+    assert!(stderr.contains("variable references nest deeper than 64 levels"), "{stderr}");
+    assert!(stderr.contains("Dockerfile:2:"), "{stderr}");
+    assert!(stderr.len() < 4096, "{} bytes of stderr", stderr.len());
+    // As deep as allowed still lowers.
+    let (status, stdout, stderr) = graph("Dockerfile", &format!("FROM scratch\nENV V={}\n", nested_defaults(64)));
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("\"A63\""), "{stdout}");
+}
+
+#[test]
+fn a_kdl_spec_nested_100000_deep_is_an_error_not_a_stack_overflow() {
+    let (status, _, stderr) = graph("spec.kdl", &("a {\n".repeat(100_000) + &"}\n".repeat(100_000)));
+    assert_eq!(status.code(), Some(1), "{status:?} (signal {:?})\n{stderr}", status.signal());
+    assert!(stderr.contains("blocks nest deeper than 64 levels"), "{stderr}");
+    assert!(stderr.contains("spec.kdl:65:3"), "{stderr}");
+    let (status, _, stderr) = graph("spec.kdl", &format!("/*{}*/", "*".repeat(1 << 20)));
+    assert_eq!(status.code(), Some(1), "{status:?} (signal {:?})\n{stderr}", status.signal());
+    assert!(stderr.contains("block comment too complex"), "{stderr}");
+}
+
+#[test]
+fn an_error_in_a_megabyte_line_quotes_it_clipped() {
+    let long = "x".repeat(1 << 20);
+    let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\nBOGUS{long}\nRUN true\n"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown instruction: BOGUSxxx") && stderr.contains("not an instruction"), "{stderr}");
+    assert!(stderr.len() < 4096, "{} bytes of stderr", stderr.len());
+    let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\nENV A={long}${{B\n"));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("of a long line)"), "{stderr}");
+    assert!(stderr.len() < 4096, "{} bytes of stderr", stderr.len());
+}
+
+#[test]
+fn an_unreadable_dockerignore_fails_the_build() {
+    let store = TestStore::empty();
+    for make in ["directory", "loop", "dangling"] {
+        let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "content")]);
+        let ignore = ctx.path().join(".dockerignore");
+        match make {
+            "directory" => std::fs::create_dir(&ignore).expect("mkdir"),
+            "loop" => std::os::unix::fs::symlink(".dockerignore", &ignore).expect("symlink"),
+            _ => std::os::unix::fs::symlink("nowhere", &ignore).expect("symlink"),
+        }
+        let out = store.strata().args(["build", "-q"]).arg(ctx.path()).output().expect("run strata build");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{make}: {stderr}");
+        assert!(stderr.contains(".dockerignore"), "{make}: {stderr}");
+    }
+    // A missing one is no rules at all.
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "content")]);
+    store.strata().args(["build", "-q"]).arg(ctx.path()).assert().success();
+}
+
+/// Starts `strata ARGS` with its stdout a pipe whose reading end is closed at once.
+fn with_stdout_closed(store: &TestStore, dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env("STRATA_ROOT", store.root())
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata");
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read stderr");
+    (child.wait().expect("wait"), stderr)
+}
+
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let store = TestStore::empty();
+    // Far more output than a pipe holds, so the write meets the closed pipe whatever the timing.
+    let dockerfile = "FROM scratch\n".to_string() + &"ENV A=b\n".repeat(20_000);
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let (status, stderr) = with_stdout_closed(&store, ctx.path(), &["graph", "--format", "json", "Dockerfile"]);
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (status, stderr) = with_stdout_closed(&store, ctx.path(), &["images"]);
+    assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "{status:?}\n{stderr}");
+    assert!(!stderr.contains("panicked") && status.code() != Some(101), "{stderr}");
+}
+
+#[test]
+fn a_run_step_closing_or_breaking_its_pipes_does_not_hurt_the_build() {
+    if !require_root("a_run_step_closing_or_breaking_its_pipes_does_not_hurt_the_build") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox:latest\nRUN yes | head -n 1 > /first && exec >&- && echo still running >&2\nRUN cat /first\n",
+    )]);
+    let (_, stderr) = store.build(ctx.path(), &[]);
+    assert!(stderr.contains("still running"), "{stderr}");
+    assert!(stderr.contains("\ny\n") || stderr.contains(" y\n"), "{stderr}");
+}
