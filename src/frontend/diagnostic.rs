@@ -141,12 +141,13 @@ impl<'a> ClippedText<'a> {
         self.text.push_str(ELLIPSIS);
     }
 
-    /// Where an original offset is in the clipped text; `end` picks the end of a cut piece.
+    /// Where an original offset is in the clipped text; `end`: the offset ends a span.
     fn map(&self, offset: usize, end: bool) -> usize {
         let index = self.pieces.partition_point(|(_, old_end, _, _)| *old_end < offset + usize::from(!end));
         match self.pieces.get(index) {
             Some((old_start, _, new_start, true)) => new_start + offset.saturating_sub(*old_start),
-            Some((_, _, new_start, false)) => new_start + if end { ELLIPSIS.len() } else { 0 },
+            // Into a cut piece: at its ellipsis, so a label underlines only text that is shown.
+            Some((_, _, new_start, false)) => *new_start,
             None => self.text.len(),
         }
     }
@@ -215,7 +216,7 @@ mod tests {
         assert_eq!(clipped.text, format!("{}...\nab\n", "y".repeat(MAX_SHOWN)));
         assert_eq!(clipped.map(1001, false), MAX_SHOWN + 4);
         assert_eq!(clipped.map(500, false), MAX_SHOWN);
-        assert_eq!(clipped.map(500, true), MAX_SHOWN + 3);
+        assert_eq!(clipped.map(500, true), MAX_SHOWN);
         assert_eq!(clipped.map(text.len(), true), clipped.text.len());
     }
 }

@@ -180,8 +180,54 @@ fn write_docker_tar(store: &Store, images: &[StoredImage], builder: &mut tar::Bu
     Ok(())
 }
 
+/// An image read and verified, not yet tagged: its manifest, tags and id.
+struct Staged {
+    descriptor: Descriptor,
+    tags: Vec<ImageRef>,
+    id: Digest,
+}
+
+/// What a load has verified so far, and the blobs it added to the store.
+#[derive(Default)]
+struct Loading {
+    images: Vec<Staged>,
+    /// Every blob the staged images need.
+    needed: std::collections::HashSet<Digest>,
+    /// Blobs this load added, removed again if it fails (or if nothing needs them).
+    created: Vec<Digest>,
+}
+
 /// Imports every image of `input`; returns each one's tag (if any) and id.
+///
+/// Every blob is checked against its digest as it is copied, every
+/// descriptor's size against its blob, every config against its manifest
+/// (one diff_id per layer, and each layer uncompresses to its diff_id). Only
+/// then is anything tagged; a refused input leaves no blob and no tag.
 pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
+    let mut loading = Loading::default();
+    let staged = stage(store, input, tag, &mut loading);
+    // Blobs of a refused input, and blobs of an archive that no image needs, go.
+    for digest in &loading.created {
+        if staged.is_err() || !loading.needed.contains(digest) {
+            let _ = fs::remove_file(store.blob_path(digest));
+        }
+    }
+    staged?;
+    let mut loaded = Vec::new();
+    for image in &loading.images {
+        if image.tags.is_empty() {
+            store.add_untagged(&image.descriptor)?;
+            loaded.push((None, image.id.clone()));
+        }
+        for tag in &image.tags {
+            store.set_tag(tag, &image.descriptor)?;
+            loaded.push((Some(tag.to_string()), image.id.clone()));
+        }
+    }
+    Ok(loaded)
+}
+
+fn stage(store: &Store, input: &Path, tag: Option<&ImageRef>, loading: &mut Loading) -> Result<(), ArchiveError> {
     let meta = fs::metadata(input).map_err(io_err("open", input))?;
     // `…/debian-minbase` or `debian-minbase.tar` names images whose index gives only a tag.
     let default_name =
@@ -195,7 +241,15 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
             Ok(Box::new(BufReader::new(File::open(&path).map_err(io_err("open blob", &path))?)))
         };
         let index: Index = read_json(&mut blob_or_file(&input.join("index.json"))?, "index.json")?;
-        return import_layout(store, &index, tag, default_name.as_deref(), &mut |d| copy_in(store, d, blob(d)?));
+        let mut created = Vec::new();
+        let result = import_layout(store, &index, tag, default_name.as_deref(), loading, &mut |d| {
+            if copy_in(store, d, blob(d)?)? {
+                created.push(d.clone());
+            }
+            Ok(())
+        });
+        loading.created.extend(created);
+        return result;
     }
     // A tar: first learn its shape and its small JSON files, then stream the blobs in.
     let mut small: HashMap<String, Vec<u8>> = HashMap::new();
@@ -210,16 +264,19 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
     if small.contains_key("oci-layout") {
         let index: Index = read_json(&mut small.get("index.json").map(Vec::as_slice).unwrap_or_default(), "index.json")?;
         let mut blobs = HashMap::new();
+        let created = &mut loading.created;
         for_each_entry(input, &mut |path, entry| {
             if let Some(hex) = path.strip_prefix("blobs/sha256/")
                 && let Ok(digest) = Digest::from_hex(hex)
             {
-                copy_in(store, &digest, Box::new(entry))?;
+                if copy_in(store, &digest, Box::new(entry))? {
+                    created.push(digest.clone());
+                }
                 blobs.insert(digest, ());
             }
             Ok(())
         })?;
-        return import_layout(store, &index, tag, default_name.as_deref(), &mut |d| {
+        return import_layout(store, &index, tag, default_name.as_deref(), loading, &mut |d| {
             if blobs.contains_key(d) || store.has_blob(d) {
                 Ok(())
             } else {
@@ -233,8 +290,7 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
     let items: Vec<DockerItem> = read_json(&mut manifest_json.as_slice(), "manifest.json")?;
     let wanted: std::collections::HashSet<String> = items.iter().flat_map(|i| i.layers.iter().cloned().chain([i.config.clone()])).collect();
     let mut stored: HashMap<String, (Digest, u64, bool)> = HashMap::new();
-    // Blobs this load added, removed again if the tarball turns out to be inconsistent.
-    let mut created: Vec<Digest> = Vec::new();
+    let created = &mut loading.created;
     for_each_entry(input, &mut |path, entry| {
         if wanted.contains(path) {
             let mut head = [0u8; 4];
@@ -260,13 +316,7 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
         }
         Ok(())
     })?;
-    if let Err(e) = check_diff_ids(store, &items, &stored) {
-        for digest in &created {
-            let _ = fs::remove_file(store.blob_path(digest));
-        }
-        return Err(e);
-    }
-    let mut loaded = Vec::new();
+    check_diff_ids(store, &items, &stored)?;
     for item in &items {
         let missing = |p: &str| ArchiveError::Format(format!("{p} is listed in manifest.json but missing from the tarball"));
         let (config_digest, config_size, _) = stored.get(&item.config).cloned().ok_or_else(|| missing(&item.config))?;
@@ -298,16 +348,22 @@ pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(
             layers,
             annotations: BTreeMap::new(),
         };
-        let (digest, size) = store.write_blob(&to_blob(&manifest))?;
+        let bytes = to_blob(&manifest);
+        let new = !store.has_blob(&Digest::of(&bytes));
+        let (digest, size) = store.write_blob(&bytes)?;
+        if new {
+            loading.created.push(digest.clone());
+        }
+        loading.needed.extend(manifest.layers.iter().map(|l| l.digest.clone()).chain([config_digest.clone(), digest.clone()]));
         let descriptor =
             Descriptor { media_type: super::MEDIA_MANIFEST.into(), digest, size, annotations: BTreeMap::new(), platform: None };
         let tags: Vec<String> = match tag {
             Some(t) => vec![t.to_string()],
             None => item.repo_tags.clone().unwrap_or_default(),
         };
-        loaded.extend(record(store, &descriptor, &tags, &config_digest)?);
+        loading.images.push(Staged { descriptor, tags: parse_tags(&tags)?, id: config_digest });
     }
-    Ok(loaded)
+    Ok(())
 }
 
 /// Every layer of a `docker save` tarball must uncompress to the diff_id its config lists.
@@ -317,15 +373,7 @@ fn check_diff_ids(store: &Store, items: &[DockerItem], stored: &HashMap<String, 
         let config: ImageConfig = read_json(&mut store.read_blob(config_digest)?.as_slice(), &item.config)?;
         for (layer, expected) in item.layers.iter().zip(&config.rootfs.diff_ids) {
             let Some((digest, _, gzip)) = stored.get(layer) else { continue };
-            let actual = if *gzip {
-                let mut reader = crate::store::snapshot::decompress(BufReader::new(store.open_blob(digest)?))
-                    .map_err(|e| ArchiveError::Format(format!("{layer}: {e}")))?;
-                let mut hashing = super::DigestWriter::new(io::sink());
-                io::copy(&mut reader, &mut hashing).map_err(|e| ArchiveError::Format(format!("{layer}: {e}")))?;
-                hashing.finish().0
-            } else {
-                digest.clone()
-            };
+            let actual = if *gzip { uncompressed_digest(store, digest, layer)? } else { digest.clone() };
             if &actual != expected {
                 return Err(ArchiveError::Format(format!(
                     "{layer} is corrupt: its content hashes to {actual}, but {} lists {expected}",
@@ -337,20 +385,37 @@ fn check_diff_ids(store: &Store, items: &[DockerItem], stored: &HashMap<String, 
     Ok(())
 }
 
-fn record(store: &Store, descriptor: &Descriptor, tags: &[String], id: &Digest) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
-    if tags.is_empty() {
-        store.add_untagged(descriptor)?;
-        return Ok(vec![(None, id.clone())]);
+/// The digest of a layer's uncompressed bytes (its diff_id).
+fn uncompressed_digest(store: &Store, digest: &Digest, what: &str) -> Result<Digest, ArchiveError> {
+    let mut reader = crate::store::snapshot::decompress(BufReader::new(store.open_blob(digest)?))
+        .map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
+    let mut hashing = super::DigestWriter::new(io::sink());
+    io::copy(&mut reader, &mut hashing).map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
+    Ok(hashing.finish().0)
+}
+
+/// An archive's tag names, checked before any is set.
+fn parse_tags(tags: &[String]) -> Result<Vec<ImageRef>, ArchiveError> {
+    tags.iter()
+        .map(|tag| {
+            // docker save writes "docker.io/library/x:tag" or "x:tag"; keep what the user would type.
+            let short = tag.strip_prefix("docker.io/library/").unwrap_or(tag);
+            short.parse().map_err(|e: super::RefError| ArchiveError::Format(format!("tag {tag:?}: {e}")))
+        })
+        .collect()
+}
+
+/// A descriptor must give its blob's real size.
+fn check_size(store: &Store, descriptor: &Descriptor) -> Result<(), ArchiveError> {
+    let path = store.blob_path(&descriptor.digest);
+    let actual = fs::metadata(&path).map_err(io_err("read", &path))?.len();
+    if actual != descriptor.size {
+        return Err(ArchiveError::Format(format!(
+            "blob {} is {actual} bytes, but its descriptor says {}",
+            descriptor.digest, descriptor.size
+        )));
     }
-    let mut out = Vec::new();
-    for tag in tags {
-        // docker save writes "docker.io/library/x:tag" or "x:tag"; keep what the user would type.
-        let short = tag.strip_prefix("docker.io/library/").unwrap_or(tag);
-        let reference: ImageRef = short.parse().map_err(|e: super::RefError| ArchiveError::Format(e.to_string()))?;
-        store.set_tag(&reference, descriptor)?;
-        out.push((Some(reference.to_string()), id.clone()));
-    }
-    Ok(out)
+    Ok(())
 }
 
 fn blob_or_file(path: &Path) -> Result<Box<dyn Read>, ArchiveError> {
@@ -361,14 +426,14 @@ fn read_json<T: serde::de::DeserializeOwned>(reader: &mut dyn Read, what: &str) 
     serde_json::from_reader(reader).map_err(|e| ArchiveError::Format(format!("parse {what}: {e}")))
 }
 
-fn copy_in(store: &Store, digest: &Digest, mut reader: Box<dyn Read + '_>) -> Result<(), ArchiveError> {
+/// Copies a blob into the store, checked against `digest`; whether it was new.
+fn copy_in(store: &Store, digest: &Digest, mut reader: Box<dyn Read + '_>) -> Result<bool, ArchiveError> {
     if store.has_blob(digest) {
-        return Ok(());
+        return Ok(false);
     }
     let mut writer = store.blob_writer()?;
     io::copy(&mut reader, &mut writer).map_err(io_err("copy blob", Path::new(digest.as_str())))?;
-    writer.commit(Some(digest))?;
-    Ok(())
+    Ok(writer.commit(Some(digest))?.added)
 }
 
 /// Called with each entry's path and reader.
@@ -385,17 +450,23 @@ fn for_each_entry(input: &Path, visit: &mut EntryVisitor<'_>) -> Result<(), Arch
     Ok(())
 }
 
-/// Imports the manifests an index names; `fetch` brings each blob into the store.
+/// Stages the manifests an index names, verified; `fetch` brings each blob into the store.
 fn import_layout(
     store: &Store,
     index: &Index,
     tag: Option<&ImageRef>,
     default_name: Option<&str>,
+    loading: &mut Loading,
     fetch: &mut dyn FnMut(&Digest) -> Result<(), ArchiveError>,
-) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
-    let mut loaded = Vec::new();
-    for descriptor in &index.manifests {
+) -> Result<(), ArchiveError> {
+    let mut fetch = |descriptor: &Descriptor, loading: &mut Loading| -> Result<(), ArchiveError> {
         fetch(&descriptor.digest)?;
+        check_size(store, descriptor)?;
+        loading.needed.insert(descriptor.digest.clone());
+        Ok(())
+    };
+    for descriptor in &index.manifests {
+        fetch(descriptor, loading)?;
         let mut descriptor = descriptor.clone();
         if descriptor.media_type == super::MEDIA_INDEX || descriptor.media_type == super::DOCKER_MANIFEST_LIST {
             // A multi-platform index: take the manifest for this machine.
@@ -406,15 +477,34 @@ fn import_layout(
                 .iter()
                 .find(|m| m.platform.as_ref().is_none_or(|p| p.architecture == arch && p.os == "linux"))
                 .ok_or_else(|| ArchiveError::Format(format!("index {} has no manifest for linux/{arch}", descriptor.digest)))?;
-            fetch(&chosen.digest)?;
+            fetch(chosen, loading)?;
             let annotations = descriptor.annotations.clone();
             descriptor = chosen.clone();
             descriptor.annotations = annotations;
         }
         let manifest: Manifest = store.read_json(&descriptor.digest, "manifest")?;
-        fetch(&manifest.config.digest)?;
-        for layer in &manifest.layers {
-            fetch(&layer.digest)?;
+        fetch(&manifest.config, loading)?;
+        let config: ImageConfig = store.read_json(&manifest.config.digest, "image config")?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ArchiveError::Format(format!(
+                "config {} lists {} diff_ids but manifest {} lists {} layers",
+                manifest.config.digest,
+                config.rootfs.diff_ids.len(),
+                descriptor.digest,
+                manifest.layers.len()
+            )));
+        }
+        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            fetch(layer, loading)?;
+            if &layer.digest != diff_id {
+                let actual = uncompressed_digest(store, &layer.digest, layer.digest.as_str())?;
+                if &actual != diff_id {
+                    return Err(ArchiveError::Format(format!(
+                        "layer {} is corrupt: it uncompresses to {actual}, but config {} lists {diff_id}",
+                        layer.digest, manifest.config.digest
+                    )));
+                }
+            }
         }
         let tags: Vec<String> = match (tag, descriptor.annotations.get(ANNOTATION_REF_NAME)) {
             (Some(t), _) => vec![t.to_string()],
@@ -427,7 +517,7 @@ fn import_layout(
             (None, None) => Vec::new(),
         };
         descriptor.annotations.remove(ANNOTATION_REF_NAME);
-        loaded.extend(record(store, &descriptor, &tags, &manifest.config.digest)?);
+        loading.images.push(Staged { descriptor, tags: parse_tags(&tags)?, id: manifest.config.digest.clone() });
     }
-    Ok(loaded)
+    Ok(())
 }

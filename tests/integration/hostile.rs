@@ -8,6 +8,11 @@ use std::process::{Command, Stdio};
 
 use crate::{TestStore, context, require_root};
 
+/// A diagnostic's text with miette's line wrapping undone.
+fn unwrapped(stderr: &str) -> String {
+    stderr.replace('│', " ").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// `${A0:-${A1:-…x…}}`, `depth` levels deep.
 fn nested_defaults(depth: usize) -> String {
     let mut text = String::from("x");
@@ -54,7 +59,7 @@ fn an_error_in_a_megabyte_line_quotes_it_clipped() {
     let long = "x".repeat(1 << 20);
     let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\nBOGUS{long}\nRUN true\n"));
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("unknown instruction: BOGUSxxx") && stderr.contains("not an instruction"), "{stderr}");
+    assert!(unwrapped(&stderr).contains("unknown instruction: BOGUSxxx") && stderr.contains("not an instruction"), "{stderr}");
     assert!(stderr.len() < 4096, "{} bytes of stderr", stderr.len());
     let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\nENV A={long}${{B\n"));
     assert_eq!(status.code(), Some(1), "{stderr}");
@@ -126,4 +131,123 @@ fn a_run_step_closing_or_breaking_its_pipes_does_not_hurt_the_build() {
     let (_, stderr) = store.build(ctx.path(), &[]);
     assert!(stderr.contains("still running"), "{stderr}");
     assert!(stderr.contains("\ny\n") || stderr.contains(" y\n"), "{stderr}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The blobs of a store (none if it has no blob folder yet).
+fn blob_names(root: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("blobs/sha256"))
+        .map(|dir| dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// An OCI layout saved from a store holding busybox and a small image built on scratch.
+struct SavedLayout {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl SavedLayout {
+    fn new() -> SavedLayout {
+        let store = TestStore::with_busybox();
+        let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "small")]);
+        store.build(ctx.path(), &["-t", "small:1"]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("layout");
+        store.ok(&["save", "busybox:latest", "small:1", "-o", path.to_str().expect("utf-8")]);
+        SavedLayout { _dir: dir, path }
+    }
+
+    fn index(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path.join("index.json")).expect("index.json")).expect("index json")
+    }
+
+    fn blob(&self, digest: &str) -> std::path::PathBuf {
+        self.path.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+    }
+
+    fn json(&self, digest: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.blob(digest)).expect("blob")).expect("blob json")
+    }
+
+    /// Writes `value` as a new blob; returns its digest and size.
+    fn put(&self, value: &serde_json::Value) -> (String, u64) {
+        let bytes = serde_json::to_vec(value).expect("json");
+        let hex = sha256_hex(&bytes);
+        std::fs::write(self.blob(&hex), &bytes).expect("write blob");
+        (format!("sha256:{hex}"), bytes.len() as u64)
+    }
+
+    /// The manifest digest of the image tagged `name`.
+    fn manifest_of(&self, name: &str) -> String {
+        let index = self.index();
+        let entry = index["manifests"].as_array().expect("manifests").iter().find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"].as_str().is_some_and(|r| r == name || r.ends_with(&format!(":{name}")))
+        });
+        entry.unwrap_or_else(|| panic!("{name} in {index}"))["digest"].as_str().expect("digest").to_string()
+    }
+
+    /// Loads the layout into a fresh store; asserts the load is refused with `message` and leaves nothing.
+    fn assert_refused(&self, message: &str) {
+        let fresh = TestStore::empty();
+        let out = fresh.strata().args(["load", "-i"]).arg(&self.path).output().expect("run strata load");
+        let stderr = unwrapped(&String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(1), "a tampered layout was accepted\n{stderr}");
+        assert!(stderr.contains(message), "expected {message:?} in\n{stderr}");
+        assert_eq!(fresh.ok(&["images", "-q"]).trim(), "", "nothing is tagged");
+        assert_eq!(blob_names(fresh.root()), Vec::<String>::new(), "no blob of a refused input stays");
+    }
+}
+
+#[test]
+fn a_saved_layout_loads_and_a_tampered_one_leaves_nothing() {
+    let layout = SavedLayout::new();
+    let fresh = TestStore::empty();
+    let loaded = fresh.ok(&["load", "-i", layout.path.to_str().expect("utf-8")]);
+    assert!(loaded.contains("busybox:latest") && loaded.contains("small:1"), "{loaded}");
+
+    // The second image's manifest no longer matches its digest: the first image is not kept either.
+    let small = layout.manifest_of("small:1");
+    let original = std::fs::read(layout.blob(&small)).expect("manifest");
+    let mut edited = original.clone();
+    edited.extend_from_slice(b" ");
+    std::fs::write(layout.blob(&small), &edited).expect("tamper");
+    layout.assert_refused("is corrupt");
+    std::fs::write(layout.blob(&small), &original).expect("restore");
+
+    // A descriptor that lies about its blob's size.
+    let pristine_index = std::fs::read(layout.path.join("index.json")).expect("index.json");
+    let mut index = layout.index();
+    for entry in index["manifests"].as_array_mut().expect("manifests") {
+        if entry["digest"] == small.as_str() {
+            entry["size"] = serde_json::json!(entry["size"].as_u64().expect("size") + 1);
+        }
+    }
+    std::fs::write(layout.path.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("write index");
+    layout.assert_refused("but its descriptor says");
+    std::fs::write(layout.path.join("index.json"), &pristine_index).expect("restore index");
+
+    // Every digest right, but the config names another diff_id than its layer's.
+    let mut manifest = layout.json(&small);
+    let mut config = layout.json(manifest["config"]["digest"].as_str().expect("config digest"));
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(format!("sha256:{}", sha256_hex(b"another layer")));
+    let (config_digest, config_size) = layout.put(&config);
+    manifest["config"]["digest"] = serde_json::json!(config_digest);
+    manifest["config"]["size"] = serde_json::json!(config_size);
+    let (manifest_digest, manifest_size) = layout.put(&manifest);
+    let mut index = layout.index();
+    for entry in index["manifests"].as_array_mut().expect("manifests") {
+        if entry["digest"] == small.as_str() {
+            entry["digest"] = serde_json::json!(manifest_digest);
+            entry["size"] = serde_json::json!(manifest_size);
+        }
+    }
+    std::fs::write(layout.path.join("index.json"), serde_json::to_vec(&index).expect("json")).expect("write index");
+    layout.assert_refused("lists sha256:");
 }
