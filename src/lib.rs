@@ -11,4 +11,5 @@ pub mod frontend;
 pub mod graph;
 pub mod mount;
 pub mod oci;
+pub mod registry;
 pub mod store;

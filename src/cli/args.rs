@@ -39,6 +39,14 @@ pub enum Command {
     Save(SaveArgs),
     /// Import an OCI layout, OCI archive or `docker save` tarball.
     Load(LoadArgs),
+    /// Fetch an image from a registry into the store (alias of `image pull`).
+    Pull(super::registry::PullArgs),
+    /// Send an image to a registry (alias of `image push`).
+    Push(super::registry::PushArgs),
+    /// Save credentials for a registry.
+    Login(super::registry::LoginArgs),
+    /// Forget the credentials of a registry.
+    Logout(super::registry::LogoutArgs),
     /// Rewrite a Dockerfile as a KDL spec, or a spec as a Dockerfile.
     Convert {
         /// The Dockerfile or `.kdl` spec.
@@ -236,6 +244,10 @@ pub enum ImageCommand {
     /// Remove images.
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Fetch an image from a registry.
+    Pull(super::registry::PullArgs),
+    /// Send an image to a registry.
+    Push(super::registry::PushArgs),
 }
 
 #[derive(Debug, Subcommand)]

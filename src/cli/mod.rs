@@ -4,6 +4,7 @@ mod args;
 mod containers;
 mod images;
 mod mount;
+mod registry;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,10 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::System(args::SystemCommand::Prune { .. }) => images::prune(&open_store()?),
         Command::Save(args) => images::save(&open_store()?, &args),
         Command::Load(args) => images::load(&open_store()?, &args),
+        Command::Pull(args) | Command::Image(args::ImageCommand::Pull(args)) => registry::pull(&args),
+        Command::Push(args) | Command::Image(args::ImageCommand::Push(args)) => registry::push(&args),
+        Command::Login(args) => registry::login(&args),
+        Command::Logout(args) => registry::logout(&args),
         Command::Convert { file, to, output } => convert(&file, to, output.as_deref()),
         Command::Run(args) => containers::run(&open_store()?, args),
         Command::Commit { name, image } => containers::commit(&open_store()?, &name, image.as_deref()),

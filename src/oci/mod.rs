@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use digest::{Digest, DigestError, DigestWriter};
-pub use reference::{ImageRef, RefError};
+pub use reference::{DEFAULT_DOMAIN, ImageRef, RefError};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -7,11 +7,19 @@
 //! component := [a-z0-9]+ ( ( "." | "_" | "__" | "-"+ ) [a-z0-9]+ )*
 //! tag       := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
 //! ```
+//!
+//! Names are kept in Docker's familiar form: `docker.io/library/busybox`
+//! parses to `busybox`, `docker.io/foo/bar` to `foo/bar`. `domain()` and
+//! `repository()` give the registry and the path on it (`docker.io`,
+//! `library/busybox`).
 
 use std::fmt;
 use std::str::FromStr;
 
 use super::Digest;
+
+/// The registry of names without a host part.
+pub const DEFAULT_DOMAIN: &str = "docker.io";
 
 /// A parsed image reference; a missing tag means `latest`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -87,21 +95,61 @@ impl FromStr for ImageRef {
             return Err(err("empty name"));
         }
         let mut parts: Vec<&str> = name.split('/').collect();
+        let mut domain = None;
         if parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost") {
             if !valid_domain(parts[0]) {
                 return Err(err("bad registry host"));
             }
-            parts.remove(0);
+            domain = Some(parts.remove(0));
         }
         if !parts.iter().all(|c| valid_component(c)) {
             return Err(err("names are lowercase letters, digits and separators (. _ __ -)"));
         }
+        // Docker Hub names are kept familiar: docker.io/library/busybox is busybox.
+        let name = match domain {
+            Some(DEFAULT_DOMAIN | "index.docker.io") | None => {
+                if parts.len() == 2 && parts[0] == "library" {
+                    parts[1].to_string()
+                } else {
+                    parts.join("/")
+                }
+            }
+            Some(_) => name.to_string(),
+        };
         let tag = match tag {
             Some(t) if valid_tag(t) => t.to_string(),
             Some(_) => return Err(err("tags are letters, digits, '_', '.' and '-', at most 128")),
             None => "latest".to_string(),
         };
-        Ok(ImageRef { name: name.to_string(), tag, digest })
+        Ok(ImageRef { name, tag, digest })
+    }
+}
+
+impl ImageRef {
+    /// The registry host (with its port): the name's first part when it is a host, else `docker.io`.
+    pub fn domain(&self) -> &str {
+        match self.name.split_once('/') {
+            Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+            _ => DEFAULT_DOMAIN,
+        }
+    }
+
+    /// The repository path on the registry; Docker Hub's one-part names live under `library/`.
+    pub fn repository(&self) -> String {
+        match self.name.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => rest.to_string(),
+            Some(_) => self.name.clone(),
+            None => format!("library/{}", self.name),
+        }
+    }
+
+    /// The fully qualified form: `docker.io/library/busybox:latest`, with `@digest` when pinned.
+    pub fn full(&self) -> String {
+        let mut text = format!("{}/{}:{}", self.domain(), self.repository(), self.tag);
+        if let Some(digest) = &self.digest {
+            text = format!("{text}@{digest}");
+        }
+        text
     }
 }
 
@@ -124,6 +172,29 @@ mod tests {
         assert_eq!((r.name.as_str(), r.tag.as_str()), ("localhost:5000/a/b", "latest"));
         let r: ImageRef = "localhost:5000/a/b:v1.2".parse().unwrap();
         assert_eq!(r.tag, "v1.2");
+    }
+
+    #[test]
+    fn names_normalise_as_docker_does() {
+        let cases = [
+            ("busybox", "busybox:latest", "docker.io", "library/busybox"),
+            ("docker.io/library/busybox:1.36", "busybox:1.36", "docker.io", "library/busybox"),
+            ("index.docker.io/foo/bar", "foo/bar:latest", "docker.io", "foo/bar"),
+            ("library/busybox", "busybox:latest", "docker.io", "library/busybox"),
+            ("foo/bar:v1", "foo/bar:v1", "docker.io", "foo/bar"),
+            ("127.0.0.1:5000/ns/x:t", "127.0.0.1:5000/ns/x:t", "127.0.0.1:5000", "ns/x"),
+            ("localhost/x", "localhost/x:latest", "localhost", "x"),
+            ("quay.io/a/b/c", "quay.io/a/b/c:latest", "quay.io", "a/b/c"),
+        ];
+        for (text, shown, domain, repository) in cases {
+            let r: ImageRef = text.parse().unwrap();
+            assert_eq!((r.to_string().as_str(), r.domain(), r.repository().as_str()), (shown, domain, repository), "{text}");
+        }
+        let hex = "a".repeat(64);
+        let r: ImageRef = format!("busybox:1@sha256:{hex}").parse().unwrap();
+        assert_eq!(r.full(), format!("docker.io/library/busybox:1@sha256:{hex}"));
+        let r: ImageRef = format!("busybox@sha256:{hex}").parse().unwrap();
+        assert_eq!((r.tag.as_str(), r.digest.is_some()), ("latest", true));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod engine;
 mod hostile;
 mod kdl;
 mod mount;
+mod registry;
 mod run;
 mod sandbox;
 mod snapshotter;

@@ -1,0 +1,297 @@
+//! `push`: blobs first (a HEAD check skips what the registry has; small ones
+//! in one PUT, large ones streamed in a PATCH), then the manifest. Local
+//! layers are uncompressed; they are compressed into the store once and the
+//! pair remembered under `strata/compressed/<diff_id>.<gzip|zstd>`, so a
+//! second push compresses nothing. An image whose layers are all compressed
+//! already (a pulled one) is pushed with its stored manifest bytes, so its
+//! digest stays the one the source registry gave it.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufReader};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use ureq::http::{Method, StatusCode};
+
+use super::client::{self, Client, Payload};
+use super::{Options, PARALLEL, RegistryError, Result, note};
+use crate::oci::{self, Descriptor, Digest, ImageRef, Manifest};
+use crate::store::{Store, StoreError};
+
+/// How uncompressed local layers are sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at a fast level (what every registry and runtime reads).
+    #[default]
+    Gzip,
+    Zstd,
+    /// As they are: plain tar.
+    None,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" | "uncompressed" => Ok(Compression::None),
+            other => Err(format!("unknown compression {other:?} (gzip, zstd, none)")),
+        }
+    }
+}
+
+/// Blobs up to this size go in one PUT; larger ones are streamed in a PATCH first.
+const MONOLITHIC: u64 = 8 << 20;
+
+fn is_uncompressed(media_type: &str) -> bool {
+    media_type == oci::MEDIA_LAYER || media_type == oci::DOCKER_LAYER
+}
+
+/// The OCI media type for a Docker one (others unchanged).
+fn oci_type(media_type: &str) -> &str {
+    match media_type {
+        oci::DOCKER_LAYER => oci::MEDIA_LAYER,
+        oci::DOCKER_LAYER_GZIP => oci::MEDIA_LAYER_GZIP,
+        super::DOCKER_LAYER_ZSTD => oci::MEDIA_LAYER_ZSTD,
+        super::DOCKER_CONFIG => oci::MEDIA_CONFIG,
+        other => other,
+    }
+}
+
+/// What a push sent.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    pub digest: Digest,
+    pub size: u64,
+    /// Blobs uploaded, and blobs the registry already had.
+    pub uploaded: usize,
+    pub skipped: usize,
+}
+
+/// Pushes the stored image `source` to `dest`.
+pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compression, options: &Options) -> Result<Pushed> {
+    // Held shared: garbage collection cannot free the compressed layers made here while they are sent.
+    let _build = store.lock_build()?;
+    let started = Instant::now();
+    let image = store.resolve(source)?;
+    let shown = dest.full();
+    let client = Client::connect(dest.domain(), &dest.repository(), "pull,push", options.tls_verify)?;
+    if image.manifest.layers.len() != image.config.rootfs.diff_ids.len() {
+        return Err(RegistryError::Invalid {
+            reference: source.into(),
+            message: "the config's diff_ids do not match the manifest's layers".into(),
+        });
+    }
+
+    // Blob 0 is the config; blob i + 1 is layer i, compressed on the way when it is a local one.
+    let count = image.manifest.layers.len() + 1;
+    let sent: Vec<Mutex<Option<Descriptor>>> = (0..count).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let uploaded = AtomicUsize::new(0);
+    let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL.min(count) {
+            scope.spawn(|| {
+                loop {
+                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        return;
+                    }
+                    let result = (|| {
+                        let blob = if i == 0 {
+                            image.manifest.config.clone()
+                        } else {
+                            let layer = &image.manifest.layers[i - 1];
+                            let diff_id = &image.config.rootfs.diff_ids[i - 1];
+                            if is_uncompressed(&layer.media_type) && compression != Compression::None {
+                                compressed(store, layer, diff_id, compression)?
+                            } else {
+                                layer.clone()
+                            }
+                        };
+                        let blob_started = Instant::now();
+                        if upload(&client, store, &blob, &shown)? {
+                            uploaded.fetch_add(1, Ordering::SeqCst);
+                            note(
+                                options,
+                                format_args!(
+                                    "  {} {:.1} MB in {:.1}s",
+                                    blob.digest.short(),
+                                    blob.size as f64 / 1e6,
+                                    blob_started.elapsed().as_secs_f64()
+                                ),
+                            );
+                        }
+                        Ok::<_, RegistryError>(blob)
+                    })();
+                    match result {
+                        Ok(blob) => {
+                            if let Ok(mut slot) = sent[i].lock() {
+                                *slot = Some(blob);
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut slot) = failure.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let mut blobs: Vec<Descriptor> = sent.into_iter().filter_map(|slot| slot.into_inner().ok().flatten()).collect();
+    if blobs.len() != count {
+        return Err(RegistryError::Invalid { reference: shown, message: "a blob upload stopped without an error".into() });
+    }
+    let layers = blobs.split_off(1);
+    let config = blobs.remove(0);
+
+    // The stored bytes when nothing changed and the media types agree with the manifest's; else an OCI manifest.
+    let stored = store.read_blob(&image.manifest_descriptor.digest)?;
+    let docker = image.manifest_descriptor.media_type == oci::DOCKER_MANIFEST;
+    let agrees = |t: &str| if docker { t.starts_with("application/vnd.docker.") } else { oci_type(t) == t };
+    let unchanged = layers == image.manifest.layers && agrees(&config.media_type) && layers.iter().all(|l| agrees(&l.media_type));
+    let (bytes, media_type) = if unchanged {
+        (stored, image.manifest_descriptor.media_type.clone())
+    } else {
+        let retype = |d: &Descriptor| Descriptor { media_type: oci_type(&d.media_type).to_string(), ..d.clone() };
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_MANIFEST.into()),
+            config: retype(&config),
+            layers: layers.iter().map(retype).collect(),
+            annotations: image.manifest.annotations.clone(),
+        };
+        (oci::to_blob(&manifest), oci::MEDIA_MANIFEST.to_string())
+    };
+    let digest = Digest::of(&bytes);
+    let url = client.repo_url(&format!("manifests/{}", dest.tag));
+    let mut response = client.send(Method::PUT, &url, &[("content-type", &media_type)], &Payload::Bytes(&bytes))?;
+    if !response.status().is_success() {
+        return Err(status_error(&mut response, &client, &format!("push manifest of {shown}")));
+    }
+    if let Some(theirs) = client::header(&response, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok())
+        && theirs != digest
+    {
+        return Err(RegistryError::DigestMismatch { what: format!("manifest pushed to {shown}"), digest, actual: theirs });
+    }
+    let uploaded = uploaded.into_inner();
+    note(options, format_args!("pushed {shown} ({digest}) in {:.1}s", started.elapsed().as_secs_f64()));
+    Ok(Pushed { digest, size: bytes.len() as u64, uploaded, skipped: count - uploaded })
+}
+
+fn status_error(response: &mut ureq::http::Response<ureq::Body>, client: &Client, what: &str) -> RegistryError {
+    let status = response.status();
+    let message = client::error_text(response);
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RegistryError::Denied { registry: client.registry.clone(), message },
+        StatusCode::NOT_FOUND => RegistryError::NotFound { reference: what.into(), message },
+        _ => RegistryError::Request { what: what.into(), message },
+    }
+}
+
+/// The compressed form of an uncompressed layer: remembered, else made into the store now.
+fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, compression: Compression) -> Result<Descriptor> {
+    let (suffix, media_type) = match compression {
+        Compression::Gzip => ("gzip", oci::MEDIA_LAYER_GZIP),
+        Compression::Zstd => ("zstd", oci::MEDIA_LAYER_ZSTD),
+        Compression::None => return Ok(layer.clone()),
+    };
+    let dir = store.strata_dir("compressed");
+    let record = dir.join(format!("{}.{suffix}", diff_id.hex()));
+    if let Ok(bytes) = std::fs::read(&record)
+        && let Ok(known) = serde_json::from_slice::<Descriptor>(&bytes)
+        && store.has_blob(&known.digest)
+    {
+        return Ok(known);
+    }
+    let io_err = |action: &'static str| {
+        let path = store.blob_path(&layer.digest);
+        move |source: io::Error| StoreError::Io { action, path, source }
+    };
+    let mut input = BufReader::with_capacity(1 << 20, store.open_blob(&layer.digest)?);
+    let writer = store.blob_writer()?;
+    let writer = match compression {
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+            io::copy(&mut input, &mut encoder).map_err(io_err("compress"))?;
+            encoder.finish().map_err(io_err("compress"))?
+        }
+        _ => {
+            let mut encoder = zstd::stream::write::Encoder::new(writer, 3).map_err(io_err("compress"))?;
+            io::copy(&mut input, &mut encoder).map_err(io_err("compress"))?;
+            encoder.finish().map_err(io_err("compress"))?
+        }
+    };
+    let blob = writer.commit(None)?;
+    let descriptor =
+        Descriptor { media_type: media_type.into(), digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None };
+    std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { action: "create", path: dir.clone(), source })?;
+    store.write_file(&record, &oci::to_blob(&descriptor))?;
+    Ok(descriptor)
+}
+
+/// Sends one blob unless the registry has it; true if it was sent. A failed
+/// upload session is started over (a PATCH cannot be resumed blindly).
+fn upload(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<bool> {
+    let head = client.send(Method::HEAD, &client.repo_url(&format!("blobs/{}", blob.digest)), &[], &Payload::Empty)?;
+    if head.status() == StatusCode::OK {
+        return Ok(false);
+    }
+    let mut attempt = 0;
+    loop {
+        match upload_once(client, store, blob, shown) {
+            Ok(()) => return Ok(true),
+            Err(e @ (RegistryError::Denied { .. } | RegistryError::Store(_))) => return Err(e),
+            Err(_) if attempt < 2 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn upload_once(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<()> {
+    let what = format!("push blob {} to {shown}", blob.digest);
+    let mut response = client.send(Method::POST, &client.repo_url("blobs/uploads/"), &[], &Payload::Empty)?;
+    if response.status() != StatusCode::ACCEPTED {
+        return Err(status_error(&mut response, client, &what));
+    }
+    let location = |response: &ureq::http::Response<ureq::Body>| {
+        client::header(response, "location")
+            .map(|l| client.url(l))
+            .ok_or_else(|| RegistryError::Request { what: what.clone(), message: "the registry gave no upload location".into() })
+    };
+    let mut upload_url = location(&response)?;
+    let path = store.blob_path(&blob.digest);
+    if !path.exists() {
+        return Err(StoreError::MissingBlob(blob.digest.clone()).into());
+    }
+    let body = if blob.size > MONOLITHIC {
+        let mut patched =
+            client.send(Method::PATCH, &upload_url, &[("content-type", "application/octet-stream")], &Payload::File(&path))?;
+        if patched.status() != StatusCode::ACCEPTED {
+            return Err(status_error(&mut patched, client, &what));
+        }
+        upload_url = location(&patched)?;
+        Payload::Empty
+    } else {
+        Payload::File(&path)
+    };
+    let separator = if upload_url.contains('?') { '&' } else { '?' };
+    let put_url = format!("{upload_url}{separator}digest={}", blob.digest.as_str().replace(':', "%3A"));
+    let mut put = client.send(Method::PUT, &put_url, &[("content-type", "application/octet-stream")], &body)?;
+    if put.status() != StatusCode::CREATED {
+        return Err(status_error(&mut put, client, &what));
+    }
+    Ok(())
+}
