@@ -263,6 +263,7 @@ mod tests {
                 run "make" { mount type="cache" target="/c"; }
             }
             image "app:{V}" from="busybox:latest" {
+                arg "V"
                 env A="x y" B="{V}"
                 copy "/out" "/app/" from="build" link=#true
                 cmd "/app/run" exec=#true
@@ -272,7 +273,7 @@ mod tests {
         assert_eq!(
             text,
             "ARG V=\"1\"\n\nFROM busybox:latest AS build\n# build it\nRUN --mount=type=cache,id=/c,target=/c make\n\n\
-             # image: app:1\nFROM busybox:latest\nENV A=\"x y\" B=\"${V}\"\nCOPY --from=build --link /out /app/\nCMD [\"/app/run\"]\n"
+             # image: app:1\nFROM busybox:latest\nARG V\nENV A=\"x y\" B=\"${V}\"\nCOPY --from=build --link /out /app/\nCMD [\"/app/run\"]\n"
         );
     }
 

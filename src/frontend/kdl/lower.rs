@@ -1,7 +1,8 @@
 //! Spec types → build graph. Passes, in order: resolve the global args,
 //! name every stage (hidden `layer` stages just before their parent), resolve
 //! `from=` references, lower the steps, then reject cycles. Strings become
-//! [`Word`]s here: `{NAME}` is a variable, `{{`/`}}` literal braces.
+//! [`Word`]s here: `{NAME}` is a variable, `{{`/`}}` literal braces, and a
+//! name no `arg` or `env` in scope declares is an error (see `check_names`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,8 +31,17 @@ pub(crate) struct SourceFile {
 }
 
 pub(crate) fn lower_spec(spec: &Spec, build_args: &BuildArgs, source: Option<SourceFile>) -> Result<BuildGraph, SourceErrors> {
-    let mut lowerer = Lowerer { source, errors: Vec::new(), globals: HashMap::new(), names: Vec::new() };
+    let mut lowerer = Lowerer {
+        source,
+        errors: Vec::new(),
+        globals: HashMap::new(),
+        names: Vec::new(),
+        declared: Vec::new(),
+        scope: None,
+        uses: Vec::new(),
+    };
     let graph = lowerer.lower(spec, build_args);
+    lowerer.check_names(&graph);
     if lowerer.errors.is_empty() { Ok(graph) } else { Err(SourceErrors { errors: lowerer.errors }) }
 }
 
@@ -96,7 +106,29 @@ struct Lowerer {
     globals: HashMap<String, String>,
     /// Every stage's name, by id, for resolving references.
     names: Vec<Option<String>>,
+    /// The global args declared so far, in order.
+    declared: Vec<String>,
+    /// The stage whose steps are being lowered: their words expand at build time.
+    scope: Option<StageId>,
+    /// Variables read by build-time words: name, where, and the stage.
+    uses: Vec<(String, Option<SourceSpan>, StageId)>,
 }
+
+/// Variables a build-time word may read without declaring them: Docker's
+/// proxy args and the image's `PATH` (every image and RUN has one).
+const UNDECLARED_OK: &[&str] = &[
+    "PATH",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 
 impl Lowerer {
     fn origin(&self, span: Option<SourceSpan>) -> Origin {
@@ -107,7 +139,64 @@ impl Lowerer {
         }
     }
 
+    /// A word of the spec; a name it reads must be declared in its scope.
     fn word(&mut self, text: &Text) -> Word {
+        let word = self.parse(text);
+        match self.scope {
+            Some(stage) => {
+                let uses: Vec<_> = word.variables().into_iter().map(|name| (name.to_string(), text.span, stage)).collect();
+                self.uses.extend(uses);
+            }
+            None => self.check_global_names(&word, text),
+        }
+        word
+    }
+
+    /// A word expanded when the spec is read reads the global args declared above it.
+    fn check_global_names(&mut self, word: &Word, text: &Text) {
+        for name in word.variables() {
+            if !self.declared.iter().any(|d| d == name) {
+                let help = format!("declare it with a global `arg {name:?}`; only global args are known here");
+                let error = self.undefined(name, text.span, self.declared.iter().map(String::as_str), help);
+                // A tag is read twice (as the image's name and as a tag): report it once.
+                if !self.errors.contains(&error) {
+                    self.errors.push(error);
+                }
+            }
+        }
+    }
+
+    /// "undefined variable", with a did-you-mean from `known`, else `help`.
+    fn undefined<'n>(&self, name: &str, span: Option<SourceSpan>, known: impl Iterator<Item = &'n str>, help: String) -> SourceError {
+        let error = SourceError::new(format!("undefined variable `{name}`"), span, format!("reads {{{name}}}"));
+        match did_you_mean(name, known) {
+            Some(suggestion) => error.did_you_mean(Some(suggestion)),
+            None => error.help(help),
+        }
+    }
+
+    /// Every name a build-time word reads is an `arg` of its stage, an `env`
+    /// of its stage or of a stage it is built on, or in [`UNDECLARED_OK`]. A
+    /// global arg is not: as in a Dockerfile, a stage reads it once it
+    /// declares it again.
+    fn check_names(&mut self, graph: &BuildGraph) {
+        let mut known_by_stage: HashMap<usize, Vec<String>> = HashMap::new();
+        for (name, span, stage) in std::mem::take(&mut self.uses) {
+            let known = known_by_stage.entry(stage.0).or_insert_with(|| known_in(graph, stage));
+            if known.contains(&name) || UNDECLARED_OK.contains(&name.as_str()) {
+                continue;
+            }
+            let help = if self.declared.contains(&name) {
+                format!("`{name}` is a global arg: declare `arg {name:?}` in this stage to read it here")
+            } else {
+                format!("declare it with `arg {name:?}` or `env` in this stage (a variable of the base image's environment, too)")
+            };
+            let error = self.undefined(&name, span, known.iter().map(String::as_str), help);
+            self.errors.push(error);
+        }
+    }
+
+    fn parse(&mut self, text: &Text) -> Word {
         match parse_word(&text.value) {
             Ok(word) => word,
             Err(message) => {
@@ -122,7 +211,8 @@ impl Lowerer {
 
     /// A string with `{NAME}` expanded now, against the global args.
     fn expand(&mut self, text: &Text) -> String {
-        let word = self.word(text);
+        let word = self.parse(text);
+        self.check_global_names(&word, text);
         word.expand(&|name| self.globals.get(name).cloned())
     }
 
@@ -137,6 +227,7 @@ impl Lowerer {
             if let Some(value) = value {
                 self.globals.insert(decl.name.clone(), value);
             }
+            self.declared.push(decl.name.clone());
             graph.args.push(decl);
         }
 
@@ -182,8 +273,10 @@ impl Lowerer {
                 Planned::Stage(index) => {
                     let spec_stage = &spec.stages[*index];
                     let base = self.base(&spec_stage.from, StageId(id));
+                    self.scope = Some(StageId(id));
                     let platform = spec_stage.platform.as_ref().map(|p| self.word(p));
                     let steps = self.steps(&spec_stage.steps, &|step| layer_ids.get(&(*index, step)).copied());
+                    self.scope = None;
                     if let StageKind::Image { tags } = &spec_stage.kind {
                         let tags = tags.iter().map(|t| Word::lit(self.expand(t))).collect();
                         graph.images.push(ImageTarget { stage: StageId(id), tags });
@@ -195,7 +288,9 @@ impl Lowerer {
                     let StepSpec::Layer(layer) = &step.spec else {
                         continue;
                     };
+                    self.scope = Some(StageId(id));
                     let steps = self.steps(&layer.steps, &|_| None);
+                    self.scope = None;
                     Stage {
                         name: self.names[id].clone(),
                         base: Base::Scratch,
@@ -376,6 +471,28 @@ impl Lowerer {
     }
 }
 
+/// The args a stage declares, and the env keys it and the stages it is built on set.
+fn known_in(graph: &BuildGraph, stage: StageId) -> Vec<String> {
+    let mut known = Vec::new();
+    let mut next = Some(stage);
+    let mut seen = Vec::new();
+    while let Some(id) = next.filter(|id| !seen.contains(id) && id.0 < graph.stages.len()) {
+        for step in &graph.stages[id.0].steps {
+            match &step.op {
+                Op::Arg(args) if id == stage => known.extend(args.iter().map(|a| a.name.clone())),
+                Op::Env(pairs) => known.extend(pairs.iter().map(|(k, _)| k.clone())),
+                _ => {}
+            }
+        }
+        seen.push(id);
+        next = match graph.stages[id.0].base {
+            Base::Stage(base) => Some(base),
+            _ => None,
+        };
+    }
+    known
+}
+
 /// A stage to emit, in final order.
 enum Planned {
     Stage(usize),
@@ -423,5 +540,26 @@ mod tests {
         assert!(parse_word("{a b}").is_err());
         assert!(parse_word("${HOME}").is_err());
         assert_eq!(parse_word("${{HOME}}").unwrap(), Word::lit("${HOME}"));
+    }
+
+    fn errors(text: &str) -> Vec<SourceError> {
+        Spec::parse(text).unwrap().lower(&BuildArgs::new()).err().map_or_else(Vec::new, |e| e.errors)
+    }
+
+    #[test]
+    fn a_variable_must_be_declared_where_it_is_read() {
+        let ok = r#"arg "G" default="1"
+            stage "base" from="busybox:{G}" { env HOME="/root"; }
+            image "app:{G}" from="base" { arg "G"; arg "A"; env P="{PATH}:{HOME}" Q="{A}{G}{http_proxy}"; }"#;
+        assert_eq!(errors(ok), vec![]);
+        let typo = errors(r#"stage from="busybox:latest" { arg "VERSION"; workdir "/opt/{VERSOIN}"; }"#);
+        assert_eq!(typo.len(), 1);
+        assert_eq!(typo[0].message, "undefined variable `VERSOIN`");
+        assert_eq!(typo[0].help.as_deref(), Some("did you mean \"VERSION\"?"));
+        assert!(typo[0].span.is_some());
+        let global = errors(r#"arg "G"; stage from="busybox:latest" { user "{G}"; }"#);
+        assert!(global[0].help.as_deref().is_some_and(|h| h.contains("is a global arg")), "{global:?}");
+        let unknown = errors(r#"arg "G"; image "app:{NOPE}" from="busybox:latest" {}"#);
+        assert_eq!(unknown[0].message, "undefined variable `NOPE`");
     }
 }
