@@ -12,4 +12,5 @@ pub mod graph;
 pub mod mount;
 pub mod oci;
 pub mod registry;
+pub mod runtime;
 pub mod store;

@@ -176,7 +176,7 @@ fn build_stage(
         graph,
         build_args: &opts.build_args,
         no_cache: opts.no_cache,
-        epoch: source_date_epoch(),
+        epoch: crate::exec::source_date_epoch(),
         secrets: &opts.secrets,
         stage: finished,
         output: &output,
@@ -257,9 +257,4 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions
         state.execute(cx, &op).map_err(step_error)?;
     }
     Ok(())
-}
-
-/// `SOURCE_DATE_EPOCH`, if set to a number.
-pub fn source_date_epoch() -> Option<u64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }

@@ -7,8 +7,8 @@ use miette::miette;
 use super::args::RunArgs;
 use super::images::human_age;
 use super::table::Table;
-use crate::exec::container::{self, RunRequest};
 use crate::oci::ImageRef;
+use crate::runtime::{self, RunRequest};
 use crate::store::Store;
 
 /// `K=V` as given, or `K` with the host's value (skipped when unset), as Docker does.
@@ -44,7 +44,7 @@ pub fn run(store: &Store, args: RunArgs) -> miette::Result<ExitCode> {
     if req.privileged {
         eprintln!("strata: running {} unconfined (--privileged): all capabilities, no seccomp filter, /proc unmasked", req.image);
     }
-    let code = container::run(store, &req).map_err(|e| miette!("run {}: {e}", req.image))?;
+    let code = runtime::run(store, &req).map_err(|e| miette!("run {}: {e}", req.image))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
@@ -53,14 +53,14 @@ pub fn commit(store: &Store, name: &str, image: Option<&str>) -> miette::Result<
         Some(text) => Some(text.parse::<ImageRef>().map_err(|e| miette!("{e}"))?),
         None => None,
     };
-    let (_, id) = container::commit(store, name, tag.as_ref()).map_err(|e| miette!("commit {name}: {e}"))?;
+    let (_, id) = runtime::commit(store, name, tag.as_ref()).map_err(|e| miette!("commit {name}: {e}"))?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
     let mut table = Table::new(&["NAME", "IMAGE", "COMMAND", "CREATED", "STATUS"]);
-    for record in container::list(store).map_err(|e| miette!("{e}"))? {
+    for record in runtime::list(store).map_err(|e| miette!("{e}"))? {
         let status = match record.exit_code {
             Some(code) => format!("Exited ({code})"),
             None => "Running".to_string(),
@@ -80,7 +80,7 @@ pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
 
 pub fn remove(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
     for name in names {
-        container::remove(store, name).map_err(|e| miette!("rm {name}: {e}"))?;
+        runtime::remove(store, name).map_err(|e| miette!("rm {name}: {e}"))?;
         println!("{name}");
     }
     Ok(ExitCode::SUCCESS)

@@ -244,7 +244,7 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
         }
     }
     let snapshots = store.snapshots().map_err(|e| miette!("{e}"))?;
-    let in_use = crate::exec::container::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    let in_use = crate::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
     let snapshot_size: u64 = snapshots.iter().map(|(_, _, size)| size).sum();
     // What `system prune` would free: every snapshot no kept run stands on.
     let snapshot_reclaimable: u64 =
@@ -290,7 +290,7 @@ pub fn prune(store: &Store) -> miette::Result<ExitCode> {
     let cleared = store.cache_clear().map_err(|e| miette!("{e}"))?;
     let mut freed = store.gc().map_err(|e| miette!("{e}"))?;
     // Snapshots are unpacked copies of layers, remade when a build needs them; keep only those kept runs stand on.
-    let in_use = crate::exec::container::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    let in_use = crate::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
     freed += store.prune_snapshots(&in_use).map_err(|e| miette!("{e}"))?;
     println!("Deleted {untagged} untagged images and {cleared} build cache entries");
     println!("Total reclaimed space: {}", human_size(freed));

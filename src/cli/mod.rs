@@ -22,6 +22,7 @@ use crate::store::Store;
 /// Entry point of the `strata` binary.
 pub fn main() -> ExitCode {
     restore_sigpipe();
+    report_width_of_the_terminal_only();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -29,6 +30,16 @@ pub fn main() -> ExitCode {
             eprintln!("{report:?}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Diagnostics wrap at the terminal's width on a terminal only: written to a
+/// pipe or a file (CI logs, tests) a message stays on its lines whatever the
+/// width of the terminal that started the process.
+fn report_width_of_the_terminal_only() {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().width(4096).build())));
     }
 }
 

@@ -3,13 +3,13 @@
 //! keeps the cache chain. It knows the graph's ops, never the front ends'
 //! syntax, and writes only through the store.
 
-pub mod container;
 pub mod context;
 pub mod copy;
 pub(crate) mod copydiff;
 mod diff;
 pub mod idmap;
 pub mod key;
+pub mod launch;
 mod layer;
 pub mod run;
 pub mod sandbox;
@@ -122,6 +122,11 @@ pub struct ImageState {
     pub args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
     cmd_set: bool,
+}
+
+/// `SOURCE_DATE_EPOCH`, if set to a number.
+pub fn source_date_epoch() -> Option<u64> {
+    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }
 
 /// `created` timestamps: now, or SOURCE_DATE_EPOCH when set.

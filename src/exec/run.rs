@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
 use super::idmap::IdMap;
-use super::sandbox::{SETUP_FAILED, SandboxMount, SandboxSpec};
-use super::{ExecCx, ExecError, ImageState, KeyInputs, PROXY_ARGS, StepOutcome, copydiff, diff, users};
+use super::launch::{Launch, changes_to_layer};
+use super::sandbox::{SandboxMount, SandboxSpec};
+use super::{ExecCx, ExecError, ImageState, KeyInputs, PROXY_ARGS, StepOutcome, users};
 use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp, Security};
 
 /// How many output lines a failure message repeats.
@@ -266,140 +267,29 @@ fn run_in_sandbox(
             RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
         }
     }
-    let mut copied = copy_snapshotter_forced();
-    loop {
-        let attempt = dir.0.join(if copied { "copy" } else { "overlay" });
-        let mut prepared =
-            prepare(&view, &attempt, argv.to_vec(), env.clone(), cwd, &ids, run.network == Network::None, mounts.clone(), copied)?;
-        // Only the layer written from the upper directory must be durable, and it is, once.
-        prepared.spec.volatile_upper = true;
-        let spec_path = attempt.join("spec.json");
-        fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
-        let (tail, code) = spawn_and_wait(cx, &spec_path, &prepared.spec, run.security)?;
-        let setup_error = tail.iter().rev().find(|l| l.starts_with("strata sandbox:")).filter(|_| code == SETUP_FAILED);
-        if let Some(reason) = setup_error {
-            // Overlayfs refused (no kernel support, an overlay store, a userns without it): copy instead.
-            if !copied && reason.contains("mount overlay root") {
-                copied = true;
-                continue;
-            }
-            return Err(ExecError::Sandbox(format!("{reason}{}", rootless_hint())));
-        }
-        if code != 0 {
-            return Err(ExecError::RunFailed { command: shown.to_string(), code, tail: tail.into_iter().collect::<Vec<_>>().join("\n") });
-        }
-        return if copied {
-            let skip = stubs_to_skip(&prepared.spec.rootfs, &prepared.mount_points, &view);
-            copydiff::diff_to_layer(cx.store, &view, &prepared.spec.rootfs, &prepared.dir_inodes, &skip, cx.epoch, &ids_on_disk())
-        } else {
-            let skip = stubs_to_skip(&prepared.spec.upperdir, &prepared.mount_points, &view);
-            diff::upper_to_layer(cx.store, &prepared.spec.upperdir, &skip, cx.epoch, &ids_on_disk())
-        };
-    }
-}
-
-/// How ids the sandbox wrote appear on disk: as they are for root, mapped back when rootless.
-pub fn ids_on_disk() -> Option<IdMap> {
-    (!nix::unistd::geteuid().is_root()).then(IdMap::for_caller)
-}
-
-/// `STRATA_SNAPSHOTTER=copy` runs RUN on a copied root instead of overlayfs.
-pub fn copy_snapshotter_forced() -> bool {
-    std::env::var("STRATA_SNAPSHOTTER").is_ok_and(|v| v == "copy")
-}
-
-/// A sandbox ready to start in `dir`, and the mount points the image lacked.
-pub struct Prepared {
-    pub spec: SandboxSpec,
-    /// Image paths created only to mount over; not changes of the command.
-    pub mount_points: Vec<String>,
-    /// With a copied root: its directories' inodes before the command ran.
-    pub dir_inodes: copydiff::DirInodes,
-}
-
-/// Lays out `dir` (upper, work, root, supplied /etc files) for a sandbox over `view`.
-#[allow(clippy::too_many_arguments)]
-pub fn prepare(
-    view: &crate::store::rootfs::RootfsView,
-    dir: &Path,
-    argv: Vec<String>,
-    mut env: Vec<String>,
-    cwd: &str,
-    ids: &users::UserIds,
-    network_none: bool,
-    mounts: Vec<SandboxMount>,
-    copied_root: bool,
-) -> Result<Prepared, ExecError> {
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", ids.home.clone().unwrap_or_else(|| "/".into())));
-    }
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    }
-    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("root"));
-    for d in [&upper, &work, &rootfs] {
-        fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
-    }
-    let mut lowerdirs: Vec<PathBuf> = if copied_root { Vec::new() } else { view.overlay_lowerdirs() };
-    let dir_inodes = if copied_root { super::copydiff::materialize(view, &rootfs)? } else { Default::default() };
-    if !copied_root && lowerdirs.is_empty() {
-        let empty = dir.join("empty");
-        fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
-        lowerdirs.push(empty);
-    }
-    let hostname = "strata".to_string();
-    let hosts = dir.join("hosts");
-    let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
-    let resolv = dir.join("resolv.conf");
-    let resolv_text = if network_none { String::new() } else { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() };
-    let hostname_file = dir.join("hostname");
-    for (path, text) in [(&hosts, hosts_text), (&resolv, resolv_text), (&hostname_file, format!("{hostname}\n"))] {
-        fs::write(path, text).map_err(|e| ExecError::io("write", path, e))?;
-    }
-    let mut points: Vec<String> =
-        ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
-    for m in &mounts {
-        let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
-        points.push(target.trim_start_matches('/').to_string());
-    }
-    // The mount points the image lacks, and the directories made only to hold them.
-    let mut mount_points: Vec<String> = Vec::new();
-    for point in points {
-        for ancestor in Path::new(&point).ancestors().filter(|a| !a.as_os_str().is_empty()) {
-            let text = ancestor.to_string_lossy().into_owned();
-            if view.lookup(ancestor).is_none() && !mount_points.contains(&text) {
-                mount_points.push(text);
-            }
-        }
-    }
-    let spec = SandboxSpec {
-        lowerdirs,
-        upperdir: upper,
-        workdir: work,
-        rootfs,
-        copied_root,
-        volatile_upper: false,
-        argv,
+    let launch = Launch {
+        view: &view,
+        argv: argv.to_vec(),
         env,
         cwd: cwd.to_string(),
-        uid: ids.uid,
-        gid: ids.gid,
-        hostname,
-        network_none,
-        user_namespace: !nix::unistd::geteuid().is_root(),
-        maps_from_outside: !nix::unistd::geteuid().is_root() && IdMap::for_caller().ranged(),
-        etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
+        ids,
+        network_none: run.network == Network::None,
         mounts,
+        // Only the layer written from the upper directory must be durable, and it is, once.
+        volatile_upper: true,
+        confined: run.security != Security::Insecure,
     };
-    Ok(Prepared { spec, mount_points, dir_inodes })
-}
-
-fn rootless_hint() -> &'static str {
-    if nix::unistd::geteuid().is_root() {
-        ""
-    } else {
-        " (rootless RUN needs unprivileged user namespaces and overlayfs in them: kernel 5.11+, sysctl kernel.unprivileged_userns_clone=1)"
+    let mut tail = VecDeque::new();
+    let launched = launch.run(&dir.0, &mut |command, prepared| {
+        let (lines, code) = spawn_and_wait(cx, command, &prepared.spec)?;
+        tail = lines;
+        Ok(code)
+    })?;
+    if launched.code != 0 {
+        let tail = tail.into_iter().collect::<Vec<_>>().join("\n");
+        return Err(ExecError::RunFailed { command: shown.to_string(), code: launched.code, tail });
     }
+    changes_to_layer(cx.store, &view, &launched.changes(), cx.epoch)
 }
 
 /// `target` made absolute against the working directory.
@@ -407,66 +297,14 @@ fn absolute(target: &str, cwd: &str) -> String {
     if target.starts_with('/') { target.to_string() } else { format!("{}/{target}", cwd.trim_end_matches('/')) }
 }
 
-/// Mount points created only for the sandbox, when still empty, and the
-/// directories overlay copied up only to hold them (same owner and mode as below).
-pub fn stubs_to_skip(upper: &Path, missing: &[String], below: &crate::store::rootfs::RootfsView) -> Vec<String> {
-    let depth = |p: &String| std::cmp::Reverse(p.matches('/').count());
-    let holds_only = |dir: &str, skip: &[String]| {
-        fs::read_dir(upper.join(dir))
-            .is_ok_and(|entries| entries.flatten().all(|e| skip.iter().any(|s| Path::new(s) == Path::new(dir).join(e.file_name()))))
-    };
-    let mut skip: Vec<String> = Vec::new();
-    // Deepest first: a directory made only for mount points is judged after them.
-    let mut made: Vec<&String> = missing.iter().collect();
-    made.sort_by_key(|p| depth(p));
-    for point in made {
-        let unchanged = match fs::symlink_metadata(upper.join(point)) {
-            Ok(m) if m.is_dir() => holds_only(point, &skip),
-            Ok(m) => m.len() == 0,
-            Err(_) => false,
-        };
-        if unchanged {
-            skip.push(point.clone());
-        }
-    }
-    // Directories of the image that overlay copied up only to hold those.
-    let mut parents: Vec<String> = skip
-        .iter()
-        .flat_map(|p| Path::new(p).ancestors().skip(1).map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>())
-        .filter(|p| !p.is_empty() && !missing.contains(p))
-        .collect();
-    parents.sort_by_key(depth);
-    parents.dedup();
-    for dir in parents {
-        let real = upper.join(&dir);
-        let same_as_below = match (fs::symlink_metadata(&real), below.lookup(Path::new(&dir)).and_then(|l| fs::symlink_metadata(l).ok())) {
-            (Ok(up), Some(low)) => up.mode() == low.mode() && up.uid() == low.uid() && up.gid() == low.gid(),
-            _ => false,
-        };
-        if same_as_below && holds_only(&dir, &skip) && !diff::is_opaque(&real) {
-            skip.push(dir);
-        }
-    }
-    skip
-}
-
 /// Runs the sandbox (`spec` is `sandbox` written out), streaming its output; returns the last lines and the exit code.
-fn spawn_and_wait(
-    cx: &ExecCx,
-    spec: &Path,
-    sandbox: &super::sandbox::SandboxSpec,
-    security: Security,
-) -> Result<(VecDeque<String>, i32), ExecError> {
-    let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
-    let (reader, writer) = std::io::pipe().map_err(|e| ExecError::io("create pipe for", spec, e))?;
-    let writer2 = writer.try_clone().map_err(|e| ExecError::io("create pipe for", spec, e))?;
-    let mut command = Command::new(exe);
-    command.arg("__sandbox").arg(spec).stdin(Stdio::null()).stdout(writer).stderr(writer2);
-    if security == Security::Insecure {
-        command.arg(super::sandbox::UNCONFINED_ARG);
-    }
+fn spawn_and_wait(cx: &ExecCx, mut command: Command, spec: &SandboxSpec) -> Result<(VecDeque<String>, i32), ExecError> {
+    let shown = &spec.upperdir;
+    let (reader, writer) = std::io::pipe().map_err(|e| ExecError::io("create pipe for the sandbox in", shown, e))?;
+    let writer2 = writer.try_clone().map_err(|e| ExecError::io("create pipe for the sandbox in", shown, e))?;
+    command.stdin(Stdio::null()).stdout(writer).stderr(writer2);
     let mut child =
-        super::sandbox::start(command, sandbox, &IdMap::for_caller()).map_err(|e| ExecError::io("start sandbox for", spec, e))?;
+        super::sandbox::start(command, spec, &IdMap::for_caller()).map_err(|e| ExecError::io("start the sandbox in", shown, e))?;
     let (lines_tx, lines_rx) = mpsc::channel::<Option<String>>();
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
@@ -501,7 +339,7 @@ fn spawn_and_wait(
             }
         }
     }
-    let status = child.wait().map_err(|e| ExecError::io("wait for sandbox of", spec, e))?;
+    let status = child.wait().map_err(|e| ExecError::io("wait for the sandbox in", shown, e))?;
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     if (cx.interrupted)() {

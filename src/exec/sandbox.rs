@@ -86,8 +86,43 @@ pub const SETUP_FAILED: i32 = 125;
 /// Exit code when the command was not found or not executable.
 pub const NOT_FOUND: i32 = 127;
 
+/// Where a failed setup is reported: opened at start (close-on-exec), so it
+/// stays writable after pivot_root and never reaches the command.
+static REPORT: std::sync::OnceLock<fs::File> = std::sync::OnceLock::new();
+
+/// The setup report beside a spec file.
+fn report_path(spec_path: &Path) -> PathBuf {
+    spec_path.with_extension("setup-error.json")
+}
+
+/// What stopped the sandbox before the command started, as the launcher reads it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SetupReport {
+    /// The step that failed, e.g. [`OVERLAY_ROOT`].
+    pub what: String,
+    pub cause: String,
+}
+
+impl std::fmt::Display for SetupReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.cause)
+    }
+}
+
+/// The setup step whose failure sends the launcher to a copied root.
+pub const OVERLAY_ROOT: &str = "mount overlay root";
+
+/// The report of a sandbox that exited with [`SETUP_FAILED`], if it wrote one.
+pub fn setup_report(spec_path: &Path) -> Option<SetupReport> {
+    serde_json::from_slice(&fs::read(report_path(spec_path)).ok()?).ok()
+}
+
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
-    eprintln!("strata sandbox: {what}: {e}");
+    let report = SetupReport { what: what.to_string(), cause: e.to_string() };
+    eprintln!("strata sandbox: {report}");
+    if let Some(file) = REPORT.get() {
+        let _ = serde_json::to_writer(file, &report);
+    }
     std::process::exit(SETUP_FAILED)
 }
 
@@ -96,6 +131,9 @@ pub const UNCONFINED_ARG: &str = "--unconfined";
 
 /// Entry point of `strata __sandbox SPEC [--unconfined]`; never returns.
 pub fn main(spec_path: &Path, confined: bool) -> ! {
+    if let Ok(file) = fs::File::create(report_path(spec_path)) {
+        let _ = REPORT.set(file);
+    }
     let spec: SandboxSpec = match fs::read(spec_path).map(|b| serde_json::from_slice(&b)) {
         Ok(Ok(spec)) => spec,
         Ok(Err(e)) => fail("parse sandbox spec", e),
@@ -247,14 +285,14 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
             sys.bind_remount(root, nodev).or_fail("make copied root nodev")?;
         }
     } else {
-        // run.rs falls back to a copied root on this exact message.
+        // The launcher falls back to a copied root when this step fails (OVERLAY_ROOT).
         let options = overlay_options(&lowerdirs, Some((&spec.upperdir, &spec.workdir)), spec.user_namespace);
         let overlay = Some(Path::new("overlay"));
         // `volatile` needs Linux 5.10; where it is refused, the same mount without it.
-        let volatile = spec.volatile_upper
-            && sys.mount(overlay, root, Some("overlay"), nodev, Some(&format!("{options},volatile"))).is_ok();
+        let volatile =
+            spec.volatile_upper && sys.mount(overlay, root, Some("overlay"), nodev, Some(&format!("{options},volatile"))).is_ok();
         if !volatile {
-            sys.mount(overlay, root, Some("overlay"), nodev, Some(&options)).or_fail("mount overlay root")?;
+            sys.mount(overlay, root, Some("overlay"), nodev, Some(&options)).or_fail(OVERLAY_ROOT)?;
         }
     }
 

@@ -1,16 +1,17 @@
-//! `strata run`, `commit`, `ps` and `rm`: an image's command in the same
-//! sandbox RUN uses, with its changes kept under `strata/runs/NAME/` so that
-//! `commit` can turn them into a layer, as `docker commit` does.
+//! The runtime of `strata run`, `commit`, `ps` and `rm`: an image's command
+//! in the sandbox RUN uses (the same launcher), with its changes kept under
+//! `strata/runs/NAME/` so that `commit` can turn them into a layer, as
+//! `docker commit` does. It stands on `exec`; nothing below knows it.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
-use super::run::{prepare, stubs_to_skip};
-use super::{ExecError, ImageState, diff, timestamp, users};
+use crate::exec::launch::{Changes, Launch, attempt_dir, changes_to_layer};
+use crate::exec::{ExecError, ImageState, sandbox, timestamp, users};
 use crate::oci::{Descriptor, Digest, ImageRef};
 use crate::store::Store;
 
@@ -45,7 +46,7 @@ pub struct RunRecord {
     #[serde(default)]
     pub copied_root: bool,
     #[serde(default)]
-    pub dir_inodes: super::copydiff::DirInodes,
+    pub dir_inodes: crate::exec::copydiff::DirInodes,
 }
 
 fn runs_dir(store: &Store) -> PathBuf {
@@ -95,12 +96,16 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
     let user = req.user.clone().or_else(|| config.user.clone()).unwrap_or_default();
     let ids = users::resolve_user_or_root(&view, &user)?;
     fs::create_dir_all(&dir).map_err(|e| ExecError::io("create", &dir, e))?;
-    let prepared = match prepare(&view, &dir, argv.clone(), env, &cwd, &ids, false, Vec::new(), super::run::copy_snapshotter_forced()) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(e);
-        }
+    let launch = Launch {
+        view: &view,
+        argv: argv.clone(),
+        env,
+        cwd,
+        ids,
+        network_none: false,
+        mounts: Vec::new(),
+        volatile_upper: false,
+        confined: !req.privileged,
     };
     let mut record = RunRecord {
         name: name.clone(),
@@ -109,37 +114,38 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<i32, ExecError> {
         command: argv,
         created: timestamp(None),
         exit_code: None,
-        mount_points: prepared.mount_points.clone(),
-        copied_root: prepared.spec.copied_root,
-        dir_inodes: prepared.dir_inodes,
+        mount_points: Vec::new(),
+        copied_root: false,
+        dir_inodes: Default::default(),
     };
     let write_record = |record: &RunRecord| {
         let path = dir.join("run.json");
-        fs::write(&path, serde_json::to_vec_pretty(record).unwrap_or_default()).map_err(|e| ExecError::io("write", &path, e))
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| ExecError::Invalid(format!("encode {}: {e}", path.display())))?;
+        fs::write(&path, bytes).map_err(|e| ExecError::io("write", &path, e))
     };
-    write_record(&record)?;
-    let spec_path = dir.join("spec.json");
-    fs::write(&spec_path, serde_json::to_vec(&prepared.spec).unwrap_or_default()).map_err(|e| ExecError::io("write", &spec_path, e))?;
-    let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
     let stdin = if req.interactive { Stdio::inherit() } else { Stdio::null() };
-    let mut command = Command::new(exe);
-    command.arg("__sandbox").arg(&spec_path).stdin(stdin);
-    if req.privileged {
-        command.arg(super::sandbox::UNCONFINED_ARG);
-    }
-    let status = super::sandbox::start(command, &prepared.spec, &super::idmap::IdMap::for_caller()).and_then(|mut child| child.wait());
-    let code = match status {
-        Ok(status) => {
-            use std::os::unix::process::ExitStatusExt;
-            status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
-        }
+    let mut stdin = Some(stdin);
+    let launched = launch.run(&dir, &mut |mut command, prepared| {
+        // Recorded before the command starts, so `ps -a` shows it while it runs.
+        record.mount_points.clone_from(&prepared.mount_points);
+        record.copied_root = prepared.spec.copied_root;
+        record.dir_inodes.clone_from(&prepared.dir_inodes);
+        write_record(&record)?;
+        command.stdin(stdin.take().unwrap_or_else(Stdio::null));
+        let status = sandbox::start(command, &prepared.spec, &crate::exec::idmap::IdMap::for_caller()).and_then(|mut child| child.wait());
+        let status = status.map_err(|e| ExecError::io("start the sandbox in", &dir, e))?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    });
+    let code = match launched {
+        Ok(launched) => launched.code,
         Err(e) => {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(ExecError::io("start sandbox for", &spec_path, e));
+            let _ = remove_tree(&dir);
+            return Err(e);
         }
     };
     if req.remove {
-        fs::remove_dir_all(&dir).map_err(|e| ExecError::io("remove", &dir, e))?;
+        remove_tree(&dir).map_err(|e| ExecError::io("remove", &dir, e))?;
     } else {
         record.exit_code = Some(code);
         write_record(&record)?;
@@ -183,7 +189,28 @@ fn record(store: &Store, name: &str) -> Result<RunRecord, ExecError> {
 pub fn remove(store: &Store, name: &str) -> Result<(), ExecError> {
     record(store, name)?;
     let dir = runs_dir(store).join(name);
-    fs::remove_dir_all(&dir).map_err(|e| ExecError::io("remove", &dir, e))
+    remove_tree(&dir).map_err(|e| ExecError::io("remove", &dir, e))
+}
+
+/// Removes a run's folder. Rootless, overlayfs leaves its work folder mode
+/// 000 (owned by the caller), which `remove_dir_all` cannot enter: open such
+/// folders up and try again.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // Each folder is opened as it is reached, before the walk reads it.
+            let opened = walkdir::WalkDir::new(dir).into_iter().filter_entry(|e| {
+                if e.file_type().is_dir() && e.metadata().is_ok_and(|m| m.permissions().mode() & 0o700 != 0o700) {
+                    let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
+                }
+                true
+            });
+            opened.for_each(drop);
+            fs::remove_dir_all(dir)
+        }
+        other => other,
+    }
 }
 
 /// Turns a run's changes into a new layer over its image and tags the result.
@@ -199,16 +226,10 @@ pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Desc
     let image = store.load_image(None, descriptor)?;
     let mut state = ImageState::from_image(&image);
     let view = state.view(store)?;
-    let epoch = crate::build::source_date_epoch();
-    let layer = if record.copied_root {
-        let root = runs_dir(store).join(name).join("root");
-        let skip = stubs_to_skip(&root, &record.mount_points, &view);
-        super::copydiff::diff_to_layer(store, &view, &root, &record.dir_inodes, &skip, epoch, &super::run::ids_on_disk())?
-    } else {
-        let upper = runs_dir(store).join(name).join("upper");
-        let skip = stubs_to_skip(&upper, &record.mount_points, &view);
-        diff::upper_to_layer(store, &upper, &skip, epoch, &super::run::ids_on_disk())?
-    };
+    let attempt = attempt_dir(&runs_dir(store).join(name), record.copied_root);
+    let changes =
+        Changes { dir: &attempt, copied_root: record.copied_root, mount_points: &record.mount_points, dir_inodes: &record.dir_inodes };
+    let layer = changes_to_layer(store, &view, &changes, crate::exec::source_date_epoch())?;
     state.push_history(record.command.join(" "), timestamp(None), Some(layer));
     if let Some(last) = state.config.history.last_mut() {
         last.comment = Some(format!("strata commit {name}"));

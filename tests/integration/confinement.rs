@@ -174,13 +174,7 @@ fn rootless_run_step_is_confined_too() {
     if !require_root("rootless_run_step_is_confined_too") {
         return;
     }
-    let user = "strata-rootless";
-    if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success())
-        && !Command::new("useradd").args(["-m", user]).status().is_ok_and(|s| s.success())
-    {
-        eprintln!("skipping rootless_run_step_is_confined_too: cannot create user {user}");
-        return;
-    }
+    let Some(user) = crate::rootless_user("rootless_run_step_is_confined_too") else { return };
     let mut sleeper = HostSleeper::start();
     let work = tempfile::Builder::new().prefix("strata-rootless-").tempdir().expect("temp dir");
     let (bb, ctx) = (work.path().join("bb"), work.path().join("ctx"));
@@ -197,7 +191,7 @@ fn rootless_run_step_is_confined_too() {
     let script = format!(
         "set -e; export STRATA_ROOT={root}/store; {s} build -q -t busybox {root}/bb >/dev/null; {s} build --progress plain -t probed {root}/ctx",
         root = work.path().display(),
-        s = assert_cmd::cargo::cargo_bin("strata").display()
+        s = crate::strata_for_any_user().display()
     );
     let out = Command::new("runuser").args(["-u", user, "--", "sh", "-c", &script]).output().expect("runuser");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -165,3 +165,44 @@ pub fn secret_file(content: &str) -> (tempfile::NamedTempFile, String) {
     let spec = format!("id=tok,src={}", file.path().display());
     (file, spec)
 }
+
+/// The strata binary at a path every user can reach. A clone under a folder
+/// of mode 0700 (root's home, a `mktemp -d` folder) keeps `target/` from other
+/// users, so tests that switch users run this copy, one per build of the binary.
+pub fn strata_for_any_user() -> PathBuf {
+    static COPY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let built = assert_cmd::cargo::cargo_bin("strata");
+        let meta = std::fs::metadata(&built).expect("strata binary is built");
+        let dir =
+            std::env::temp_dir().join(format!("strata-test-bin-{}-{}", meta.size(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000));
+        let copy = dir.join("strata");
+        if !copy.exists() {
+            std::fs::create_dir_all(&dir).expect("create binary folder");
+            let partial = dir.join(format!("strata.{}", std::process::id()));
+            std::fs::copy(&built, &partial).expect("copy strata binary");
+            std::fs::rename(&partial, &copy).expect("place strata binary");
+        }
+        for path in [&dir, &copy] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("open up binary folder");
+        }
+        copy
+    })
+    .clone()
+}
+
+/// An ordinary user with (on Debian) subordinate ids, made once; `None` where it cannot be made.
+pub fn rootless_user(test: &str) -> Option<&'static str> {
+    let user = "strata-rootless";
+    let exists = std::process::Command::new("id").arg(user).output().is_ok_and(|o| o.status.success());
+    if !exists && !std::process::Command::new("useradd").args(["-m", user]).status().is_ok_and(|s| s.success()) {
+        eprintln!("skipping {test}: cannot create user {user}");
+        return None;
+    }
+    if std::process::Command::new("runuser").arg("--version").output().is_err() {
+        eprintln!("skipping {test}: runuser is missing");
+        return None;
+    }
+    Some(user)
+}

@@ -309,7 +309,7 @@ fn an_ordinary_user_gets_a_clear_fuse_error_or_a_mount() {
         // /dev/fuse is not open to others (0600 here): an ordinary user cannot mount FUSE at all.
         let out = std::process::Command::new("runuser")
             .args(["-u", "nobody", "--"])
-            .arg(assert_cmd::cargo::cargo_bin("strata"))
+            .arg(crate::strata_for_any_user())
             .args(["mount", "busybox", "/tmp"])
             .env("STRATA_ROOT", "/tmp/strata-nobody-store")
             .output();
@@ -342,7 +342,7 @@ fn an_ordinary_user_gets_a_clear_fuse_error_or_a_mount() {
     let as_nobody = |args: &[&std::ffi::OsStr]| {
         let out = std::process::Command::new("runuser")
             .args(["-u", "nobody", "--"])
-            .arg(assert_cmd::cargo::cargo_bin("strata"))
+            .arg(crate::strata_for_any_user())
             .args(args)
             .env("STRATA_ROOT", &store)
             .env("NO_COLOR", "1")

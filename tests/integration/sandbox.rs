@@ -192,18 +192,7 @@ fn rootless_build_runs_as_an_ordinary_user() {
     if !require_root("rootless_build_runs_as_an_ordinary_user") {
         return;
     }
-    let user = "strata-rootless";
-    if Command::new("id").arg(user).output().is_ok_and(|o| !o.status.success()) {
-        let made = Command::new("useradd").args(["-m", user]).status();
-        if !made.is_ok_and(|s| s.success()) {
-            eprintln!("skipping rootless_build_runs_as_an_ordinary_user: cannot create user {user}");
-            return;
-        }
-    }
-    if Command::new("runuser").arg("--version").output().is_err() {
-        eprintln!("skipping rootless_build_runs_as_an_ordinary_user: runuser is missing");
-        return;
-    }
+    let Some(user) = crate::rootless_user("rootless_build_runs_as_an_ordinary_user") else { return };
     let work = tempfile::Builder::new().prefix("strata-rootless-").tempdir().expect("temp dir");
     let bb = crate::busybox_context();
     let ctx = work.path().join("ctx");
@@ -219,7 +208,7 @@ fn rootless_build_runs_as_an_ordinary_user() {
     }
     Command::new("chown").args(["-R", user]).arg(work.path()).status().expect("chown");
     Command::new("chmod").arg("755").arg(work.path()).status().expect("chmod");
-    let strata = assert_cmd::cargo::cargo_bin("strata");
+    let strata = crate::strata_for_any_user();
     let script = format!(
         "set -e; export STRATA_ROOT={root}/store; {s} build -q -t busybox {root}/bb >/dev/null; {s} build --progress plain -t rl {root}/ctx",
         root = work.path().display(),
@@ -232,6 +221,20 @@ fn rootless_build_runs_as_an_ordinary_user() {
         return;
     }
     assert!(out.status.success() && stderr.contains("rootless-ok"), "{stderr}");
+    // The runtime as the same user: run --rm leaves nothing, a kept run commits and is removed.
+    let as_user = |args: &str| {
+        let line = format!("STRATA_ROOT={}/store {} {args}", work.path().display(), strata.display());
+        let out = Command::new("runuser").args(["-u", user, "--", "sh", "-c", &line]).output().expect("runuser");
+        assert!(out.status.success(), "strata {args} as {user}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(as_user("run --rm rl cat /uid"), "0\n");
+    as_user("run --name kept rl sh -c 'echo committed > /c'");
+    as_user("commit kept rl:committed");
+    as_user("rm kept");
+    assert_eq!(as_user("run --rm rl:committed cat /c"), "committed\n");
+    let runs = std::fs::read_dir(work.path().join("store/strata/runs")).expect("runs").count();
+    assert_eq!(runs, 0, "run --rm and rm leave no run folder behind");
     if !ranged {
         eprintln!("rootless_build_runs_as_an_ordinary_user: no subordinate ids for {user}; checked the single-id mapping only");
         return;
