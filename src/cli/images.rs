@@ -39,17 +39,20 @@ pub fn human_age(created: Option<&str>) -> String {
         return "N/A".into();
     };
     let secs = (time::OffsetDateTime::now_utc() - time).whole_seconds().max(0);
+    // As Docker's HumanDuration: hours round to the nearest, the rest truncate.
+    let (minutes, hours) = (secs / 60, (secs + 1800) / 3600);
     let text = match secs {
         0 => "Less than a second".to_string(),
-        1..=59 => format!("{secs} seconds"),
-        60..=119 => "About a minute".to_string(),
-        120..=3599 => format!("{} minutes", secs / 60),
-        3600..=7199 => "About an hour".to_string(),
-        7200..=172_799 => format!("{} hours", secs / 3600),
-        172_800..=1_209_599 => format!("{} days", secs / 86_400),
-        1_209_600..=5_183_999 => format!("{} weeks", secs / 604_800),
-        5_184_000..=63_071_999 => format!("{} months", secs / 2_592_000),
-        _ => format!("{} years", secs / 31_536_000),
+        1 => "1 second".to_string(),
+        2..=59 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".to_string(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".to_string(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
     };
     format!("{text} ago")
 }
@@ -343,5 +346,23 @@ mod tests {
         assert_eq!(human_size(1234), "1.234kB");
         assert_eq!(human_size(2_100_000), "2.1MB");
         assert_eq!(human_size(123_456_789), "123.5MB");
+    }
+
+    fn ago(secs: i64) -> String {
+        let then = time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
+        human_age(Some(&then.format(&time::format_description::well_known::Rfc3339).expect("format")))
+    }
+
+    #[test]
+    fn ages_read_as_docker_prints_them() {
+        assert_eq!(ago(1), "1 second ago");
+        assert_eq!(ago(2), "2 seconds ago");
+        assert_eq!(ago(90), "About a minute ago");
+        assert_eq!(ago(150), "2 minutes ago");
+        assert_eq!(ago(3700), "About an hour ago");
+        assert_eq!(ago(5500), "2 hours ago");
+        assert_eq!(ago(3 * 86_400), "3 days ago");
+        assert_eq!(ago(3 * 365 * 86_400), "3 years ago");
+        assert_eq!(human_age(None), "N/A");
     }
 }
