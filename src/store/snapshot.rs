@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::{Result, Store, StoreError, io_err};
-use crate::oci::{Descriptor, Digest};
+use crate::oci::{Descriptor, Digest, DigestWriter};
 
 pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
 pub(crate) const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -69,7 +69,20 @@ impl Store {
         let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&layer.digest)?);
         let unpack_err = |message: String| StoreError::Unpack { digest: layer.digest.clone(), message };
         let reader = decompress(blob).map_err(|e| unpack_err(e.to_string()))?;
-        unpack_layer(reader, tmp.path()).map_err(|e| unpack_err(e.to_string()))?;
+        if &layer.digest == diff_id {
+            // An uncompressed layer: its blob is its diff_id, verified when it was stored.
+            unpack_layer(reader, tmp.path()).map_err(|e| unpack_err(e.to_string()))?;
+        } else {
+            // A compressed one (pulled, loaded) is trusted only once its content hashes to the diff_id
+            // the config claims; a lying layer is refused before its snapshot is in place.
+            let mut hashing = HashingReader { inner: reader, hasher: DigestWriter::new(io::sink()) };
+            unpack_layer(&mut hashing, tmp.path()).map_err(|e| unpack_err(e.to_string()))?;
+            io::copy(&mut hashing, &mut io::sink()).map_err(|e| unpack_err(e.to_string()))?;
+            let (actual, _, _) = hashing.hasher.finish();
+            if &actual != diff_id {
+                return Err(unpack_err(format!("uncompresses to {actual}, not its diff_id {diff_id}")));
+            }
+        }
         match fs::rename(tmp.path(), &dir) {
             Ok(()) => {
                 // The directory now belongs to the store; keep the guard from removing it.
@@ -110,6 +123,20 @@ impl Store {
             found.push((diff_id, entry.path(), dir_size(&entry.path())));
         }
         Ok(found)
+    }
+}
+
+/// Hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: DigestWriter<io::Sink>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        io::Write::write_all(&mut self.hasher, &buf[..n])?;
+        Ok(n)
     }
 }
 
@@ -251,6 +278,26 @@ mod tests {
         builder.append_link(&mut header(tar::EntryType::Symlink, 0o777), "link", target).expect("symlink entry");
         builder.append_data(&mut header(tar::EntryType::Regular, 0o644), path, io::empty()).expect("file entry");
         builder.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_compressed_layer_that_does_not_match_its_diff_id_leaves_no_snapshot() {
+        use std::io::Write;
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(root.path()).expect("store");
+        let tar = layer_through_symlink(Path::new("target"), "file");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).expect("gzip");
+        let (digest, size) = store.write_blob(&gz.finish().expect("gzip")).expect("blob");
+        let layer =
+            Descriptor { media_type: crate::oci::MEDIA_LAYER_GZIP.into(), digest, size, annotations: Default::default(), platform: None };
+        let lie = Digest::of(b"another layer");
+        let error = store.snapshot(&layer, &lie).expect_err("a lying diff_id");
+        assert!(error.to_string().contains("not its diff_id"), "{error}");
+        assert!(!store.snapshot_dir(&lie).exists());
+        assert_eq!(fs::read_dir(store.strata_dir("tmp")).expect("tmp").count(), 0);
+        let dir = store.snapshot(&layer, &Digest::of(&tar)).expect("the true diff_id");
+        assert!(dir.join("file").exists());
     }
 
     #[test]
