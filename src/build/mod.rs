@@ -15,7 +15,7 @@ use std::time::Instant;
 pub use progress::{Progress, ProgressMode, reporter};
 
 use crate::exec::{BuildContext, ExecCx, ExecError, ImageState, StepOutcome};
-use crate::frontend::BuildArgs;
+use crate::graph::args::BuildArgs;
 use crate::graph::{Base, BuildGraph, GraphError, Op, Origin, Security, StageId, describe};
 use crate::oci::{Descriptor, Digest, ImageRef};
 use crate::store::{Store, StoreError};

@@ -20,7 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::frontend::BuildArgs;
+use crate::graph::args::{self, BuildArgs};
 use crate::graph::{BuildGraph, CommandLine, CopyFrom, CopySource, Op, StageId, Word};
 use crate::oci::{self, Descriptor, Digest, HealthConfig, History, ImageConfig, RunConfig};
 use crate::store::rootfs::RootfsView;
@@ -88,27 +88,6 @@ pub struct ExecCx<'a> {
     /// Receives each line a RUN step prints.
     pub output: &'a (dyn Fn(&str) + Sync),
     pub interrupted: &'a (dyn Fn() -> bool + Sync),
-}
-
-/// Build args Docker passes to RUN without an ARG and leaves out of history.
-pub const PROXY_ARGS: [&str; 10] =
-    ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
-
-/// Build args every stage may declare without a default (BuildKit's automatic platform args).
-pub fn automatic_args() -> BTreeMap<String, String> {
-    let arch = oci::host_architecture();
-    let platform = format!("linux/{arch}");
-    [
-        ("TARGETPLATFORM", platform.clone()),
-        ("TARGETOS", "linux".into()),
-        ("TARGETARCH", arch.into()),
-        ("BUILDPLATFORM", platform),
-        ("BUILDOS", "linux".into()),
-        ("BUILDARCH", arch.into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
 }
 
 /// The image a stage has built so far.
@@ -297,14 +276,12 @@ impl ImageState {
                 let mut key_text = String::from("ARG");
                 for decl in decls {
                     key_text.push_str(&format!(" {}", decl.name));
-                    let global = cx.graph.args.iter().find(|g| g.name == decl.name);
                     let value = cx
                         .build_args
                         .get(&decl.name)
                         .cloned()
                         .or_else(|| decl.default.as_ref().map(|d| self.expand(d)))
-                        .or_else(|| global.and_then(|g| g.default.as_ref()).map(|d| d.expand(&|n| global_arg(cx, n))))
-                        .or_else(|| automatic_args().remove(&decl.name));
+                        .or_else(|| args::global_value(&decl.name, cx.build_args, &cx.graph.args));
                     match &value {
                         Some(v) => text.push_str(&format!(" {}={v}", decl.name)),
                         None => text.push_str(&format!(" {}", decl.name)),
@@ -601,12 +578,4 @@ impl ImageState {
 
 fn op_keyword(add: bool) -> &'static str {
     if add { "ADD" } else { "COPY" }
-}
-
-/// The value of a global build arg: `--build-arg`, else its default.
-pub fn global_arg(cx: &ExecCx, name: &str) -> Option<String> {
-    cx.build_args.get(name).cloned().or_else(|| {
-        let decl = cx.graph.args.iter().find(|a| a.name == name)?;
-        decl.default.as_ref().map(|d| d.expand(&|n| global_arg(cx, n)))
-    })
 }

@@ -16,7 +16,8 @@ use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
 use super::idmap::IdMap;
 use super::launch::{Launch, changes_to_layer};
 use super::sandbox::{SandboxMount, SandboxSpec};
-use super::{ExecCx, ExecError, ImageState, KeyInputs, PROXY_ARGS, StepOutcome, users};
+use super::{ExecCx, ExecError, ImageState, KeyInputs, StepOutcome, users};
+use crate::graph::args::PROXY_ARGS;
 use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp, Security};
 
 /// How many output lines a failure message repeats.

@@ -195,7 +195,7 @@ fn healthcheck(check: &Healthcheck) -> String {
         ("start-interval", check.start_interval),
     ] {
         if let Some(nanos) = value {
-            let _ = write!(text, " --{flag}={}", super::kdl::format_duration(nanos));
+            let _ = write!(text, " --{flag}={}", super::duration::format(nanos));
         }
     }
     if let Some(retries) = check.retries {

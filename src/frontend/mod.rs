@@ -5,9 +5,9 @@
 pub mod convert;
 pub mod diagnostic;
 pub mod dockerfile;
+pub mod duration;
 pub mod kdl;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::graph::BuildGraph;
@@ -30,8 +30,7 @@ impl LineIndex {
     }
 }
 
-/// `--build-arg` values by name.
-pub type BuildArgs = BTreeMap<String, String>;
+pub use crate::graph::args::BuildArgs;
 
 /// Which front end reads a file: `.kdl` files are specs, anything else a Dockerfile.
 pub fn is_kdl(path: &Path) -> bool {

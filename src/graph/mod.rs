@@ -2,6 +2,7 @@
 //! lower into it; the scheduler and executor read it. It knows no syntax:
 //! nothing here can tell a Dockerfile step from a KDL one.
 
+pub mod args;
 mod dump;
 mod word;
 

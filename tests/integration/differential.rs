@@ -319,7 +319,7 @@ impl World {
                     let to = rng.pick(&universe()).to_string();
                     (from != to).then_some(Edit::Rename { from, to })
                 }
-                56..63 => Some(Edit::Symlink { path: rng.pick(&universe()).into(), target: rng.pick(LINK_TARGETS).into() }),
+                56..63 => Some(Edit::Symlink { path: rng.pick(&universe()), target: rng.pick(LINK_TARGETS).into() }),
                 63..67 => {
                     let path = rng.pick(EMPTY_DIRS).to_string();
                     Some(if self.kind(&path).is_some() { Edit::RemoveDir { path } } else { Edit::MakeDir { path } })

@@ -171,16 +171,12 @@ impl<'a> Lowerer<'a> {
 
     /// The value of a global build arg for expansion at lowering (FROM, --from).
     fn global(&self, name: &str) -> Option<String> {
-        if let Some(v) = self.build_args.get(name) {
-            return Some(v.clone());
-        }
-        let decl = self.global_args.iter().find(|a| a.name == name)?;
-        decl.default.as_ref().map(|d| d.expand(&|n| self.global(n)))
+        crate::graph::args::global_value(name, self.build_args, &self.global_args)
     }
 
     fn expand_global(&mut self, line: &Line, text: &str) -> String {
         let word = self.word(line, text);
-        word.expand(&|n| self.global(n).or_else(|| crate::exec::automatic_args().remove(n)))
+        word.expand(&|n| self.global(n))
     }
 
     fn check_flags(&mut self, line: &Line, allowed: &[&str]) {
@@ -683,7 +679,7 @@ impl<'a> Lowerer<'a> {
                 }
                 continue;
             }
-            let Some(duration) = crate::frontend::kdl::parse_duration(&value) else {
+            let Some(duration) = crate::frontend::duration::parse(&value) else {
                 self.errors.push(SourceError::new(
                     format!("--{}={value}: not a duration like 30s or 1m30s", flag.name),
                     span(flag.offset, flag.name.len() + 3 + value.len()),

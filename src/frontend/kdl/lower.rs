@@ -114,21 +114,11 @@ struct Lowerer {
     uses: Vec<(String, Option<SourceSpan>, StageId)>,
 }
 
-/// Variables a build-time word may read without declaring them: Docker's
+/// Whether a build-time word may read `name` without declaring it: Docker's
 /// proxy args and the image's `PATH` (every image and RUN has one).
-const UNDECLARED_OK: &[&str] = &[
-    "PATH",
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "FTP_PROXY",
-    "ftp_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
+fn undeclared_ok(name: &str) -> bool {
+    name == "PATH" || crate::graph::args::PROXY_ARGS.contains(&name)
+}
 
 impl Lowerer {
     fn origin(&self, span: Option<SourceSpan>) -> Origin {
@@ -176,14 +166,14 @@ impl Lowerer {
     }
 
     /// Every name a build-time word reads is an `arg` of its stage, an `env`
-    /// of its stage or of a stage it is built on, or in [`UNDECLARED_OK`]. A
+    /// of its stage or of a stage it is built on, or `undeclared_ok`. A
     /// global arg is not: as in a Dockerfile, a stage reads it once it
     /// declares it again.
     fn check_names(&mut self, graph: &BuildGraph) {
         let mut known_by_stage: HashMap<usize, Vec<String>> = HashMap::new();
         for (name, span, stage) in std::mem::take(&mut self.uses) {
             let known = known_by_stage.entry(stage.0).or_insert_with(|| known_in(graph, stage));
-            if known.contains(&name) || UNDECLARED_OK.contains(&name.as_str()) {
+            if known.contains(&name) || undeclared_ok(&name) {
                 continue;
             }
             let help = if self.declared.contains(&name) {

@@ -45,8 +45,6 @@ use std::sync::Arc;
 
 pub use crate::frontend::diagnostic::{SourceError, SourceErrors};
 pub use lower::parse_word;
-pub use parse::parse_duration;
-pub(crate) use print::duration as format_duration;
 pub use print::{check as check_printable, to_kdl};
 pub use schema::{
     ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec, Spec,

@@ -639,7 +639,7 @@ impl Parser {
         let command = self.command(node, false)?;
         let mut duration = |key: &str| -> Option<Duration> {
             let text = self.string_prop(node, key)?;
-            match parse_duration(&text.value) {
+            match crate::frontend::duration::parse(&text.value) {
                 Some(d) => Some(d),
                 None => {
                     self.error(
@@ -666,34 +666,4 @@ impl Parser {
         };
         Some(HealthcheckSpec { command: Some(command), interval, timeout, start_period, start_interval, retries })
     }
-}
-
-/// Parses a Go-style duration (`1h2m3s`, `500ms`, `1.5s`), as Docker's flags accept.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let number: f64 = rest[..number_end].parse().ok()?;
-        rest = &rest[number_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += number * scale;
-    }
-    Some(Duration::from_nanos(total.round() as u64))
 }

@@ -312,23 +312,13 @@ fn healthcheck(check: &Healthcheck) -> String {
         ("start-interval", check.start_interval),
     ] {
         if let Some(nanos) = value {
-            let _ = write!(text, " {key}={}", string(&duration(nanos)));
+            let _ = write!(text, " {key}={}", string(&crate::frontend::duration::format(nanos)));
         }
     }
     if let Some(retries) = check.retries {
         let _ = write!(text, " retries={retries}");
     }
     text
-}
-
-/// Nanoseconds as the largest exact unit: `30s`, `500ms`, `10ns`.
-pub(crate) fn duration(nanos: u64) -> String {
-    for (unit, scale) in [("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)] {
-        if nanos.is_multiple_of(scale) {
-            return format!("{}{unit}", nanos / scale);
-        }
-    }
-    format!("{nanos}ns")
 }
 
 fn words(list: &[Word]) -> String {
