@@ -32,7 +32,13 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, PathBuf>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
+    /// Reads a base image's ONBUILD trigger (a Dockerfile instruction) into
+    /// an op: given by the caller, since the build knows no front end.
+    pub onbuild: Option<TriggerParser>,
 }
+
+/// Turns one ONBUILD trigger's text into an op, or says why it cannot.
+pub type TriggerParser = fn(&str) -> Result<Op, String>;
 
 /// An image the build wrote.
 #[derive(Clone, Debug)]
@@ -251,8 +257,8 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions
             instruction: format!("ONBUILD {trigger}"),
             source: Box::new(source),
         };
-        let op = crate::frontend::dockerfile::parse_trigger(&trigger)
-            .map_err(|report| step_error(ExecError::Invalid(format!("bad ONBUILD trigger: {report}"))))?;
+        let parse = opts.onbuild.ok_or_else(|| step_error(ExecError::Invalid("no reader of ONBUILD triggers was given".into())))?;
+        let op = parse(&trigger).map_err(|reason| step_error(ExecError::Invalid(format!("bad ONBUILD trigger: {reason}"))))?;
         check_security(cx.graph, &op, opts, stage, &origin)?;
         state.execute(cx, &op).map_err(step_error)?;
     }

@@ -144,8 +144,17 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
             other => return Err(miette!("--allow {other}: expected security.insecure")),
         }
     }
-    let opts =
-        BuildOptions { context, tags, target: args.target.clone(), build_args, no_cache: args.no_cache, jobs, secrets, allow_insecure };
+    let opts = BuildOptions {
+        context,
+        tags,
+        target: args.target.clone(),
+        build_args,
+        no_cache: args.no_cache,
+        jobs,
+        secrets,
+        allow_insecure,
+        onbuild: Some(onbuild_trigger),
+    };
     let store = open_store()?;
     let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
     let progress = build::reporter(mode);
@@ -165,6 +174,11 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
 }
 
 /// `--output type=oci|oci-tar|docker-tar,dest=PATH`.
+/// ONBUILD triggers are Dockerfile instructions, whichever front end the build used.
+fn onbuild_trigger(text: &str) -> Result<crate::graph::Op, String> {
+    crate::frontend::dockerfile::parse_trigger(text).map_err(|report| format!("{report}"))
+}
+
 fn parse_output(spec: &str) -> miette::Result<(crate::oci::archive::Format, PathBuf)> {
     use crate::oci::archive::Format;
     let (mut kind, mut dest) = (None, None);
