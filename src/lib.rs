@@ -5,7 +5,6 @@
 //! for the formats, and `mount` serving a stored image through FUSE.
 
 pub mod build;
-pub mod cli;
 pub mod exec;
 pub mod frontend;
 pub mod graph;

@@ -1,3 +1,7 @@
+//! The `strata` binary: the command line over the library.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    strata::cli::main()
+    cli::main()
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::build::ProgressMode;
-use crate::frontend::BuildArgs;
+use strata::build::ProgressMode;
+use strata::frontend::BuildArgs;
 
 /// strata: a daemonless, declarative container-image builder.
 #[derive(Debug, Parser)]

@@ -7,9 +7,9 @@ use miette::miette;
 use super::args::RunArgs;
 use super::images::human_age;
 use super::table::Table;
-use crate::oci::ImageRef;
-use crate::runtime::{self, RunRequest};
-use crate::store::Store;
+use strata::oci::ImageRef;
+use strata::runtime::{self, RunRequest};
+use strata::store::Store;
 
 /// `K=V` as given, or `K` with the host's value (skipped when unset), as Docker does.
 fn env_pair(text: &str) -> Option<(String, String)> {

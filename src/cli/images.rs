@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::args::{ImagesArgs, LoadArgs, RmArgs, SaveArgs, SaveFormat};
 use super::table::Table;
-use crate::oci::{Digest, ImageRef};
-use crate::store::{Store, StoredImage};
+use strata::oci::{Digest, ImageRef};
+use strata::store::{Store, StoredImage};
 
 /// Sizes as Docker prints them: decimal units, four significant digits.
 pub fn human_size(bytes: u64) -> String {
@@ -247,7 +247,7 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
         }
     }
     let snapshots = store.snapshots().map_err(|e| miette!("{e}"))?;
-    let in_use = crate::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    let in_use = strata::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
     let snapshot_size: u64 = snapshots.iter().map(|(_, _, size)| size).sum();
     // What `system prune` would free: every snapshot no kept run stands on.
     let snapshot_reclaimable: u64 =
@@ -293,7 +293,7 @@ pub fn prune(store: &Store) -> miette::Result<ExitCode> {
     let cleared = store.cache_clear().map_err(|e| miette!("{e}"))?;
     let mut freed = store.gc().map_err(|e| miette!("{e}"))?;
     // Snapshots are unpacked copies of layers, remade when a build needs them; keep only those kept runs stand on.
-    let in_use = crate::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    let in_use = strata::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
     freed += store.prune_snapshots(&in_use).map_err(|e| miette!("{e}"))?;
     println!("Deleted {untagged} untagged images and {cleared} build cache entries");
     println!("Total reclaimed space: {}", human_size(freed));
@@ -313,10 +313,10 @@ pub fn save(store: &Store, args: &SaveArgs) -> miette::Result<ExitCode> {
         chosen.push(image);
     }
     let format = match args.format {
-        SaveFormat::Oci => crate::oci::archive::Format::Oci,
-        SaveFormat::Docker => crate::oci::archive::Format::Docker,
+        SaveFormat::Oci => strata::store::archive::Format::Oci,
+        SaveFormat::Docker => strata::store::archive::Format::Docker,
     };
-    crate::oci::archive::save(store, &chosen, &args.output, format).map_err(|e| miette!("save to {}: {e}", args.output.display()))?;
+    strata::store::archive::save(store, &chosen, &args.output, format).map_err(|e| miette!("save to {}: {e}", args.output.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -325,7 +325,7 @@ pub fn load(store: &Store, args: &LoadArgs) -> miette::Result<ExitCode> {
         Some(t) => Some(t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))?),
         None => None,
     };
-    let loaded = crate::oci::archive::load(store, &args.input, tag.as_ref()).map_err(|e| miette!("load {}: {e}", args.input.display()))?;
+    let loaded = strata::store::archive::load(store, &args.input, tag.as_ref()).map_err(|e| miette!("load {}: {e}", args.input.display()))?;
     for (name, id) in loaded {
         match name {
             Some(name) => println!("Loaded image: {name}"),

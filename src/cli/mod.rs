@@ -15,9 +15,9 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 
 pub use args::{Cli, Command};
 
-use crate::build::{self, BuildOptions};
-use crate::oci::ImageRef;
-use crate::store::Store;
+use strata::build::{self, BuildOptions};
+use strata::oci::ImageRef;
+use strata::store::Store;
 
 /// Entry point of the `strata` binary.
 pub fn main() -> ExitCode {
@@ -89,7 +89,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Mount(args) => mount::mount(&args),
         Command::Umount { dir } => mount::umount(&dir),
         Command::Diff { image1, image2 } => mount::diff(&open_store()?, &image1, &image2),
-        Command::Sandbox { spec, unconfined } => crate::exec::sandbox::main(&spec, !unconfined),
+        Command::Sandbox { spec, unconfined } => strata::exec::sandbox::main(&spec, !unconfined),
     }
 }
 
@@ -118,7 +118,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     };
     let file = build_file(&context, file)?;
     let build_args = args::parse_build_args(&args.build_args)?;
-    let graph = crate::frontend::load(&file, &build_args)?;
+    let graph = strata::frontend::load(&file, &build_args)?;
     let tags = args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))).collect::<miette::Result<Vec<_>>>()?;
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
@@ -165,7 +165,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         for image in &built {
             images.push(store.load_image(image.tags.first().cloned(), image.manifest.clone()).map_err(|e| miette!("{e}"))?);
         }
-        crate::oci::archive::save(&store, &images, &dest, format).map_err(|e| miette!("export to {}: {e}", dest.display()))?;
+        strata::store::archive::save(&store, &images, &dest, format).map_err(|e| miette!("export to {}: {e}", dest.display()))?;
     }
     for image in &built {
         println!("{}", image.id);
@@ -175,12 +175,12 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
 
 /// `--output type=oci|oci-tar|docker-tar,dest=PATH`.
 /// ONBUILD triggers are Dockerfile instructions, whichever front end the build used.
-fn onbuild_trigger(text: &str) -> Result<crate::graph::Op, String> {
-    crate::frontend::dockerfile::parse_trigger(text).map_err(|report| format!("{report}"))
+fn onbuild_trigger(text: &str) -> Result<strata::graph::Op, String> {
+    strata::frontend::dockerfile::parse_trigger(text).map_err(|report| format!("{report}"))
 }
 
-fn parse_output(spec: &str) -> miette::Result<(crate::oci::archive::Format, PathBuf)> {
-    use crate::oci::archive::Format;
+fn parse_output(spec: &str) -> miette::Result<(strata::store::archive::Format, PathBuf)> {
+    use strata::store::archive::Format;
     let (mut kind, mut dest) = (None, None);
     for field in spec.split(',') {
         match field.split_once('=') {
@@ -202,10 +202,10 @@ fn parse_output(spec: &str) -> miette::Result<(crate::oci::archive::Format, Path
 }
 
 fn convert(file: &Path, to: args::ConvertTarget, output: Option<&Path>) -> miette::Result<ExitCode> {
-    let graph = crate::frontend::load(file, &Default::default())?;
+    let graph = strata::frontend::load(file, &Default::default())?;
     let text = match to {
-        args::ConvertTarget::Kdl => crate::frontend::convert::to_kdl(&graph),
-        args::ConvertTarget::Dockerfile => crate::frontend::convert::to_dockerfile(&graph),
+        args::ConvertTarget::Kdl => strata::frontend::convert::to_kdl(&graph),
+        args::ConvertTarget::Dockerfile => strata::frontend::convert::to_dockerfile(&graph),
     }
     .map_err(|reason| miette!("convert {}: {reason}", file.display()))?;
     match output {
@@ -217,14 +217,14 @@ fn convert(file: &Path, to: args::ConvertTarget, output: Option<&Path>) -> miett
 
 fn graph(args: args::GraphArgs) -> miette::Result<ExitCode> {
     let build_args = args::parse_build_args(&args.build_args)?;
-    let graph = crate::frontend::load(&args.file, &build_args)?;
+    let graph = strata::frontend::load(&args.file, &build_args)?;
     graph.check().into_diagnostic().wrap_err(args.file.display().to_string())?;
     if let Some(target) = &args.target {
         graph.roots(Some(target)).into_diagnostic().wrap_err(args.file.display().to_string())?;
     }
     let text = match args.format {
-        args::GraphFormat::Json => crate::graph::to_json(&graph) + "\n",
-        args::GraphFormat::Dot => crate::graph::to_dot(&graph),
+        args::GraphFormat::Json => strata::graph::to_json(&graph) + "\n",
+        args::GraphFormat::Dot => strata::graph::to_dot(&graph),
     };
     print!("{text}");
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use miette::miette;
 
 use super::args::MountArgs;
-use crate::mount::{self, Change, View};
+use strata::mount::{self, Change, View};
 
 pub fn mount(args: &MountArgs) -> miette::Result<ExitCode> {
     let view = args.layer.map_or(View::Merged, View::Layer);
@@ -25,7 +25,7 @@ pub fn umount(dir: &Path) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn diff(store: &crate::store::Store, old: &str, new: &str) -> miette::Result<ExitCode> {
+pub fn diff(store: &strata::store::Store, old: &str, new: &str) -> miette::Result<ExitCode> {
     for change in mount::diff(store, old, new).map_err(|e| miette!("diff {old} {new}: {e}"))? {
         let (mark, path) = match &change {
             Change::Added(p) => ('A', p),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{ArgAction, Args};
 use miette::miette;
 
-use crate::registry::{self, Compression, Options, auth::Credentials};
+use strata::registry::{self, Compression, Options, auth::Credentials};
 
 /// `--tls-verify[=true|false]`: on unless turned off.
 #[derive(Debug, Args)]

@@ -4,7 +4,7 @@
 //! order varies) and because the config keeps Docker's extensions
 //! (`Healthcheck`, `OnBuild`, `Shell`) that the OCI types drop.
 
-pub mod archive;
+
 mod digest;
 mod reference;
 

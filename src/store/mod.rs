@@ -7,6 +7,7 @@
 //! exclusive lock; builds hold a shared "gc" lock so that garbage collection
 //! never frees a blob a running build has written but not yet tagged.
 
+pub mod archive;
 mod blob;
 mod cache;
 pub mod rootfs;

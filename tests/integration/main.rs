@@ -11,6 +11,7 @@ mod dockerfile;
 mod engine;
 mod hostile;
 mod kdl;
+mod layering;
 mod mount;
 mod registry;
 mod run;

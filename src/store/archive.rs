@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, to_blob};
-use crate::store::{Store, StoreError, StoredImage};
+use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, to_blob};
+use super::{Store, StoreError, StoredImage};
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +89,7 @@ fn layout_index(images: &[StoredImage]) -> Index {
             d
         })
         .collect();
-    Index { schema_version: 2, media_type: Some(super::MEDIA_INDEX.into()), manifests, annotations: BTreeMap::new() }
+    Index { schema_version: 2, media_type: Some(oci::MEDIA_INDEX.into()), manifests, annotations: BTreeMap::new() }
 }
 
 fn image_blobs(image: &StoredImage) -> Vec<Digest> {
@@ -332,14 +332,14 @@ fn stage(store: &Store, input: &Path, tag: Option<&ImageRef>, loading: &mut Load
         let mut layers = Vec::new();
         for layer in &item.layers {
             let (digest, size, gzip) = stored.get(layer).cloned().ok_or_else(|| missing(layer))?;
-            let media_type = if gzip { super::MEDIA_LAYER_GZIP } else { super::MEDIA_LAYER };
+            let media_type = if gzip { oci::MEDIA_LAYER_GZIP } else { oci::MEDIA_LAYER };
             layers.push(Descriptor { media_type: media_type.into(), digest, size, annotations: BTreeMap::new(), platform: None });
         }
         let manifest = Manifest {
             schema_version: 2,
-            media_type: Some(super::MEDIA_MANIFEST.into()),
+            media_type: Some(oci::MEDIA_MANIFEST.into()),
             config: Descriptor {
-                media_type: super::MEDIA_CONFIG.into(),
+                media_type: oci::MEDIA_CONFIG.into(),
                 digest: config_digest.clone(),
                 size: config_size,
                 annotations: BTreeMap::new(),
@@ -356,7 +356,7 @@ fn stage(store: &Store, input: &Path, tag: Option<&ImageRef>, loading: &mut Load
         }
         loading.needed.extend(manifest.layers.iter().map(|l| l.digest.clone()).chain([config_digest.clone(), digest.clone()]));
         let descriptor =
-            Descriptor { media_type: super::MEDIA_MANIFEST.into(), digest, size, annotations: BTreeMap::new(), platform: None };
+            Descriptor { media_type: oci::MEDIA_MANIFEST.into(), digest, size, annotations: BTreeMap::new(), platform: None };
         let tags: Vec<String> = match tag {
             Some(t) => vec![t.to_string()],
             None => item.repo_tags.clone().unwrap_or_default(),
@@ -387,9 +387,9 @@ fn check_diff_ids(store: &Store, items: &[DockerItem], stored: &HashMap<String, 
 
 /// The digest of a layer's uncompressed bytes (its diff_id).
 fn uncompressed_digest(store: &Store, digest: &Digest, what: &str) -> Result<Digest, ArchiveError> {
-    let mut reader = crate::store::snapshot::decompress(BufReader::new(store.open_blob(digest)?))
+    let mut reader = super::snapshot::decompress(BufReader::new(store.open_blob(digest)?))
         .map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
-    let mut hashing = super::DigestWriter::new(io::sink());
+    let mut hashing = oci::DigestWriter::new(io::sink());
     io::copy(&mut reader, &mut hashing).map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
     Ok(hashing.finish().0)
 }
@@ -400,7 +400,7 @@ fn parse_tags(tags: &[String]) -> Result<Vec<ImageRef>, ArchiveError> {
         .map(|tag| {
             // docker save writes "docker.io/library/x:tag" or "x:tag"; keep what the user would type.
             let short = tag.strip_prefix("docker.io/library/").unwrap_or(tag);
-            short.parse().map_err(|e: super::RefError| ArchiveError::Format(format!("tag {tag:?}: {e}")))
+            short.parse().map_err(|e: oci::RefError| ArchiveError::Format(format!("tag {tag:?}: {e}")))
         })
         .collect()
 }
@@ -468,10 +468,10 @@ fn import_layout(
     for descriptor in &index.manifests {
         fetch(descriptor, loading)?;
         let mut descriptor = descriptor.clone();
-        if descriptor.media_type == super::MEDIA_INDEX || descriptor.media_type == super::DOCKER_MANIFEST_LIST {
+        if descriptor.media_type == oci::MEDIA_INDEX || descriptor.media_type == oci::DOCKER_MANIFEST_LIST {
             // A multi-platform index: take the manifest for this machine.
             let nested: Index = store.read_json(&descriptor.digest, "image index")?;
-            let arch = super::host_architecture();
+            let arch = oci::host_architecture();
             let chosen = nested
                 .manifests
                 .iter()
