@@ -16,9 +16,9 @@ pub use progress::{Progress, ProgressMode, reporter};
 
 use crate::exec::{BuildContext, ExecCx, ExecError, ImageState, StepOutcome};
 use crate::graph::args::BuildArgs;
-use crate::graph::{Base, BuildGraph, GraphError, Op, Origin, Security, StageId, describe};
+use crate::graph::{Base, BuildGraph, CopyFrom, GraphError, Op, Origin, RunMount, Security, StageId, describe};
 use crate::oci::{Descriptor, Digest, ImageRef};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredImage};
 
 /// What `strata build` was asked to do.
 #[derive(Debug, Default)]
@@ -35,6 +35,15 @@ pub struct BuildOptions {
     /// Reads a base image's ONBUILD trigger (a Dockerfile instruction) into
     /// an op: given by the caller, since the build knows no front end.
     pub onbuild: Option<TriggerParser>,
+    /// Finds the images `FROM`, `COPY --from` and `RUN --mount from=` name
+    /// (the caller's may pull what the store lacks); the store alone if none.
+    pub bases: Option<Arc<dyn BaseResolver>>,
+}
+
+/// Finds a base image by name, fetching it first if the caller's policy says
+/// so: given by the caller, since the build knows no registry.
+pub trait BaseResolver: Send + Sync + std::fmt::Debug {
+    fn resolve(&self, store: &Store, name: &str) -> Result<StoredImage, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// Turns one ONBUILD trigger's text into an op, or says why it cannot.
@@ -62,6 +71,8 @@ pub enum BuildError {
     Step { origin: Origin, stage: String, instruction: String, source: Box<ExecError> },
     #[error("base image {name:?} of stage {stage} is not in the store ({source}); load it with `strata load -i …` or build it first")]
     MissingBase { name: String, stage: String, source: StoreError },
+    #[error("base image {name:?} of stage {stage}: {source}")]
+    Base { name: String, stage: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("tag {tag:?}: {reason}")]
     BadTag { tag: String, reason: String },
 }
@@ -110,12 +121,13 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
     }
     let context = BuildContext::open(&opts.context)?;
     let _build_lock = store.lock_build()?;
+    let bases = resolve_bases(store, graph, &plan, opts)?;
     let results: Mutex<HashMap<StageId, Arc<ImageState>>> = Mutex::new(HashMap::new());
     let finished = |id: StageId| results.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
     let deps = plan.iter().map(|id| (*id, graph.dependencies(*id))).collect();
     let cx_parts: CxParts = (&context, &finished);
     scheduler::run(deps, opts.jobs.max(1), |id| {
-        let state = build_stage(store, graph, opts, progress, cx_parts, id)?;
+        let state = build_stage(store, graph, opts, progress, cx_parts, &bases, id)?;
         results.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(state));
         Ok::<(), BuildError>(())
     })?;
@@ -159,6 +171,7 @@ fn build_stage(
     opts: &BuildOptions,
     progress: &dyn Progress,
     (context, finished): CxParts,
+    bases: &HashMap<String, StoredImage>,
     id: StageId,
 ) -> Result<ImageState, BuildError> {
     let stage = &graph.stages[id.0];
@@ -194,10 +207,13 @@ fn build_stage(
             finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?.as_ref(),
         ),
         Base::Image(name) => {
-            let image = store.resolve(name).map_err(|source| {
-                progress.failed(step_id, "base image not found");
-                BuildError::MissingBase { name: name.clone(), stage: label.clone(), source }
-            })?;
+            let image = match bases.get(name) {
+                Some(image) => image.clone(),
+                None => store.resolve(name).map_err(|source| {
+                    progress.failed(step_id, "base image not found");
+                    BuildError::MissingBase { name: name.clone(), stage: label.clone(), source }
+                })?,
+            };
             let mut state = ImageState::from_image(&image);
             run_onbuild_triggers(&mut state, &cx, opts, &label, stage.origin.clone())?;
             state
@@ -221,6 +237,56 @@ fn build_stage(
         }
     }
     Ok(state)
+}
+
+/// Resolves every image the planned stages name (`FROM`, `COPY --from`,
+/// `RUN --mount from=`) once, through the caller's resolver, before any step
+/// runs: a base is pulled at most once per build, and a failed pull stops the
+/// build before work starts. Steps then find those images in the store.
+fn resolve_bases(
+    store: &Store,
+    graph: &BuildGraph,
+    plan: &[StageId],
+    opts: &BuildOptions,
+) -> Result<HashMap<String, StoredImage>, BuildError> {
+    let mut resolved = HashMap::new();
+    let Some(resolver) = &opts.bases else { return Ok(resolved) };
+    for id in plan {
+        let stage = &graph.stages[id.0];
+        let mut names = Vec::new();
+        if let Base::Image(name) = &stage.base {
+            names.push(name);
+        }
+        for step in &stage.steps {
+            match &step.op {
+                Op::Copy(copy) => {
+                    if let Some(CopyFrom::Image(name)) = &copy.from {
+                        names.push(name);
+                    }
+                }
+                Op::Run(run) => {
+                    for mount in &run.mounts {
+                        if let RunMount::Bind { from: Some(CopyFrom::Image(name)), .. } = mount {
+                            names.push(name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for name in names {
+            if resolved.contains_key(name) {
+                continue;
+            }
+            let image = resolver.resolve(store, name).map_err(|source| BuildError::Base {
+                name: name.clone(),
+                stage: graph.stage_label(*id),
+                source,
+            })?;
+            resolved.insert(name.clone(), image);
+        }
+    }
+    Ok(resolved)
 }
 
 /// Refuses `RUN --security=insecure` unless the build allows `security.insecure`, naming the step.

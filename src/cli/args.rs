@@ -129,6 +129,15 @@ pub struct BuildArgsCli {
     /// Allow an entitlement: `security.insecure` lets `RUN --security=insecure` steps run unconfined.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// When base images are pulled: `missing` (the default), `always` (also `--pull` alone) or `never`.
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = true, default_value = "missing",
+          default_missing_value = "always", value_parser = |s: &str| s.parse::<strata::registry::PullPolicy>())]
+    pub pull: strata::registry::PullPolicy,
+    /// Push every tagged image the build wrote (as `--output type=registry`).
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub tls: super::registry::TlsArgs,
 }
 
 #[derive(Debug, Args)]

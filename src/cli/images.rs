@@ -160,12 +160,16 @@ pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
     let all = images(store)?;
     for name in names {
         let image = resolve(store, name)?;
-        let tags: Vec<String> = all.iter().filter(|i| i.id() == image.id()).filter_map(|i| i.tag.clone()).collect();
+        let same: Vec<&StoredImage> = all.iter().filter(|i| i.id() == image.id()).collect();
+        let tags: Vec<String> = same.iter().filter_map(|i| i.tag.clone()).collect();
+        let mut repo_digests: Vec<String> = same.iter().flat_map(|i| strata::registry::repo_digests(i)).collect();
+        repo_digests.sort();
+        repo_digests.dedup();
         let c = &image.config;
         out.push(json!({
             "Id": image.id(),
             "RepoTags": tags,
-            "RepoDigests": [],
+            "RepoDigests": repo_digests,
             "ManifestDigest": image.manifest_descriptor.digest,
             "Created": c.created,
             "Author": c.author.clone().unwrap_or_default(),
@@ -325,7 +329,8 @@ pub fn load(store: &Store, args: &LoadArgs) -> miette::Result<ExitCode> {
         Some(t) => Some(t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))?),
         None => None,
     };
-    let loaded = strata::store::archive::load(store, &args.input, tag.as_ref()).map_err(|e| miette!("load {}: {e}", args.input.display()))?;
+    let loaded =
+        strata::store::archive::load(store, &args.input, tag.as_ref()).map_err(|e| miette!("load {}: {e}", args.input.display()))?;
     for (name, id) in loaded {
         match name {
             Some(name) => println!("Loaded image: {name}"),

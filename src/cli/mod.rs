@@ -144,6 +144,9 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
             other => return Err(miette!("--allow {other}: expected security.insecure")),
         }
     }
+    let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
+    let registry_options =
+        strata::registry::Options { tls_verify: args.tls.tls_verify, platform: None, verbose: mode != build::ProgressMode::Quiet };
     let opts = BuildOptions {
         context,
         tags,
@@ -154,18 +157,22 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         secrets,
         allow_insecure,
         onbuild: Some(onbuild_trigger),
+        bases: Some(std::sync::Arc::new(registry::PullingResolver { policy: args.pull, options: registry_options.clone() })),
     };
     let store = open_store()?;
-    let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
     let progress = build::reporter(mode);
     build::install_interrupt_handler();
     let built = build::build(&store, &graph, &opts, progress.as_ref()).map_err(|e| miette!("build {} failed: {e}", file.display()))?;
-    if let Some((format, dest)) = output {
+    let push_output = matches!(output, Some(BuildOutput::Registry));
+    if let Some(BuildOutput::Archive(format, dest)) = output {
         let mut images = Vec::new();
         for image in &built {
             images.push(store.load_image(image.tags.first().cloned(), image.manifest.clone()).map_err(|e| miette!("{e}"))?);
         }
         strata::store::archive::save(&store, &images, &dest, format).map_err(|e| miette!("export to {}: {e}", dest.display()))?;
+    }
+    if args.push || push_output {
+        registry::push_built(&store, &built, &registry_options)?;
     }
     for image in &built {
         println!("{}", image.id);
@@ -179,25 +186,38 @@ fn onbuild_trigger(text: &str) -> Result<strata::graph::Op, String> {
     strata::frontend::dockerfile::parse_trigger(text).map_err(|report| format!("{report}"))
 }
 
-fn parse_output(spec: &str) -> miette::Result<(strata::store::archive::Format, PathBuf)> {
+/// Where `--output` sends the built images.
+enum BuildOutput {
+    Archive(strata::store::archive::Format, PathBuf),
+    /// Push every tagged image to its name (`type=registry`, as `--push`).
+    Registry,
+}
+
+fn parse_output(spec: &str) -> miette::Result<BuildOutput> {
     use strata::store::archive::Format;
     let (mut kind, mut dest) = (None, None);
     for field in spec.split(',') {
         match field.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_string()),
             Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => return Err(miette!("--output {spec}: expected type=oci|oci-tar|docker-tar,dest=PATH")),
+            _ => return Err(miette!("--output {spec}: expected type=oci|oci-tar|docker-tar,dest=PATH or type=registry")),
         }
+    }
+    if kind.as_deref() == Some("registry") {
+        return match dest {
+            Some(_) => Err(miette!("--output {spec}: type=registry pushes to the images' names (-t) and takes no dest=")),
+            None => Ok(BuildOutput::Registry),
+        };
     }
     let dest = dest.ok_or_else(|| miette!("--output {spec}: missing dest="))?;
     let is_tar = dest.extension().is_some_and(|e| e == "tar");
     match kind.as_deref() {
-        Some("oci") if !is_tar => Ok((Format::Oci, dest)),
+        Some("oci") if !is_tar => Ok(BuildOutput::Archive(Format::Oci, dest)),
         Some("oci") => Err(miette!("--output {spec}: type=oci writes a directory; use type=oci-tar for a .tar")),
-        Some("oci-tar") if is_tar => Ok((Format::Oci, dest)),
+        Some("oci-tar") if is_tar => Ok(BuildOutput::Archive(Format::Oci, dest)),
         Some("oci-tar") => Err(miette!("--output {spec}: type=oci-tar needs a dest ending in .tar")),
-        Some("docker-tar") => Ok((Format::Docker, dest)),
-        other => Err(miette!("--output {spec}: unknown type {other:?} (oci, oci-tar, docker-tar)")),
+        Some("docker-tar") => Ok(BuildOutput::Archive(Format::Docker, dest)),
+        other => Err(miette!("--output {spec}: unknown type {other:?} (oci, oci-tar, docker-tar, registry)")),
     }
 }
 

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{ArgAction, Args};
 use miette::miette;
 
-use strata::registry::{self, Compression, Options, auth::Credentials};
+use strata::build::{BaseResolver, BuiltImage};
+use strata::registry::{self, Compression, Options, PullPolicy, auth::Credentials};
+use strata::store::{Store, StoredImage};
 
 /// `--tls-verify[=true|false]`: on unless turned off.
 #[derive(Debug, Args)]
@@ -124,4 +126,32 @@ pub fn logout(args: &LogoutArgs) -> miette::Result<ExitCode> {
         println!("Not logged in to {registry}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A build's base images, pulled as `--pull` says (the build itself knows no registry).
+#[derive(Debug)]
+pub struct PullingResolver {
+    pub policy: PullPolicy,
+    pub options: Options,
+}
+
+impl BaseResolver for PullingResolver {
+    fn resolve(&self, store: &Store, name: &str) -> Result<StoredImage, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(registry::resolve_base(store, name, self.policy, &self.options)?)
+    }
+}
+
+/// `build --push` / `--output type=registry`: every tag the build wrote, pushed to its name (gzip).
+pub fn push_built(store: &Store, built: &[BuiltImage], options: &Options) -> miette::Result<()> {
+    if built.iter().all(|image| image.tags.is_empty()) {
+        return Err(miette!("--push: the build named no image; give it a name with -t"));
+    }
+    for tag in built.iter().flat_map(|image| &image.tags) {
+        let dest = registry::parse_reference(tag).map_err(|e| miette!("{e}"))?;
+        let pushed = registry::push(store, tag, &dest, Compression::Gzip, options).map_err(|e| miette!("push {tag}: {e}"))?;
+        if options.verbose {
+            eprintln!("pushed {}: digest: {} size: {}", dest.full(), pushed.digest, pushed.size);
+        }
+    }
+    Ok(())
 }

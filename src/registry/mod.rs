@@ -23,6 +23,9 @@ pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.ta
 pub const MAX_MANIFEST: u64 = 4 << 20;
 /// Blobs fetched or sent at once.
 pub const PARALLEL: usize = 4;
+/// The index annotation listing, comma-separated, the `name@digest` a
+/// registry knows an image by (Docker's `RepoDigests`): set by pull and push.
+pub const ANNOTATION_REPO_DIGESTS: &str = "dev.strata.repo-digests";
 
 /// Why a registry operation failed; each names the reference, registry or digest.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +107,26 @@ pub fn resolve_base(store: &Store, name: &str, policy: PullPolicy, options: &Opt
             other => Ok(other?),
         },
     }
+}
+
+/// The `name@digest` references registries know `image` by, as `image inspect` shows them.
+pub fn repo_digests(image: &StoredImage) -> Vec<String> {
+    let recorded = image.manifest_descriptor.annotations.get(ANNOTATION_REPO_DIGESTS);
+    recorded.map(|list| list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// Records that `repository` holds `local` (a manifest in the store) as `remote`.
+fn record_repo_digest(store: &Store, local: &Digest, repository: &str, remote: &Digest) -> Result<()> {
+    let entry = format!("{repository}@{remote}");
+    store.annotate(local, ANNOTATION_REPO_DIGESTS, |old| {
+        // One digest per repository: a repository that moved on is replaced.
+        let mut list: Vec<&str> =
+            old.unwrap_or_default().split(',').filter(|s| !s.is_empty() && s.split('@').next() != Some(repository)).collect();
+        list.push(&entry);
+        list.sort_unstable();
+        list.join(",")
+    })?;
+    Ok(())
 }
 
 /// Checks credentials against a registry, then records them; returns the file written.

@@ -104,6 +104,8 @@ pub fn pull(store: &Store, reference: &ImageRef, options: &Options) -> Result<Pu
         store.set_tag(&tag, &descriptor)?;
         Some(tag.to_string())
     };
+    // The manifest is the registry's bytes: its digest is the one the registry knows.
+    super::record_repo_digest(store, &descriptor.digest, &reference.name, &descriptor.digest)?;
     note(options, format_args!("pulled {shown} ({}) in {:.1}s", descriptor.digest, started.elapsed().as_secs_f64()));
     Ok(PulledImage { tag, manifest: descriptor, id: manifest.config.digest })
 }

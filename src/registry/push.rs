@@ -186,6 +186,7 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
     {
         return Err(RegistryError::DigestMismatch { what: format!("manifest pushed to {shown}"), digest, actual: theirs });
     }
+    super::record_repo_digest(store, &image.manifest_descriptor.digest, &dest.name, &digest)?;
     let uploaded = uploaded.into_inner();
     note(options, format_args!("pushed {shown} ({digest}) in {:.1}s", started.elapsed().as_secs_f64()));
     Ok(Pushed { digest, size: bytes.len() as u64, uploaded, skipped: count - uploaded })

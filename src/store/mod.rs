@@ -182,19 +182,42 @@ impl Store {
         Ok(self.index()?.manifests.into_iter().map(|d| (d.annotations.get(ANNOTATION_REF_NAME).cloned(), d)).collect())
     }
 
-    /// Points `tag` at `manifest`; an untagged entry for the same manifest is dropped.
+    /// Points `tag` at `manifest`; an untagged entry for the same manifest is
+    /// dropped. The new entry keeps the annotations other entries of that
+    /// manifest carry (what a registry knows it by), under `manifest`'s own.
     pub fn set_tag(&self, tag: &ImageRef, manifest: &Descriptor) -> Result<()> {
         let _lock = self.lock_index()?;
         let mut index = self.index()?;
         let name = tag.to_string();
+        let mut entry = manifest.clone();
+        for other in index.manifests.iter().filter(|d| d.digest == manifest.digest) {
+            for (key, value) in &other.annotations {
+                entry.annotations.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
         index.manifests.retain(|d| {
             let ref_name = d.annotations.get(ANNOTATION_REF_NAME);
             ref_name != Some(&name) && !(ref_name.is_none() && d.digest == manifest.digest)
         });
-        let mut entry = manifest.clone();
         entry.annotations.insert(ANNOTATION_REF_NAME.into(), name);
         index.manifests.push(entry);
         self.write_index(&index)
+    }
+
+    /// Sets annotation `key` on every index entry of `manifest` to what
+    /// `update` makes of its old value; tags are left as they are.
+    pub fn annotate(&self, manifest: &Digest, key: &str, update: impl Fn(Option<&str>) -> String) -> Result<()> {
+        let _lock = self.lock_index()?;
+        let mut index = self.index()?;
+        let mut changed = false;
+        for entry in index.manifests.iter_mut().filter(|d| &d.digest == manifest && key != ANNOTATION_REF_NAME) {
+            let value = update(entry.annotations.get(key).map(String::as_str));
+            if entry.annotations.get(key) != Some(&value) {
+                entry.annotations.insert(key.to_string(), value);
+                changed = true;
+            }
+        }
+        if changed { self.write_index(&index) } else { Ok(()) }
     }
 
     /// Records an untagged image (Docker's `<none>`), unless it is already in the index.

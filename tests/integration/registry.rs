@@ -375,3 +375,78 @@ fn basic_auth_login_push_pull_and_logout() {
     let out = with_auth(&TestStore::empty(), &auth, home.path(), &["pull", &dest], None);
     assert!(!out.status.success(), "logged out: the pull is denied");
 }
+
+/// `image inspect` of one image, as JSON.
+fn inspect(store: &TestStore, image: &str) -> serde_json::Value {
+    let out: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", image])).expect("inspect JSON");
+    out[0].clone()
+}
+
+/// Builds `FROM busybox` + `ENV V=version` in `store` and pushes it as `dest` with `push_flag`.
+fn push_version(store: &TestStore, dest: &str, version: &str, push_flag: &[&str]) {
+    let ctx = context(&[("Dockerfile", &format!("FROM busybox\nENV V={version}\n"))]);
+    let mut extra = vec!["-t", dest];
+    extra.extend_from_slice(push_flag);
+    let (_, stderr) = store.build(ctx.path(), &extra);
+    assert!(stderr.contains("pushed"), "the build pushed {dest}:\n{stderr}");
+}
+
+#[test]
+fn from_pulls_what_the_store_lacks_and_a_moved_tag_misses_the_cache_with_pull_always() {
+    let registry = Registry::start();
+    let base = registry.name("base/moving:t");
+    let publisher = TestStore::with_busybox();
+    push_version(&publisher, &base, "1", &["--push"]);
+    let v1 = remote_digest(&base);
+    let pushed = inspect(&publisher, &base);
+    assert_eq!(pushed["RepoDigests"], serde_json::json!([format!("{}@{v1}", registry.name("base/moving"))]), "{pushed}");
+
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nCOPY f /f\n")), ("f", "data")]);
+    let consumer = TestStore::empty();
+    let (_, stderr) = consumer.build(ctx.path(), &["-t", "app"]);
+    assert!(stderr.contains(&format!("pulled {}", registry.name("base/moving:t"))), "FROM pulled the missing base:\n{stderr}");
+    assert!(inspect(&consumer, "app")["Config"]["Env"].to_string().contains("V=1"));
+    let pulled = inspect(&consumer, &base);
+    assert_eq!(pulled["RepoTags"], serde_json::json!([base.clone()]));
+    assert_eq!(pulled["RepoDigests"], serde_json::json!([format!("{}@{v1}", registry.name("base/moving"))]));
+
+    // The tag moves; --pull=missing keeps what the store has, cached.
+    push_version(&publisher, &base, "2", &["--output", "type=registry"]);
+    let v2 = remote_digest(&base);
+    assert_ne!(v1, v2);
+    let (_, stderr) = consumer.build(ctx.path(), &["-t", "app", "--pull=missing"]);
+    assert!(!stderr.contains("pulled") && stderr.contains("CACHED"), "{stderr}");
+    assert!(inspect(&consumer, "app")["Config"]["Env"].to_string().contains("V=1"));
+
+    // `--pull` alone is always: the new base is pulled and the COPY on it misses the cache.
+    let (_, stderr) = consumer.build(ctx.path(), &["-t", "app", "--pull"]);
+    assert!(stderr.contains("pulled") && !stderr.contains("CACHED"), "a moved base misses the cache:\n{stderr}");
+    let app = inspect(&consumer, "app");
+    assert!(app["Config"]["Env"].to_string().contains("V=2"), "{app}");
+    assert_eq!(inspect(&consumer, &base)["RepoDigests"][0], format!("{}@{v2}", registry.name("base/moving")));
+    let (_, stderr) = consumer.build(ctx.path(), &["-t", "app", "--pull=always"]);
+    assert!(stderr.contains("CACHED"), "the same base again hits the cache:\n{stderr}");
+
+    // --pull=never does not fetch; COPY --from an image pulls it like FROM.
+    let fresh = TestStore::empty();
+    let out = fresh.strata().args(["build", "--pull=never", "-t", "app"]).arg(ctx.path()).output().expect("run strata");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&base) && err.contains("not found"), "{err}");
+    let ctx = context(&[("Dockerfile", &format!("FROM scratch\nCOPY --from={base} /bin/busybox /busybox\n"))]);
+    let (_, stderr) = fresh.build(ctx.path(), &["-t", "copied"]);
+    assert!(stderr.contains("pulled"), "{stderr}");
+    assert_eq!(inspect(&fresh, "copied")["RootFS"]["Layers"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn build_push_needs_a_name() {
+    let registry = Registry::start();
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nENV A=1\n")]);
+    let out = store.strata().args(["build", "--push"]).arg(ctx.path()).output().expect("run strata");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("-t"), "{err}");
+    let spec = format!("type=registry,dest={}", registry.name("x"));
+    let out = store.strata().args(["build", "--output", &spec]).arg(ctx.path()).output().expect("run strata");
+    assert!(!out.status.success());
+}
