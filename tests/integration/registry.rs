@@ -938,3 +938,51 @@ fn a_tls_registry_with_an_unknown_certificate_is_refused_unless_trusted_or_tls_v
     let out = built.strata().args(["build", "--tls-verify=false", "-t", "on-tls"]).arg(ctx.path()).output().expect("run strata");
     assert!(out.status.success(), "build FROM a TLS registry: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn credential_helpers_from_docker_config_supply_basic_credentials() {
+    let Some(registry) = Registry::with_basic_auth("alice", "s3cret-pw") else { return };
+    let home = tempfile::tempdir().expect("home");
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    // The helper logs the server it was asked about, and knows only this registry.
+    let log = home.path().join("asked");
+    let script = format!(
+        "#!/bin/sh\nread server\necho \"$1 $server\" >> {}\nif [ \"$server\" = \"{}\" ]; then\n  echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"s3cret-pw\"}}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+        log.display(),
+        registry.addr
+    );
+    for name in ["test-helper", "test-store"] {
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, &script).expect("write helper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod helper");
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let docker = home.path().join(".docker");
+    std::fs::create_dir_all(&docker).expect(".docker");
+    let store = TestStore::with_busybox();
+    let dest = registry.name("helped/busybox:v1");
+    let run = |config: &str, args: &[&str]| {
+        std::fs::write(docker.join("config.json"), config).expect("write config.json");
+        let mut cmd = store.strata();
+        cmd.env("HOME", home.path())
+            .env("PATH", &path)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DOCKER_CONFIG");
+        cmd.args(args).output().expect("run strata")
+    };
+    let helpers = format!("{{\"credHelpers\":{{\"{}\":\"test-helper\"}}}}", registry.addr);
+    let out = run(&helpers, &["push", "-q", "busybox", &dest]);
+    assert!(out.status.success(), "push with credHelpers: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run("{\"credsStore\":\"test-store\"}", &["pull", &dest]);
+    assert!(out.status.success(), "pull with credsStore: {}", String::from_utf8_lossy(&out.stderr));
+    let asked = std::fs::read_to_string(&log).expect("the helper ran");
+    assert!(asked.contains(&format!("get {}", registry.addr)), "{asked}");
+    // A helper that is not installed: a clear error naming it.
+    let missing = format!("{{\"credHelpers\":{{\"{}\":\"missing-helper\"}}}}", registry.addr);
+    let out = run(&missing, &["pull", &dest]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("docker-credential-missing-helper"), "{err}");
+}
