@@ -67,9 +67,9 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error("step {origin} [{stage}] {instruction}: {source}")]
+    #[error("step {origin} [{stage}] {instruction}")]
     Step { origin: Origin, stage: String, instruction: String, source: Box<ExecError> },
-    #[error("base image {name:?} of stage {stage} is not in the store ({source}); load it with `strata load -i …` or build it first")]
+    #[error("base image {name:?} of stage {stage} is not in the store; load it with `strata load -i …` or build it first")]
     MissingBase { name: String, stage: String, source: StoreError },
     #[error("base image {name:?} of stage {stage}: {source}")]
     Base { name: String, stage: String, source: Box<dyn std::error::Error + Send + Sync> },

@@ -1,8 +1,8 @@
 //! The run verbs: run, commit, ps, rm.
 
+use super::failed;
 use std::process::ExitCode;
 
-use miette::miette;
 
 use super::args::RunArgs;
 use super::images::human_age;
@@ -22,7 +22,7 @@ fn env_pair(text: &str) -> Option<(String, String)> {
 pub fn run(store: &Store, args: RunArgs) -> miette::Result<ExitCode> {
     let mut env = Vec::new();
     for file in &args.env_files {
-        let text = std::fs::read_to_string(file).map_err(|e| miette!("read env file {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|e| failed(e, format!("read env file {}", file.display())))?;
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             env.extend(env_pair(line));
         }
@@ -44,23 +44,23 @@ pub fn run(store: &Store, args: RunArgs) -> miette::Result<ExitCode> {
     if req.privileged {
         eprintln!("strata: running {} unconfined (--privileged): all capabilities, no seccomp filter, /proc unmasked", req.image);
     }
-    let code = runtime::run(store, &req).map_err(|e| miette!("run {}: {e}", req.image))?;
+    let code = runtime::run(store, &req).map_err(|e| failed(e, format!("run {}", req.image)))?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 pub fn commit(store: &Store, name: &str, image: Option<&str>) -> miette::Result<ExitCode> {
     let tag = match image {
-        Some(text) => Some(text.parse::<ImageRef>().map_err(|e| miette!("{e}"))?),
+        Some(text) => Some(text.parse::<ImageRef>().map_err(miette::Report::from_err)?),
         None => None,
     };
-    let (_, id) = runtime::commit(store, name, tag.as_ref()).map_err(|e| miette!("commit {name}: {e}"))?;
+    let (_, id) = runtime::commit(store, name, tag.as_ref()).map_err(|e| failed(e, format!("commit {name}")))?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
     let mut table = Table::new(&["NAME", "IMAGE", "COMMAND", "CREATED", "STATUS"]);
-    for record in runtime::list(store).map_err(|e| miette!("{e}"))? {
+    for record in runtime::list(store).map_err(miette::Report::from_err)? {
         let status = match record.exit_code {
             Some(code) => format!("Exited ({code})"),
             None => "Running".to_string(),
@@ -80,7 +80,7 @@ pub fn ps(store: &Store, all: bool) -> miette::Result<ExitCode> {
 
 pub fn remove(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
     for name in names {
-        runtime::remove(store, name).map_err(|e| miette!("rm {name}: {e}"))?;
+        runtime::remove(store, name).map_err(|e| failed(e, format!("rm {name}")))?;
         println!("{name}");
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! The image verbs: listing, history, inspect, tag, rm, df, prune, save, load.
 
+use super::failed;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::ExitCode;
 
@@ -59,8 +60,8 @@ pub fn human_age(created: Option<&str>) -> String {
 
 fn images(store: &Store) -> miette::Result<Vec<StoredImage>> {
     let mut out = Vec::new();
-    for (tag, descriptor) in store.entries().map_err(|e| miette!("{e}"))? {
-        out.push(store.load_image(tag, descriptor).map_err(|e| miette!("{e}"))?);
+    for (tag, descriptor) in store.entries().map_err(miette::Report::from_err)? {
+        out.push(store.load_image(tag, descriptor).map_err(miette::Report::from_err)?);
     }
     Ok(out)
 }
@@ -68,7 +69,7 @@ fn images(store: &Store) -> miette::Result<Vec<StoredImage>> {
 /// Each layer's uncompressed size, as Docker counts an image's size.
 fn layer_sizes(store: &Store, image: &StoredImage) -> miette::Result<Vec<u64>> {
     let layers = image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids);
-    layers.map(|(layer, diff_id)| store.uncompressed_size(layer, diff_id).map_err(|e| miette!("{e}"))).collect()
+    layers.map(|(layer, diff_id)| store.uncompressed_size(layer, diff_id).map_err(miette::Report::from_err)).collect()
 }
 
 fn image_size(store: &Store, image: &StoredImage) -> miette::Result<u64> {
@@ -127,7 +128,7 @@ pub fn list(store: &Store, args: &ImagesArgs) -> miette::Result<ExitCode> {
 }
 
 fn resolve(store: &Store, name: &str) -> miette::Result<StoredImage> {
-    store.resolve(name).map_err(|e| miette!("{e}"))
+    store.resolve(name).map_err(miette::Report::from_err)
 }
 
 pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<ExitCode> {
@@ -187,17 +188,17 @@ pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
 
 pub fn tag(store: &Store, source: &str, target: &str) -> miette::Result<ExitCode> {
     let image = resolve(store, source)?;
-    let target: ImageRef = target.parse().map_err(|e| miette!("{e}"))?;
-    store.set_tag(&target, &image.manifest_descriptor).map_err(|e| miette!("{e}"))?;
+    let target: ImageRef = target.parse().map_err(miette::Report::from_err)?;
+    store.set_tag(&target, &image.manifest_descriptor).map_err(miette::Report::from_err)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn remove(store: &Store, args: &RmArgs) -> miette::Result<ExitCode> {
     for name in &args.images {
         let by_tag = name.parse::<ImageRef>().ok().map(|r| r.to_string());
-        let entries = store.entries().map_err(|e| miette!("{e}"))?;
+        let entries = store.entries().map_err(miette::Report::from_err)?;
         if let Some(tag) = by_tag.filter(|t| entries.iter().any(|(n, _)| n.as_deref() == Some(t))) {
-            store.remove_entries(|n, _| n == Some(tag.as_str())).map_err(|e| miette!("{e}"))?;
+            store.remove_entries(|n, _| n == Some(tag.as_str())).map_err(miette::Report::from_err)?;
             println!("Untagged: {tag}");
             continue;
         }
@@ -211,13 +212,13 @@ pub fn remove(store: &Store, args: &RmArgs) -> miette::Result<ExitCode> {
                 tags.join(", ")
             ));
         }
-        store.remove_entries(|_, d| d.digest == manifest).map_err(|e| miette!("{e}"))?;
+        store.remove_entries(|_, d| d.digest == manifest).map_err(miette::Report::from_err)?;
         for tag in tags {
             println!("Untagged: {tag}");
         }
         println!("Deleted: {}", image.id());
     }
-    let freed = store.gc().map_err(|e| miette!("{e}"))?;
+    let freed = store.gc().map_err(miette::Report::from_err)?;
     if freed > 0 {
         println!("Freed: {}", human_size(freed));
     }
@@ -239,7 +240,7 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
     let logical: u64 = unique_images.values().map(|i| image_size(store, i)).sum::<miette::Result<u64>>()?;
     let actual: u64 = layer_users.values().map(|(size, _)| size).sum();
     let image_layers: HashSet<&Digest> = layer_users.keys().collect();
-    let cache = store.cache_entries().map_err(|e| miette!("{e}"))?;
+    let cache = store.cache_entries().map_err(miette::Report::from_err)?;
     let mut cache_only = HashSet::new();
     let mut cache_size = 0;
     for entry in &cache {
@@ -250,8 +251,8 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
             cache_size += entry.size;
         }
     }
-    let snapshots = store.snapshots().map_err(|e| miette!("{e}"))?;
-    let in_use = strata::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
+    let snapshots = store.snapshots().map_err(miette::Report::from_err)?;
+    let in_use = strata::runtime::layers_in_use(store).map_err(miette::Report::from_err)?;
     let snapshot_size: u64 = snapshots.iter().map(|(_, _, size)| size).sum();
     // What `system prune` would free: every snapshot no kept run stands on.
     let snapshot_reclaimable: u64 =
@@ -293,12 +294,12 @@ pub fn df(store: &Store, verbose: bool) -> miette::Result<ExitCode> {
 }
 
 pub fn prune(store: &Store) -> miette::Result<ExitCode> {
-    let untagged = store.remove_entries(|tag, _| tag.is_none()).map_err(|e| miette!("{e}"))?;
-    let cleared = store.cache_clear().map_err(|e| miette!("{e}"))?;
-    let mut freed = store.gc().map_err(|e| miette!("{e}"))?;
+    let untagged = store.remove_entries(|tag, _| tag.is_none()).map_err(miette::Report::from_err)?;
+    let cleared = store.cache_clear().map_err(miette::Report::from_err)?;
+    let mut freed = store.gc().map_err(miette::Report::from_err)?;
     // Snapshots are unpacked copies of layers, remade when a build needs them; keep only those kept runs stand on.
-    let in_use = strata::runtime::layers_in_use(store).map_err(|e| miette!("{e}"))?;
-    freed += store.prune_snapshots(&in_use).map_err(|e| miette!("{e}"))?;
+    let in_use = strata::runtime::layers_in_use(store).map_err(miette::Report::from_err)?;
+    freed += store.prune_snapshots(&in_use).map_err(miette::Report::from_err)?;
     println!("Deleted {untagged} untagged images and {cleared} build cache entries");
     println!("Total reclaimed space: {}", human_size(freed));
     Ok(ExitCode::SUCCESS)
@@ -320,17 +321,17 @@ pub fn save(store: &Store, args: &SaveArgs) -> miette::Result<ExitCode> {
         SaveFormat::Oci => strata::store::archive::Format::Oci,
         SaveFormat::Docker => strata::store::archive::Format::Docker,
     };
-    strata::store::archive::save(store, &chosen, &args.output, format).map_err(|e| miette!("save to {}: {e}", args.output.display()))?;
+    strata::store::archive::save(store, &chosen, &args.output, format).map_err(|e| failed(e, format!("save to {}", args.output.display())))?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn load(store: &Store, args: &LoadArgs) -> miette::Result<ExitCode> {
     let tag = match &args.tag {
-        Some(t) => Some(t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))?),
+        Some(t) => Some(t.parse::<ImageRef>().map_err(|e| failed(e, format!("-t {t}")))?),
         None => None,
     };
     let loaded =
-        strata::store::archive::load(store, &args.input, tag.as_ref()).map_err(|e| miette!("load {}: {e}", args.input.display()))?;
+        strata::store::archive::load(store, &args.input, tag.as_ref()).map_err(|e| failed(e, format!("load {}", args.input.display())))?;
     for (name, id) in loaded {
         match name {
             Some(name) => println!("Loaded image: {name}"),

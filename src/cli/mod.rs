@@ -33,6 +33,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A library error as the user sees it: what was being done, then the error
+/// and each of its causes on a line of its own (miette renders the source chain).
+pub(crate) fn failed<E>(error: E, doing: impl std::fmt::Display + Send + Sync + 'static) -> miette::Report
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    miette::Report::from_err(error).wrap_err(doing)
+}
+
 /// Diagnostics wrap at the terminal's width on a terminal only: written to a
 /// pipe or a file (CI logs, tests) a message stays on its lines whatever the
 /// width of the terminal that started the process.
@@ -58,7 +67,7 @@ fn restore_sigpipe() {
 
 pub(crate) fn open_store() -> miette::Result<Store> {
     let root = Store::default_root();
-    Store::open(&root).map_err(|e| miette!("open store {}: {e}", root.display()))
+    Store::open(&root).map_err(|e| failed(e, format!("open store {}", root.display())))
 }
 
 fn run(cli: Cli) -> miette::Result<ExitCode> {
@@ -119,7 +128,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let file = build_file(&context, file)?;
     let build_args = args::parse_build_args(&args.build_args)?;
     let graph = strata::frontend::load(&file, &build_args)?;
-    let tags = args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| miette!("-t {t}: {e}"))).collect::<miette::Result<Vec<_>>>()?;
+    let tags = args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| failed(e, format!("-t {t}")))).collect::<miette::Result<Vec<_>>>()?;
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
         let mut id = None;
@@ -162,14 +171,14 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let store = open_store()?;
     let progress = build::reporter(mode);
     build::install_interrupt_handler();
-    let built = build::build(&store, &graph, &opts, progress.as_ref()).map_err(|e| miette!("build {} failed: {e}", file.display()))?;
+    let built = build::build(&store, &graph, &opts, progress.as_ref()).map_err(|e| failed(e, format!("build {} failed", file.display())))?;
     let push_output = matches!(output, Some(BuildOutput::Registry));
     if let Some(BuildOutput::Archive(format, dest)) = output {
         let mut images = Vec::new();
         for image in &built {
-            images.push(store.load_image(image.tags.first().cloned(), image.manifest.clone()).map_err(|e| miette!("{e}"))?);
+            images.push(store.load_image(image.tags.first().cloned(), image.manifest.clone()).map_err(miette::Report::from_err)?);
         }
-        strata::store::archive::save(&store, &images, &dest, format).map_err(|e| miette!("export to {}: {e}", dest.display()))?;
+        strata::store::archive::save(&store, &images, &dest, format).map_err(|e| failed(e, format!("export to {}", dest.display())))?;
     }
     if args.push || push_output {
         registry::push_built(&store, &built, &registry_options)?;
@@ -229,7 +238,7 @@ fn convert(file: &Path, to: args::ConvertTarget, output: Option<&Path>) -> miett
     }
     .map_err(|reason| miette!("convert {}: {reason}", file.display()))?;
     match output {
-        Some(path) => std::fs::write(path, text).map_err(|e| miette!("write {}: {e}", path.display()))?,
+        Some(path) => std::fs::write(path, text).map_err(|e| failed(e, format!("write {}", path.display())))?,
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)

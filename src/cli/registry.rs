@@ -1,5 +1,6 @@
 //! `pull`, `push`, `login` and `logout`: their flags and their output.
 
+use super::failed;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -73,9 +74,9 @@ pub struct LogoutArgs {
 
 pub fn pull(args: &PullArgs) -> miette::Result<ExitCode> {
     let store = super::open_store()?;
-    let reference = registry::parse_reference(&args.reference).map_err(|e| miette!("{e}"))?;
+    let reference = registry::parse_reference(&args.reference).map_err(miette::Report::from_err)?;
     let options = Options { tls_verify: args.tls.tls_verify, platform: args.platform.clone(), verbose: !args.quiet };
-    let pulled = registry::pull(&store, &reference, &options).map_err(|e| miette!("pull: {e}"))?;
+    let pulled = registry::pull(&store, &reference, &options).map_err(|e| failed(e, "pull"))?;
     if args.quiet {
         println!("{}", pulled.id);
     } else {
@@ -86,9 +87,9 @@ pub fn pull(args: &PullArgs) -> miette::Result<ExitCode> {
 
 pub fn push(args: &PushArgs) -> miette::Result<ExitCode> {
     let store = super::open_store()?;
-    let dest = registry::parse_reference(args.destination.as_deref().unwrap_or(&args.image)).map_err(|e| miette!("{e}"))?;
+    let dest = registry::parse_reference(args.destination.as_deref().unwrap_or(&args.image)).map_err(miette::Report::from_err)?;
     let options = Options { tls_verify: args.tls.tls_verify, platform: None, verbose: !args.quiet };
-    let pushed = registry::push(&store, &args.image, &dest, args.compression, &options).map_err(|e| miette!("push {}: {e}", args.image))?;
+    let pushed = registry::push(&store, &args.image, &dest, args.compression, &options).map_err(|e| failed(e, format!("push {}", args.image)))?;
     if args.quiet {
         println!("{}", pushed.digest);
     } else {
@@ -103,7 +104,7 @@ pub fn login(args: &LoginArgs) -> miette::Result<ExitCode> {
         (Some(password), _) => password.clone(),
         (None, true) => {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).map_err(|e| miette!("read the password from standard input: {e}"))?;
+            std::io::stdin().read_to_string(&mut text).map_err(|e| failed(e, "read the password from standard input"))?;
             text.trim_end_matches(['\n', '\r']).to_string()
         }
         (None, false) => return Err(miette!("login {registry}: give the password with --password-stdin (or -p)")),
@@ -112,7 +113,7 @@ pub fn login(args: &LoginArgs) -> miette::Result<ExitCode> {
         return Err(miette!("login {registry}: the password is empty"));
     }
     let credentials = Credentials { username: args.username.clone(), password };
-    let file = registry::login(&registry, credentials, args.tls.tls_verify).map_err(|e| miette!("login {registry}: {e}"))?;
+    let file = registry::login(&registry, credentials, args.tls.tls_verify).map_err(|e| failed(e, format!("login {registry}")))?;
     eprintln!("credentials saved in {}", file.display());
     println!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
@@ -120,7 +121,7 @@ pub fn login(args: &LoginArgs) -> miette::Result<ExitCode> {
 
 pub fn logout(args: &LogoutArgs) -> miette::Result<ExitCode> {
     let registry = registry::normalise_registry(args.registry.as_deref().unwrap_or_default());
-    if registry::logout(&registry).map_err(|e| miette!("logout {registry}: {e}"))? {
+    if registry::logout(&registry).map_err(|e| failed(e, format!("logout {registry}")))? {
         println!("Removing login credentials for {registry}");
     } else {
         println!("Not logged in to {registry}");
@@ -147,8 +148,8 @@ pub fn push_built(store: &Store, built: &[BuiltImage], options: &Options) -> mie
         return Err(miette!("--push: the build named no image; give it a name with -t"));
     }
     for tag in built.iter().flat_map(|image| &image.tags) {
-        let dest = registry::parse_reference(tag).map_err(|e| miette!("{e}"))?;
-        let pushed = registry::push(store, tag, &dest, Compression::Gzip, options).map_err(|e| miette!("push {tag}: {e}"))?;
+        let dest = registry::parse_reference(tag).map_err(miette::Report::from_err)?;
+        let pushed = registry::push(store, tag, &dest, Compression::Gzip, options).map_err(|e| failed(e, format!("push {tag}")))?;
         if options.verbose {
             eprintln!("pushed {}: digest: {} size: {}", dest.full(), pushed.digest, pushed.size);
         }

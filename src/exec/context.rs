@@ -31,7 +31,7 @@ impl IgnoreRules {
             let text = cleaned.to_string_lossy();
             let glob = Glob::new(if text.is_empty() { "." } else { &text })
                 .and_then(|g| globset::GlobBuilder::new(g.glob()).literal_separator(true).backslash_escape(true).build())
-                .map_err(|e| ExecError::Context(format!("{}:{}: bad pattern {pattern:?}: {e}", file.display(), number + 1)))?;
+                .map_err(|source| ExecError::IgnorePattern { file: file.to_path_buf(), line: number + 1, pattern: pattern.to_string(), source })?;
             rules.push((glob.compile_matcher(), negated));
         }
         Ok(IgnoreRules { rules })
@@ -83,13 +83,13 @@ pub struct BuildContext {
 impl BuildContext {
     /// Opens a context directory and reads its `.dockerignore`.
     pub fn open(root: &Path) -> Result<BuildContext, ExecError> {
-        let root = root.canonicalize().map_err(|e| ExecError::Context(format!("open build context {}: {e}", root.display())))?;
+        let root = root.canonicalize().map_err(|e| ExecError::io("open build context", root, e))?;
         let ignore_file = root.join(".dockerignore");
         let ignore = match std::fs::read_to_string(&ignore_file) {
             Ok(text) => IgnoreRules::parse(&text, &ignore_file)?,
             // Only a missing file means no rules; a dangling symlink is there but unreadable.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && ignore_file.symlink_metadata().is_err() => IgnoreRules::default(),
-            Err(e) => return Err(ExecError::Context(format!("read {}: {e}", ignore_file.display()))),
+            Err(e) => return Err(ExecError::io("read", &ignore_file, e)),
         };
         Ok(BuildContext { root, ignore })
     }

@@ -147,7 +147,7 @@ impl SourceRoot<'_> {
                 let matcher = globset::GlobBuilder::new(&part)
                     .literal_separator(true)
                     .build()
-                    .map_err(|e| ExecError::Context(format!("bad pattern {}: {e}", pattern.display())))?
+                    .map_err(|source| ExecError::Pattern { pattern: pattern.display().to_string(), source })?
                     .compile_matcher();
                 for (name, _) in self.children(&base, &real)? {
                     if matcher.is_match(&name) {
@@ -207,10 +207,7 @@ impl LayerPlan {
         }
         let dest_is_dir = req.dest.ends_with('/') || req.dest.ends_with("/.") || matched > 1 || dest_exists_as_dir || dest_rel.is_empty();
         if matched > 1 && !(req.dest.ends_with('/') || dest_exists_as_dir || dest_rel.is_empty()) {
-            return Err(ExecError::Copy(format!(
-                "when copying several sources, the destination {} must be a directory ending with /",
-                req.dest
-            )));
+            return Err(ExecError::DestinationNotDirectory(req.dest.clone()));
         }
         let owner = req.owner.unwrap_or((0, 0));
         for source in &req.sources {
@@ -312,8 +309,8 @@ impl LayerPlan {
     }
 
     fn extract_archive(&mut self, archive_path: &Path, dest: &OsStr, req: &CopyRequest, scratch_in: &Path) -> Result<(), ExecError> {
-        let shown = archive_path.display().to_string();
-        let bad = |e: io::Error| ExecError::Copy(format!("extract {shown}: {e}"));
+        let bad = |source: io::Error| ExecError::Extract { archive: archive_path.to_path_buf(), source };
+        let escape = |what, entry: &Path| ExecError::ArchiveEscape { archive: archive_path.to_path_buf(), what, entry: entry.to_path_buf() };
         let file = File::open(archive_path).map_err(|e| ExecError::io("open", archive_path, e))?;
         let reader = decompress(BufReader::new(file)).map_err(bad)?;
         let scratch = tempfile::Builder::new()
@@ -325,7 +322,7 @@ impl LayerPlan {
             let mut entry = entry.map_err(bad)?;
             let raw = entry.path().map_err(bad)?.into_owned();
             let rel = clean_layer_path(&raw)
-                .ok_or_else(|| ExecError::Copy(format!("extract {shown}: entry {} leaves the archive root", raw.display())))?;
+                .ok_or_else(|| escape("entry", &raw))?;
             if rel.as_os_str().is_empty() {
                 continue;
             }
@@ -351,7 +348,7 @@ impl LayerPlan {
                 tar::EntryType::Symlink => Kind::Symlink(link()?),
                 tar::EntryType::Link => {
                     let target = clean_layer_path(Path::new(&link()?))
-                        .ok_or_else(|| ExecError::Copy(format!("extract {shown}: hard link {} leaves the archive root", raw.display())))?;
+                        .ok_or_else(|| escape("hard link", &raw))?;
                     Kind::Hardlink(join_dest(dest, &target))
                 }
                 t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Kind::Special {
@@ -496,7 +493,7 @@ impl LayerPlan {
         debug_assert!(self.archives.is_empty(), "a plan that names archives is for keying only");
         let mut layer = LayerWriter::new(store, clamp)?;
         let mut first_of_inode: HashMap<(u64, u64), &OsStr> = HashMap::new();
-        let wrap = |path: &OsStr, e: io::Error| ExecError::Copy(format!("write {} into the layer: {e}", Path::new(path).display()));
+        let wrap = |path: &OsStr, source: io::Error| ExecError::WriteLayer { path: PathBuf::from(path), source };
         for (path, planned) in &self.entries {
             let attrs = planned.attrs;
             match &planned.kind {

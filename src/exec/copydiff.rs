@@ -170,7 +170,7 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
         if skip.iter().any(|s| Path::new(s) == path) {
             continue;
         }
-        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {} into the layer: {e}", path.display()));
+        let wrap = |e: std::io::Error| ExecError::WriteLayer { path: path.to_path_buf(), source: e };
         let new_path = root.join(&child);
         let Ok(new) = fs::symlink_metadata(&new_path) else {
             walk.flush().map_err(wrap)?;

@@ -60,7 +60,7 @@ pub fn upper_to_layer(
     let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let walker = walkdir::WalkDir::new(upper).min_depth(1).sort_by_file_name();
     for entry in walker {
-        let entry = entry.map_err(|e| ExecError::Copy(format!("read changes in {}: {e}", upper.display())))?;
+        let entry = entry.map_err(|e| ExecError::Io { action: "read changes in", path: upper.to_path_buf(), source: e.into() })?;
         let real: PathBuf = entry.path().to_path_buf();
         let rel = real.strip_prefix(upper).unwrap_or(&real).to_path_buf();
         if skip.iter().any(|s| Path::new(s) == rel) {
@@ -70,7 +70,7 @@ pub fn upper_to_layer(
         let ft = meta.file_type();
         let attrs = Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 }
             .mapped(ids);
-        let wrap = |e: std::io::Error| ExecError::Copy(format!("write {} into the layer: {e}", rel.display()));
+        let wrap = |e: std::io::Error| ExecError::WriteLayer { path: rel.to_path_buf(), source: e };
         if ft.is_char_device() && meta.rdev() == 0 {
             layer.whiteout(&rel, attrs).map_err(wrap)?;
             continue;

@@ -55,7 +55,7 @@ impl Launch<'_> {
         loop {
             let prepared = self.prepare(&attempt_dir(dir, copied), copied)?;
             let spec_path = attempt_dir(dir, copied).join("spec.json");
-            let spec = serde_json::to_vec(&prepared.spec).map_err(|e| ExecError::Invalid(format!("encode the sandbox spec: {e}")))?;
+            let spec = serde_json::to_vec(&prepared.spec).map_err(|source| ExecError::Encode { what: "the sandbox spec", source })?;
             fs::write(&spec_path, spec).map_err(|e| ExecError::io("write", &spec_path, e))?;
             let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
             let mut command = Command::new(exe);
@@ -71,7 +71,7 @@ impl Launch<'_> {
                     copied = true;
                     continue;
                 }
-                return Err(ExecError::Sandbox(format!("{report}{}", rootless_hint())));
+                return Err(ExecError::Sandbox { report, hint: rootless_hint() });
             }
             return Ok(Launched { dir: attempt_dir(dir, copied), prepared, code });
         }

@@ -30,29 +30,54 @@ pub use context::BuildContext;
 pub use key::{KeyInputs, chain_key};
 pub use layer::{Attrs, LayerWriter};
 
-/// Why a step failed: lowercase, naming the path or input at fault.
+/// Why a step failed: lowercase, naming the path, input or step at fault;
+/// an underlying error stays the source, which the CLI prints as the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io { action: &'static str, path: PathBuf, source: io::Error },
-    #[error("{0}")]
-    Context(String),
+    #[error("{file}:{line}: bad pattern {pattern:?}")]
+    IgnorePattern { file: PathBuf, line: usize, pattern: String, source: globset::Error },
+    #[error("bad pattern {pattern}")]
+    Pattern { pattern: String, source: globset::Error },
     #[error("file not found in build context or stage: {0}")]
     NotFound(String),
     #[error("forbidden path outside the build context: {0}")]
     OutsideContext(String),
-    #[error("{0}")]
-    Copy(String),
-    #[error("{0}")]
-    User(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("when copying several sources, the destination {0} must be a directory ending with /")]
+    DestinationNotDirectory(String),
+    #[error("extract {archive}")]
+    Extract { archive: PathBuf, source: io::Error },
+    #[error("extract {archive}: {what} {entry} leaves the archive root")]
+    ArchiveEscape { archive: PathBuf, what: &'static str, entry: PathBuf },
+    #[error("write {path} into the layer")]
+    WriteLayer { path: PathBuf, source: io::Error },
+    #[error("unknown user {0:?}: no such entry in the image's /etc/passwd")]
+    UnknownUser(String),
+    #[error("unknown group {0:?}: no such entry in the image's /etc/group")]
+    UnknownGroup(String),
+    #[error("bad /etc/passwd entry for {0:?}")]
+    BadPasswdEntry(String),
+    #[error("EXPOSE {0}: not a port range")]
+    BadPortRange(String),
+    #[error("--chmod={0}: not an octal mode")]
+    BadMode(String),
+    #[error("{0} was not built")]
+    NotBuilt(String),
+    #[error("RUN has no command")]
+    NoCommand,
+    #[error("secret {0:?} is required but was not given (--secret id={0},src=PATH)")]
+    MissingSecret(String),
+    #[error("encode {what}")]
+    Encode { what: &'static str, source: serde_json::Error },
     #[error("process {command:?} did not complete successfully: exit code: {code}\n{tail}")]
     RunFailed { command: String, code: i32, tail: String },
+    #[error("start the sandbox: {report}{hint}")]
+    Sandbox { report: sandbox::SetupReport, hint: &'static str },
     #[error("{0}")]
-    Sandbox(String),
+    Invalid(String),
     #[error("build interrupted")]
     Interrupted,
 }
@@ -316,7 +341,7 @@ impl ImageState {
                         // `8000-8002` is one entry per port, as Docker stores it.
                         let range = match ports.split_once('-').map(|(a, b)| (a.parse::<u16>(), b.parse::<u16>())) {
                             Some((Ok(first), Ok(last))) if first <= last => (first..=last).map(|n| n.to_string()).collect(),
-                            Some(_) => return Err(ExecError::Invalid(format!("EXPOSE {p}: not a port range"))),
+                            Some(_) => return Err(ExecError::BadPortRange(p.to_string())),
                             None => vec![ports.to_string()],
                         };
                         for port in range {
@@ -384,7 +409,7 @@ impl ImageState {
             Op::Copy(copy) => self.copy_step(cx, copy),
             Op::Run(run) => run::execute(self, cx, run),
             Op::LinkLayers { stage, name } => {
-                let linked = (cx.stage)(*stage).ok_or_else(|| ExecError::Invalid(format!("layer {name:?} was not built")))?;
+                let linked = (cx.stage)(*stage).ok_or_else(|| ExecError::NotBuilt(format!("layer {name:?}")))?;
                 let text = format!("LAYER {name}");
                 let key = chain_key(&self.key, &text, linked.key.as_str().as_bytes());
                 let layered = linked.config.history.iter().filter(|h| !h.empty_layer);
@@ -437,7 +462,7 @@ impl ImageState {
         let from_state = match &op.from {
             None => None,
             Some(CopyFrom::Stage(id)) => {
-                Some((cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?)
+                Some((cx.stage)(*id).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", cx.graph.stage_label(*id))))?)
             }
             Some(CopyFrom::Image(name)) => Some(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
         };
@@ -464,7 +489,7 @@ impl ImageState {
         let chown = op.chown.as_ref().map(|w| self.expand(w));
         let chmod = match op.chmod.as_ref().map(|w| self.expand(w)) {
             Some(text) => {
-                Some(crate::graph::parse_mode(&text).ok_or_else(|| ExecError::Invalid(format!("--chmod={text}: not an octal mode")))?)
+                Some(crate::graph::parse_mode(&text).ok_or_else(|| ExecError::BadMode(text.clone()))?)
             }
             None => None,
         };

@@ -34,7 +34,7 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
         }
     };
     if argv.is_empty() {
-        return Err(ExecError::Invalid("RUN has no command".into()));
+        return Err(ExecError::NoCommand);
     }
     // Declared build args reach the command as environment; proxies do too, but stay out of history.
     let declared: Vec<(String, String)> =
@@ -170,7 +170,7 @@ impl BindSource {
                 BindSource::Context { real, plan, root }
             }
             Some(CopyFrom::Stage(id)) => BindSource::Image(
-                (cx.stage)(*id).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", cx.graph.stage_label(*id))))?,
+                (cx.stage)(*id).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", cx.graph.stage_label(*id))))?,
             ),
             Some(CopyFrom::Image(name)) => BindSource::Image(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
         })
@@ -240,7 +240,7 @@ fn run_in_sandbox(
                             (Vec::new(), Some(real))
                         }
                     }
-                    None => return Err(ExecError::Invalid(format!("bind mount {source} was not resolved"))),
+                    None => return Err(ExecError::NotBuilt(format!("bind mount {source}"))),
                 };
                 // `rw` lets the command write; the writes go to a scratch layer and are discarded.
                 let scratch = rw.then(|| dir.0.join(format!("mount-{}", mounts.len())));
@@ -261,7 +261,7 @@ fn run_in_sandbox(
                     mounts.push(SandboxMount::Bind { source, target: absolute(target, cwd), readonly: true });
                 }
                 None if *required => {
-                    return Err(ExecError::Invalid(format!("secret {id:?} is required but was not given (--secret id={id},src=PATH)")));
+                    return Err(ExecError::MissingSecret(id.clone()));
                 }
                 None => {}
             },

@@ -37,9 +37,9 @@ pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError>
         }
         Err(_) => {
             let fields = find(&passwd, user)
-                .ok_or_else(|| ExecError::User(format!("unknown user {user:?}: no such entry in the image's /etc/passwd")))?;
+                .ok_or_else(|| ExecError::UnknownUser(user.to_string()))?;
             let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u32>().ok());
-            let uid = number(2).ok_or_else(|| ExecError::User(format!("bad /etc/passwd entry for {user:?}")))?;
+            let uid = number(2).ok_or_else(|| ExecError::BadPasswdEntry(user.to_string()))?;
             (uid, number(3).unwrap_or(uid), fields.get(5).cloned())
         }
     };
@@ -51,7 +51,7 @@ pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError>
                 let groups = read_db(view, "/etc/group");
                 find(&groups, g)
                     .and_then(|f| f.get(2)?.parse().ok())
-                    .ok_or_else(|| ExecError::User(format!("unknown group {g:?}: no such entry in the image's /etc/group")))?
+                    .ok_or_else(|| ExecError::UnknownGroup(g.to_string()))?
             }
         },
     };

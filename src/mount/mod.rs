@@ -25,7 +25,7 @@ use tree::Tree;
 pub enum MountError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("layer {digest}: {message}")]
     Layer { digest: Digest, message: String },

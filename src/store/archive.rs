@@ -27,7 +27,7 @@ pub enum Format {
 pub enum ArchiveError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io { action: &'static str, path: PathBuf, source: io::Error },
     #[error("{0}")]
     Format(String),
@@ -204,6 +204,8 @@ struct Loading {
 /// (one diff_id per layer, and each layer uncompresses to its diff_id). Only
 /// then is anything tagged; a refused input leaves no blob and no tag.
 pub fn load(store: &Store, input: &Path, tag: Option<&ImageRef>) -> Result<Vec<(Option<String>, Digest)>, ArchiveError> {
+    // As a build: a collection meanwhile would free the blobs copied in before they are tagged, and the temp files being written.
+    let _build = store.lock_build()?;
     let mut loading = Loading::default();
     let staged = stage(store, input, tag, &mut loading);
     // Blobs of a refused input, and blobs of an archive that no image needs, go.

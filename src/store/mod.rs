@@ -25,13 +25,13 @@ pub use cache::CacheEntry;
 /// A store error: "verb object: cause", naming the path or digest.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}")]
     Io { action: &'static str, path: PathBuf, source: io::Error },
     #[error("blob {0} is missing from the store")]
     MissingBlob(Digest),
     #[error("blob {expected} is corrupt: its content hashes to {actual}")]
     Corrupt { expected: Digest, actual: Digest },
-    #[error("parse {what} {path}: {source}")]
+    #[error("parse {what} {path}")]
     Json { what: &'static str, path: PathBuf, source: serde_json::Error },
     #[error("image {0:?} not found in the store")]
     UnknownImage(String),
