@@ -142,8 +142,9 @@ pub fn timestamp(epoch: Option<u64>) -> String {
     time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_default()
+/// Text as JSON (history and key text of exec-form instructions); an error, never a stand-in.
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, ExecError> {
+    serde_json::to_string(value).map_err(|source| ExecError::Encode { what: "instruction text", source })
 }
 
 impl ImageState {
@@ -358,7 +359,7 @@ impl ImageState {
                 for p in &paths {
                     self.config.config.volumes.insert(p.clone(), oci::Empty {});
                 }
-                self.commit(cx, format!("VOLUME {}", json_list(&paths)), b"", |_| Ok(None))
+                self.commit(cx, format!("VOLUME {}", json_text(&paths)?), b"", |_| Ok(None))
             }
             Op::User(user) => {
                 let user = self.expand(user);
@@ -374,7 +375,7 @@ impl ImageState {
                 let argv = self.command(command);
                 self.config.config.cmd = Some(argv.clone());
                 self.cmd_set = true;
-                self.commit(cx, format!("CMD {}", json_list(&argv)), b"", |_| Ok(None))
+                self.commit(cx, format!("CMD {}", json_text(&argv)?), b"", |_| Ok(None))
             }
             Op::Entrypoint(command) => {
                 let argv = self.command(command);
@@ -382,11 +383,11 @@ impl ImageState {
                 if !self.cmd_set {
                     self.config.config.cmd = None;
                 }
-                self.commit(cx, format!("ENTRYPOINT {}", json_list(&argv)), b"", |_| Ok(None))
+                self.commit(cx, format!("ENTRYPOINT {}", json_text(&argv)?), b"", |_| Ok(None))
             }
             Op::Shell(shell) => {
                 self.config.config.shell = Some(shell.clone());
-                self.commit(cx, format!("SHELL {}", json_list(shell)), b"", |_| Ok(None))
+                self.commit(cx, format!("SHELL {}", json_text(shell)?), b"", |_| Ok(None))
             }
             Op::Healthcheck(check) => {
                 let health = HealthConfig {
@@ -397,7 +398,7 @@ impl ImageState {
                     start_interval: check.start_interval,
                     retries: check.retries,
                 };
-                let text = format!("HEALTHCHECK {}", serde_json::to_string(&health).unwrap_or_default());
+                let text = format!("HEALTHCHECK {}", json_text(&health)?);
                 self.config.config.healthcheck = Some(health);
                 self.commit(cx, text, b"", |_| Ok(None))
             }

@@ -47,7 +47,7 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
         }
     }
     match &run.command {
-        CommandLine::Exec(args) => text.push_str(&format!(" {}", serde_json::to_string(args).unwrap_or_default())),
+        CommandLine::Exec(args) => text.push_str(&format!(" {}", super::json_text(args)?)),
         CommandLine::Shell(_) => text.push_str(&format!(" {}", argv.join(" "))),
     }
     let mut env = state.config.config.env.clone();
