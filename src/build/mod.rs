@@ -53,6 +53,8 @@ pub type TriggerParser = fn(&str) -> Result<Op, String>;
 #[derive(Clone, Debug)]
 pub struct BuiltImage {
     pub manifest: Descriptor,
+    /// The cache key of its last step (`--cache-to mode=min` exports its chain).
+    pub key: Digest,
     /// The image id: the config digest.
     pub id: Digest,
     pub tags: Vec<String>,
@@ -158,7 +160,7 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
             store.set_tag(tag, &manifest)?;
             progress.note(&format!("naming to {tag} done"));
         }
-        built.push(BuiltImage { manifest, id, tags: tags.iter().map(ToString::to_string).collect() });
+        built.push(BuiltImage { manifest, id, key: state.key.clone(), tags: tags.iter().map(ToString::to_string).collect() });
     }
     Ok(built)
 }

@@ -83,6 +83,9 @@ pub enum Command {
     Umount { dir: PathBuf },
     /// List paths added (A), changed (C) and removed (D) from IMAGE1 to IMAGE2.
     Diff { image1: String, image2: String },
+    /// Shared build caches (`build --cache-to`).
+    #[command(subcommand)]
+    Cache(super::cache::CacheCommand),
     /// Internal: the RUN sandbox process.
     #[command(name = "__sandbox", hide = true)]
     Sandbox {
@@ -129,6 +132,12 @@ pub struct BuildArgsCli {
     /// Allow an entitlement: `security.insecure` lets `RUN --security=insecure` steps run unconfined.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Export the build cache: `type=registry,ref=REG/REPO[,mode=min|max][,compression=gzip|zstd|none]` or `type=local,dest=DIR`.
+    #[arg(long = "cache-to", value_name = "type=…")]
+    pub cache_to: Option<String>,
+    /// Use a shared build cache: `type=registry,ref=REG/REPO` or `type=local,src=DIR` (repeatable, tried in order).
+    #[arg(long = "cache-from", value_name = "type=…")]
+    pub cache_from: Vec<String>,
     /// When base images are pulled: `missing` (the default), `always` (also `--pull` alone) or `never`.
     #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = true, default_value = "missing",
           default_missing_value = "always", value_parser = |s: &str| s.parse::<strata::registry::PullPolicy>())]

@@ -1,6 +1,7 @@
 //! Command-line parsing and printing only: every verb calls into the library.
 
 mod args;
+mod cache;
 mod containers;
 mod images;
 mod mount;
@@ -98,6 +99,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Mount(args) => mount::mount(&args),
         Command::Umount { dir } => mount::umount(&dir),
         Command::Diff { image1, image2 } => mount::diff(&open_store()?, &image1, &image2),
+        Command::Cache(cache::CacheCommand::Prune(args)) => cache::prune(&args),
         Command::Sandbox { spec, unconfined } => strata::exec::sandbox::main(&spec, !unconfined),
     }
 }
@@ -168,10 +170,12 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         onbuild: Some(onbuild_trigger),
         bases: Some(std::sync::Arc::new(registry::PullingResolver { policy: args.pull, options: registry_options.clone() })),
     };
-    let store = open_store()?;
+    let shared = cache::Shared::from_flags(args.cache_to.as_deref(), &args.cache_from)?;
+    let store = shared.attach(open_store()?);
     let progress = build::reporter(mode);
     build::install_interrupt_handler();
-    let built = build::build(&store, &graph, &opts, progress.as_ref()).map_err(|e| failed(e, format!("build {} failed", file.display())))?;
+    let run_build = |store: &Store| build::build(store, &graph, &opts, progress.as_ref());
+    let built = shared.build(&store, run_build).map_err(|e| failed(e, format!("build {} failed", file.display())))?;
     let push_output = matches!(output, Some(BuildOutput::Registry));
     if let Some(BuildOutput::Archive(format, dest)) = output {
         let mut images = Vec::new();
@@ -183,6 +187,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     if args.push || push_output {
         registry::push_built(&store, &built, &registry_options)?;
     }
+    shared.export(&store, &built)?;
     for image in &built {
         println!("{}", image.id);
     }

@@ -260,9 +260,12 @@ impl ImageState {
         produce: impl FnOnce(&mut Self) -> Result<Option<(Digest, u64)>, ExecError>,
     ) -> Result<StepOutcome, ExecError> {
         let key = chain_key(&self.key, key_text, inputs);
+        // The local cache, else a shared one (`--cache-from`): a shared hit
+        // brings only the entry; its layer comes when a blob is first read.
         if !cx.no_cache
-            && let Some(entry) = cx.store.cache_get(&key)
+            && let Some(entry) = cx.store.cache_get(&key).or_else(|| cx.store.shared_cache_get(&key))
         {
+            cx.store.shared_cache_record(&self.key, &key, &entry);
             let layer = entry.diff_id.map(|d| (d, entry.size));
             self.push_history(text, entry.created, layer);
             self.key = key;
@@ -276,6 +279,7 @@ impl ImageState {
             created: created.clone(),
         };
         cx.store.cache_put(&key, &entry)?;
+        cx.store.shared_cache_record(&self.key, &key, &entry);
         self.push_history(text, created, layer);
         self.key = key;
         Ok(StepOutcome::Built)
@@ -519,6 +523,34 @@ impl ImageState {
         }
         text.push_str(&format!(" {dest_abs}"));
 
+        // The fast key: what decides the layer without reading any image's files (the
+        // sources planned over nothing, or the source stage's key; what lies below is
+        // decided by this image's key), so a hit, local or shared, needs no snapshot.
+        let fast = match &from_state {
+            _ if cx.no_cache => None,
+            Some(state) => Some(chain_key(&self.key, &format!("FAST {text}"), state.key.as_str().as_bytes())),
+            None => {
+                let alone = copy::CopyRequest {
+                    add: op.add,
+                    sources: sources.clone(),
+                    dest: dest_abs.clone(),
+                    owner: None,
+                    chmod,
+                    below: None,
+                    clamp: cx.epoch,
+                    keep_owners: false,
+                    extract_in: None,
+                };
+                let content = copy::LayerPlan::for_copy(&copy::SourceRoot::Context(cx.context), &alone)?.content_key(cx.store)?;
+                Some(chain_key(&self.key, &format!("FAST {text}"), content.as_str().as_bytes()))
+            }
+        };
+        if let Some((key, entry)) = fast.as_ref().and_then(|fast| cx.store.cache_alias_get(fast)) {
+            cx.store.shared_cache_record(&self.key, &key, &entry);
+            self.push_history(text, entry.created, entry.diff_id.map(|d| (d, entry.size)));
+            self.key = key;
+            return Ok(StepOutcome::Cached);
+        }
         // The layers below matter unless --link: they decide existing directories and owners.
         let below = if op.link { None } else { Some(self.view(cx.store)?) };
         let owner = match &chown {
@@ -569,11 +601,19 @@ impl ImageState {
             return self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(layer)));
         }
         let content = plan.content_key(cx.store)?;
-        self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(write(&plan)?)))
+        let outcome = self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(write(&plan)?)))?;
+        if let Some(fast) = &fast {
+            cx.store.cache_alias_put(fast, &self.key);
+        }
+        Ok(outcome)
     }
 
     /// Writes the finished image (config + manifest) into the store; returns the manifest descriptor.
     pub fn write_image(&self, store: &Store) -> Result<(Descriptor, Digest), StoreError> {
+        // Layers of shared cache hits no step has read yet are fetched now.
+        for layer in &self.layers {
+            store.ensure_blob(&layer.digest)?;
+        }
         let mut config = self.config.clone();
         config.created = config.history.iter().rev().find_map(|h| h.created.clone());
         let (config_digest, config_size) = store.write_blob(&oci::to_blob(&config))?;

@@ -4,6 +4,7 @@
 //! writer and its tags. Knows nothing of Dockerfiles or build steps.
 
 pub mod auth;
+pub mod cache;
 mod client;
 mod pull;
 mod push;

@@ -203,7 +203,7 @@ fn status_error(response: &mut ureq::http::Response<ureq::Body>, client: &Client
 }
 
 /// The compressed form of an uncompressed layer: remembered, else made into the store now.
-fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, compression: Compression) -> Result<Descriptor> {
+pub(super) fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, compression: Compression) -> Result<Descriptor> {
     let (suffix, media_type) = match compression {
         Compression::Gzip => ("gzip", oci::MEDIA_LAYER_GZIP),
         Compression::Zstd => ("zstd", oci::MEDIA_LAYER_ZSTD),
@@ -245,7 +245,7 @@ fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, compression: 
 
 /// Sends one blob unless the registry has it; true if it was sent. A failed
 /// upload session is started over (a PATCH cannot be resumed blindly).
-fn upload(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<bool> {
+pub(super) fn upload(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<bool> {
     let head = client.send(Method::HEAD, &client.repo_url(&format!("blobs/{}", blob.digest)), &[], &Payload::Empty)?;
     if head.status() == StatusCode::OK {
         return Ok(false);

@@ -1,7 +1,11 @@
 //! The build cache: one small JSON file per cache key under `strata/cache/`,
-//! recording what the step produced (its layer, if any) and when.
+//! recording what the step produced (its layer, if any) and when; and the
+//! seam to a cache shared beyond this store (`SharedCache`, a registry or a
+//! directory, implemented by `registry::cache`): consulted where the local
+//! cache misses, its layers fetched only when a blob is first needed.
 
 use std::fs;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +22,99 @@ pub struct CacheEntry {
     pub created: String,
 }
 
+/// A build cache shared by many stores (`--cache-from`/`--cache-to`). The
+/// store asks it only for what it lacks: an entry where the local cache
+/// misses, a layer blob where one is first read (`Store::ensure_blob`).
+pub trait SharedCache: Send + Sync {
+    /// The entry recorded for `key` in any source; its layer is not fetched.
+    fn lookup(&self, key: &Digest) -> Option<CacheEntry>;
+    /// Brings the layer `diff_id` of an entry `lookup` gave into `store`,
+    /// uncompressed and verified against `diff_id`. An error makes that
+    /// entry unusable (the caller builds again without it).
+    fn fetch_layer(&self, store: &Store, diff_id: &Digest) -> Result<()>;
+    /// Every step of a build, hit or built, with the key it follows (for `--cache-to`).
+    fn record(&self, parent: &Digest, key: &Digest, entry: &CacheEntry);
+    /// The key and entry a fast key (a COPY's, known without reading any
+    /// layer) stands for.
+    fn lookup_alias(&self, fast: &Digest) -> Option<(Digest, CacheEntry)>;
+    /// A fast key of this build and the key it stands for (for `--cache-to`).
+    fn record_alias(&self, fast: &Digest, key: &Digest);
+}
+
+/// The attached shared cache (a newtype only for `Debug`).
+#[derive(Clone)]
+pub(super) struct Shared(Arc<dyn SharedCache>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedCache")
+    }
+}
+
 impl Store {
+    /// This store, consulting `cache` where its own cache misses.
+    pub fn with_shared_cache(mut self, cache: Arc<dyn SharedCache>) -> Store {
+        self.shared = Some(Shared(cache));
+        self
+    }
+
+    /// The entry for `key` from the shared cache, recorded locally too (its
+    /// layer comes later, when `ensure_blob` first needs it).
+    pub fn shared_cache_get(&self, key: &Digest) -> Option<CacheEntry> {
+        let entry = self.shared.as_ref()?.0.lookup(key)?;
+        // Best effort: a lost record only costs another lookup.
+        let _ = self.cache_put(key, &entry);
+        Some(entry)
+    }
+
+    /// Tells the shared cache, if any, what a step gave (`--cache-to` exports it).
+    pub fn shared_cache_record(&self, parent: &Digest, key: &Digest, entry: &CacheEntry) {
+        if let Some(shared) = &self.shared {
+            shared.0.record(parent, key, entry);
+        }
+    }
+
+    /// The key and entry a fast key stands for (`strata/cache-alias/<fast>`
+    /// holds the key), from this store or the shared cache.
+    pub fn cache_alias_get(&self, fast: &Digest) -> Option<(Digest, CacheEntry)> {
+        let local = fs::read_to_string(self.strata_dir("cache-alias").join(fast.hex())).ok().and_then(|t| t.trim().parse::<Digest>().ok());
+        let found = match local {
+            Some(key) => self.cache_get(&key).or_else(|| self.shared_cache_get(&key)).map(|entry| (key, entry)),
+            None => None,
+        };
+        let found = found.or_else(|| {
+            let (key, entry) = self.shared.as_ref()?.0.lookup_alias(fast)?;
+            let _ = self.cache_put(&key, &entry);
+            Some((key, entry))
+        })?;
+        self.cache_alias_put(fast, &found.0);
+        Some(found)
+    }
+
+    /// Records that `fast` stands for `key` (best effort: a lost record costs a slower lookup).
+    pub fn cache_alias_put(&self, fast: &Digest, key: &Digest) {
+        let dir = self.strata_dir("cache-alias");
+        let path = dir.join(fast.hex());
+        if fs::read_to_string(&path).ok().is_none_or(|t| t.trim() != key.as_str()) {
+            let _ = fs::create_dir_all(&dir).map(|_| self.write_file_with(&path, key.as_str().as_bytes(), false));
+        }
+        if let Some(shared) = &self.shared {
+            shared.0.record_alias(fast, key);
+        }
+    }
+
+    /// Makes sure the blob `digest` is in the store: a layer named by a shared
+    /// cache entry is fetched now, the first time it is read.
+    pub fn ensure_blob(&self, digest: &Digest) -> Result<()> {
+        if self.has_blob(digest) {
+            return Ok(());
+        }
+        match &self.shared {
+            Some(shared) => shared.0.fetch_layer(self, digest),
+            None => Err(super::StoreError::MissingBlob(digest.clone())),
+        }
+    }
+
     /// The entry for `key`, if present and its layer is still in the store.
     pub fn cache_get(&self, key: &Digest) -> Option<CacheEntry> {
         let bytes = fs::read(self.strata_dir("cache").join(key.hex())).ok()?;
@@ -54,9 +150,11 @@ impl Store {
             fs::remove_file(file.path()).map_err(io_err("remove", &file.path()))?;
             removed += 1;
         }
-        let hashes = self.strata_dir("file-hashes");
-        if hashes.exists() {
-            fs::remove_dir_all(&hashes).map_err(io_err("remove", &hashes))?;
+        for name in ["file-hashes", "cache-alias"] {
+            let dir = self.strata_dir(name);
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            }
         }
         Ok(removed)
     }

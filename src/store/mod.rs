@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest};
 
 pub use blob::{BlobWriter, StoredBlob};
-pub use cache::CacheEntry;
+pub use cache::{CacheEntry, SharedCache};
 
 /// A store error: "verb object: cause", naming the path or digest.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +71,8 @@ impl StoredImage {
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// A build cache beyond this store (`--cache-from`), if the caller attached one.
+    shared: Option<cache::Shared>,
 }
 
 /// A held lock on the store; released on drop.
@@ -97,7 +99,7 @@ impl Store {
 
     /// Opens the store at `root`, creating an empty layout if there is none.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_path_buf() };
+        let store = Store { root: root.to_path_buf(), shared: None };
         for dir in ["blobs/sha256", "strata/tmp", "strata/cache", "strata/snapshots", "strata/runs"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_err("create store directory", &path))?;

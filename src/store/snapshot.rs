@@ -64,6 +64,7 @@ impl Store {
         if dir.exists() {
             return Ok(dir);
         }
+        self.ensure_blob(&layer.digest)?;
         let tmp_root = self.strata_dir("tmp");
         let tmp = tempfile::Builder::new().prefix("snapshot-").tempdir_in(&tmp_root).map_err(io_err("create temp dir in", &tmp_root))?;
         let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&layer.digest)?);
