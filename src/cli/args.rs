@@ -67,16 +67,28 @@ pub enum Command {
         image: Option<String>,
     },
     /// List runs.
-    Ps {
-        /// Also finished runs (strata keeps only those).
-        #[arg(short = 'a', long)]
-        all: bool,
-    },
+    Ps(PsArgs),
     /// Remove runs.
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Rm(RmRunsArgs),
+    /// Manage runs (containers), with Docker's spellings.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Print the details of images or runs as JSON.
+    Inspect(InspectArgs),
+    /// Print a detached run's output.
+    Logs(LogsArgs),
+    /// Stop runs: their STOPSIGNAL (default SIGTERM), then SIGKILL.
+    Stop(StopArgs),
+    /// Send a signal to runs.
+    Kill(KillArgs),
+    /// Run a command in a running run.
+    Exec(ExecArgs),
+    /// Internal: the supervisor of a detached run.
+    #[command(name = "__supervise", hide = true)]
+    Supervise { dir: PathBuf },
+    /// Internal: enter a run's namespaces for `exec`.
+    #[command(name = "__nsenter", hide = true)]
+    Nsenter { spec: PathBuf },
     /// Mount an image read-only (FUSE) as the union of its layers.
     Mount(MountArgs),
     /// Unmount what `strata mount` mounted (also a stale mount).
@@ -93,6 +105,9 @@ pub enum Command {
         /// Skip capabilities, seccomp, /proc masking and nodev (`RUN --security=insecure`, `run --privileged`).
         #[arg(long)]
         unconfined: bool,
+        /// Pass SIGTERM, SIGINT and the like on to the command (`strata run`).
+        #[arg(long)]
+        forward_signals: bool,
     },
 }
 
@@ -154,6 +169,27 @@ pub struct RunArgs {
     /// Remove the run when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Start in the background, print the run's id and return.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Replace the image's ENTRYPOINT (and drop its CMD); `""` for none.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Attach to STDIN, STDOUT or STDERR (default: STDOUT and STDERR; STDIN too with -i).
+    #[arg(short = 'a', long = "attach", value_name = "STREAM")]
+    pub attach: Vec<String>,
+    /// Seconds a SIGTERM or SIGINT to `strata run` waits for the command before SIGKILL.
+    #[arg(long, value_name = "SECS")]
+    pub stop_timeout: Option<u64>,
+    /// Restart policy: not supported (strata has no daemon to restart runs).
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// Publish a port: not needed (runs share the host's network).
+    #[arg(short = 'p', long = "publish", value_name = "HOST:CONTAINER")]
+    pub publish: Vec<String>,
+    /// The network: only `host` (the default).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
     /// Keep the run under this name (for `strata commit`).
     #[arg(long)]
     pub name: Option<String>,
@@ -231,6 +267,12 @@ pub struct ImagesArgs {
     /// Only image ids.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// A Go template (`{{.Repository}}:{{.Tag}}`, `table {{.ID}}\t{{.Size}}`, `json`).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// `dangling=true|false`, `reference=GLOB`, `before=IMAGE`, `since=IMAGE`, `label=K[=V]`.
+    #[arg(short = 'f', long = "filter", value_name = "K=V")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -239,6 +281,9 @@ pub struct HistoryArgs {
     /// Do not cut CREATED BY.
     #[arg(long)]
     pub no_trunc: bool,
+    /// A Go template (`{{.CreatedBy}}`, `table {{.ID}}\t{{.Size}}`, `json`).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -258,7 +303,27 @@ pub enum ImageCommand {
     /// Show the history of an image.
     History(HistoryArgs),
     /// Print an image's details as JSON.
-    Inspect { images: Vec<String> },
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// A Go template (`{{.Id}}`, `{{json .RootFS.Layers}}`).
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+    /// Build an image (as `strata build`).
+    Build(BuildArgsCli),
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove untagged images and the build cache (as `system prune`).
+    Prune {
+        /// Accepted for Docker compatibility; strata never asks.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Export images (as `strata save`).
+    Save(SaveArgs),
+    /// Import images (as `strata load`).
+    Load(LoadArgs),
     /// Remove images.
     #[command(alias = "remove")]
     Rm(RmArgs),
@@ -270,6 +335,8 @@ pub enum ImageCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
+    /// Show the store's path and size, the snapshotter, rootless or not, and the version.
+    Info,
     /// Show disk usage.
     Df {
         /// One line per image.
@@ -327,4 +394,131 @@ pub fn parse_build_args(pairs: &[String]) -> miette::Result<BuildArgs> {
         }
     }
     Ok(args)
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Also runs that have exited.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only run ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not cut ids and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// A Go template (`{{.Names}}\t{{.Status}}`, `table …`, `json`).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// `status=created|running|exited|dead`, `name=TEXT`, `id=PREFIX`, `ancestor=IMAGE`, `exited=CODE`.
+    #[arg(short = 'f', long = "filter", value_name = "K=V")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmRunsArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Kill a running run first.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// A Go template (`{{.Id}}`, `{{.State.Status}}`, `{{json .Config}}`).
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Only `image` or `container`.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep printing what the run prints until it exits.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines (`all`: every line).
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<String>,
+    /// Show when each line was printed.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Seconds to wait for the run to exit before SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    /// The signal (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Accepted for Docker compatibility (no terminal is allocated).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the run.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name or id, optionally `:group`).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    pub name: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Run an image's command in a sandbox.
+    Run(RunArgs),
+    /// List runs.
+    #[command(alias = "ps", alias = "list")]
+    Ls(PsArgs),
+    /// Remove runs.
+    #[command(alias = "remove")]
+    Rm(RmRunsArgs),
+    /// Print a detached run's output.
+    Logs(LogsArgs),
+    /// Stop runs.
+    Stop(StopArgs),
+    /// Send a signal to runs.
+    Kill(KillArgs),
+    /// Print runs' details as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
+    /// Make a new image from the changes of a run.
+    Commit { name: String, image: Option<String> },
+    /// List paths a run added (A), changed (C) and deleted (D).
+    Diff { name: String },
+    /// Run a command in a running run.
+    Exec(ExecArgs),
 }

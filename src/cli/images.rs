@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use miette::miette;
 use serde_json::json;
 
-use super::args::{ImagesArgs, LoadArgs, RmArgs, SaveArgs, SaveFormat};
+use super::args::{HistoryArgs, ImagesArgs, LoadArgs, RmArgs, SaveArgs, SaveFormat};
 use super::table::Table;
 use strata::oci::{Digest, ImageRef};
 use strata::store::{Store, StoredImage};
@@ -90,15 +90,37 @@ fn glob_matches(pattern: &str, tag: &str) -> bool {
 }
 
 pub fn list(store: &Store, args: &ImagesArgs) -> miette::Result<ExitCode> {
+    let filters = super::containers::parse_filters(&args.filter)?;
+    let all = images(store)?;
+    let created_of = |name: &str| -> miette::Result<Option<String>> { Ok(resolve(store, name)?.config.created) };
     let mut rows = Vec::new();
-    for image in images(store)? {
+    for image in &all {
         if let Some(pattern) = &args.pattern {
             match &image.tag {
                 Some(tag) if glob_matches(pattern, tag) => {}
                 _ => continue,
             }
         }
-        rows.push(image);
+        let mut pass = true;
+        for (key, value) in &filters {
+            pass &= match key.as_str() {
+                "dangling" => image.tag.is_none() == (value == "true"),
+                "reference" => image.tag.as_deref().is_some_and(|tag| glob_matches(value, tag)),
+                "before" => image.config.created.as_deref() < created_of(value)?.as_deref(),
+                "since" => image.config.created.as_deref() > created_of(value)?.as_deref(),
+                "label" => {
+                    let labels = &image.config.config.labels;
+                    match value.split_once('=') {
+                        Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
+                        None => labels.contains_key(value.as_str()),
+                    }
+                }
+                other => return Err(miette!("--filter {other}: expected dangling, reference, before, since or label")),
+            };
+        }
+        if pass {
+            rows.push(image);
+        }
     }
     if args.quiet {
         let mut seen = HashSet::new();
@@ -109,21 +131,28 @@ pub fn list(store: &Store, args: &ImagesArgs) -> miette::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+    let mut values = Vec::new();
     for image in rows {
         let (repo, tag) = match &image.tag {
             Some(t) => split_tag(t),
             None => ("<none>", "<none>"),
         };
-        table.row(vec![
-            repo.to_string(),
-            tag.to_string(),
-            image.id().short().to_string(),
-            human_age(image.config.created.as_deref()),
-            human_size(image_size(store, &image)?),
-        ]);
+        values.push(json!({
+            "Repository": repo,
+            "Tag": tag,
+            "ID": image.id().short(),
+            "Digest": image.manifest_descriptor.digest,
+            "CreatedSince": human_age(image.config.created.as_deref()),
+            "CreatedAt": image.config.created,
+            "Size": human_size(image_size(store, image)?),
+        }));
     }
-    table.print();
+    let format = match args.format.as_deref() {
+        None | Some("table") => "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
+        Some(format) => format,
+    };
+    let headers = [("ID", "IMAGE ID"), ("CreatedSince", "CREATED"), ("CreatedAt", "CREATED AT")];
+    super::format::print_rows(format, &values, &headers).map_err(miette::Report::from_err)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -131,9 +160,10 @@ fn resolve(store: &Store, name: &str) -> miette::Result<StoredImage> {
     store.resolve(name).map_err(miette::Report::from_err)
 }
 
-pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<ExitCode> {
+pub fn history(store: &Store, args: &HistoryArgs) -> miette::Result<ExitCode> {
+    let (name, no_trunc) = (&args.image, args.no_trunc);
     let image = resolve(store, name)?;
-    let mut table = Table::new(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
+    let mut rows = Vec::new();
     let mut sizes = layer_sizes(store, &image)?.into_iter().rev();
     let layered = image.config.history.iter().filter(|h| !h.empty_layer).count();
     // Entries beyond the layers (images that lost history) show no size.
@@ -150,16 +180,44 @@ pub fn history(store: &Store, name: &str, no_trunc: bool) -> miette::Result<Exit
         };
         let by = entry.created_by.clone().unwrap_or_default();
         let by = if !no_trunc && by.chars().count() > 45 { format!("{}…", by.chars().take(44).collect::<String>()) } else { by };
-        table.row(vec![id, human_age(entry.created.as_deref()), by, human_size(size), entry.comment.clone().unwrap_or_default()]);
+        rows.push(json!({
+            "ID": id,
+            "CreatedSince": human_age(entry.created.as_deref()),
+            "CreatedAt": entry.created,
+            "CreatedBy": by,
+            "Size": human_size(size),
+            "Comment": entry.comment.clone().unwrap_or_default(),
+        }));
     }
-    table.print();
+    let format = match args.format.as_deref() {
+        None | Some("table") => "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+        Some(format) => format,
+    };
+    let headers = [("ID", "IMAGE"), ("CreatedSince", "CREATED"), ("CreatedBy", "CREATED BY"), ("CreatedAt", "CREATED AT")];
+    super::format::print_rows(format, &rows, &headers).map_err(miette::Report::from_err)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
+pub fn inspect(store: &Store, names: &[String], format: Option<&str>) -> miette::Result<ExitCode> {
     let mut out = Vec::new();
-    let all = images(store)?;
     for name in names {
+        out.push(image_json(store, name)?);
+    }
+    match format {
+        Some(format) => {
+            for value in &out {
+                println!("{}", super::format::render_one(format, value).map_err(miette::Report::from_err)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An image as `inspect` prints it, with Docker's field names.
+pub(super) fn image_json(store: &Store, name: &str) -> miette::Result<serde_json::Value> {
+    let all = images(store)?;
+    {
         let image = resolve(store, name)?;
         let same: Vec<&StoredImage> = all.iter().filter(|i| i.id() == image.id()).collect();
         let tags: Vec<String> = same.iter().filter_map(|i| i.tag.clone()).collect();
@@ -167,7 +225,7 @@ pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
         repo_digests.sort();
         repo_digests.dedup();
         let c = &image.config;
-        out.push(json!({
+        Ok(json!({
             "Id": image.id(),
             "RepoTags": tags,
             "RepoDigests": repo_digests,
@@ -180,10 +238,8 @@ pub fn inspect(store: &Store, names: &[String]) -> miette::Result<ExitCode> {
             "Size": image_size(store, &image)?,
             "RootFS": { "Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids },
             "History": c.history,
-        }));
+        }))
     }
-    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn tag(store: &Store, source: &str, target: &str) -> miette::Result<ExitCode> {

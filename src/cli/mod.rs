@@ -3,9 +3,11 @@
 mod args;
 mod cache;
 mod containers;
+mod format;
 mod images;
 mod mount;
 mod registry;
+mod system;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -77,30 +79,47 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Graph(args) => graph(args),
         Command::Images(args) => images::list(&open_store()?, &args),
         Command::Image(args::ImageCommand::Ls(args)) => images::list(&open_store()?, &args),
-        Command::Image(args::ImageCommand::History(args)) | Command::History(args) => {
-            images::history(&open_store()?, &args.image, args.no_trunc)
-        }
-        Command::Image(args::ImageCommand::Inspect { images }) => images::inspect(&open_store()?, &images),
+        Command::Image(args::ImageCommand::History(args)) | Command::History(args) => images::history(&open_store()?, &args),
+        Command::Image(args::ImageCommand::Inspect { images, format }) => images::inspect(&open_store()?, &images, format.as_deref()),
+        Command::Image(args::ImageCommand::Build(args)) => build_cmd(args),
         Command::Image(args::ImageCommand::Rm(args)) | Command::Rmi(args) => images::remove(&open_store()?, &args),
-        Command::Tag { source, target } => images::tag(&open_store()?, &source, &target),
+        Command::Tag { source, target } | Command::Image(args::ImageCommand::Tag { source, target }) => {
+            images::tag(&open_store()?, &source, &target)
+        }
         Command::System(args::SystemCommand::Df { verbose }) => images::df(&open_store()?, verbose),
-        Command::System(args::SystemCommand::Prune { .. }) => images::prune(&open_store()?),
-        Command::Save(args) => images::save(&open_store()?, &args),
-        Command::Load(args) => images::load(&open_store()?, &args),
+        Command::System(args::SystemCommand::Prune { .. }) | Command::Image(args::ImageCommand::Prune { .. }) => {
+            images::prune(&open_store()?)
+        }
+        Command::System(args::SystemCommand::Info) => system::info(&open_store()?),
+        Command::Save(args) | Command::Image(args::ImageCommand::Save(args)) => images::save(&open_store()?, &args),
+        Command::Load(args) | Command::Image(args::ImageCommand::Load(args)) => images::load(&open_store()?, &args),
         Command::Pull(args) | Command::Image(args::ImageCommand::Pull(args)) => registry::pull(&args),
         Command::Push(args) | Command::Image(args::ImageCommand::Push(args)) => registry::push(&args),
         Command::Login(args) => registry::login(&args),
         Command::Logout(args) => registry::logout(&args),
         Command::Convert { file, to, output } => convert(&file, to, output.as_deref()),
-        Command::Run(args) => containers::run(&open_store()?, args),
-        Command::Commit { name, image } => containers::commit(&open_store()?, &name, image.as_deref()),
-        Command::Ps { all } => containers::ps(&open_store()?, all),
-        Command::Rm { names } => containers::remove(&open_store()?, &names),
+        Command::Run(args) | Command::Container(args::ContainerCommand::Run(args)) => containers::run(&open_store()?, args),
+        Command::Commit { name, image } | Command::Container(args::ContainerCommand::Commit { name, image }) => {
+            containers::commit(&open_store()?, &name, image.as_deref())
+        }
+        Command::Ps(args) | Command::Container(args::ContainerCommand::Ls(args)) => containers::ps(&open_store()?, &args),
+        Command::Rm(args) | Command::Container(args::ContainerCommand::Rm(args)) => containers::remove(&open_store()?, &args),
+        Command::Logs(args) | Command::Container(args::ContainerCommand::Logs(args)) => containers::logs(&open_store()?, &args),
+        Command::Stop(args) | Command::Container(args::ContainerCommand::Stop(args)) => containers::stop(&open_store()?, &args),
+        Command::Kill(args) | Command::Container(args::ContainerCommand::Kill(args)) => containers::kill(&open_store()?, &args),
+        Command::Exec(args) | Command::Container(args::ContainerCommand::Exec(args)) => containers::exec(&open_store()?, args),
+        Command::Container(args::ContainerCommand::Inspect { names, format }) => {
+            containers::inspect_runs(&open_store()?, &names, format.as_deref())
+        }
+        Command::Container(args::ContainerCommand::Diff { name }) => containers::diff(&open_store()?, &name),
+        Command::Inspect(args) => containers::inspect(&open_store()?, &args),
+        Command::Supervise { dir } => containers::supervise(&dir),
+        Command::Nsenter { spec } => strata::runtime::nsenter::main(&spec),
         Command::Mount(args) => mount::mount(&args),
         Command::Umount { dir } => mount::umount(&dir),
         Command::Diff { image1, image2 } => mount::diff(&open_store()?, &image1, &image2),
         Command::Cache(cache::CacheCommand::Prune(args)) => cache::prune(&args),
-        Command::Sandbox { spec, unconfined } => strata::exec::sandbox::main(&spec, !unconfined),
+        Command::Sandbox { spec, unconfined, forward_signals } => strata::exec::sandbox::main(&spec, !unconfined, forward_signals),
     }
 }
 
@@ -130,7 +149,8 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let file = build_file(&context, file)?;
     let build_args = args::parse_build_args(&args.build_args)?;
     let graph = strata::frontend::load(&file, &build_args)?;
-    let tags = args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| failed(e, format!("-t {t}")))).collect::<miette::Result<Vec<_>>>()?;
+    let tags =
+        args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| failed(e, format!("-t {t}")))).collect::<miette::Result<Vec<_>>>()?;
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
         let mut id = None;

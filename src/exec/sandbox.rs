@@ -129,10 +129,19 @@ fn fail(what: &str, e: impl std::fmt::Display) -> ! {
 /// The argument of `strata __sandbox SPEC` that skips the confinement (`RUN --security=insecure`, `strata run --privileged`).
 pub const UNCONFINED_ARG: &str = "--unconfined";
 
-/// Entry point of `strata __sandbox SPEC [--unconfined]`; never returns.
-pub fn main(spec_path: &Path, confined: bool) -> ! {
+/// The argument of `strata __sandbox SPEC` that passes SIGTERM, SIGINT and the like on to
+/// PID 1 (`strata run`). Without it (a RUN) such a signal ends the sandbox, and PID 1 with it.
+pub const FORWARD_SIGNALS_ARG: &str = "--forward-signals";
+
+/// Entry point of `strata __sandbox SPEC [--unconfined] [--forward-signals]`; never returns.
+pub fn main(spec_path: &Path, confined: bool, forward_signals: bool) -> ! {
     if let Ok(file) = fs::File::create(report_path(spec_path)) {
         let _ = REPORT.set(file);
+    }
+    // The starter (`strata run`, its supervisor, a build) waits on this process: when it dies
+    // this process dies, and PID 1 with it (its own parent-death signal).
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        fail("ask to die with the starter", e);
     }
     let spec: SandboxSpec = match fs::read(spec_path).map(|b| serde_json::from_slice(&b)) {
         Ok(Ok(spec)) => spec,
@@ -171,6 +180,8 @@ pub fn main(spec_path: &Path, confined: bool) -> ! {
     if let Err(e) = unshare(flags) {
         fail("create namespaces", e);
     }
+    // Opened before the fork: PID 1's pivot_root changes this process's root as well.
+    let pid_file = fs::File::create(pid_path(spec_path));
     // SAFETY: this process is single-threaded (a fresh exec of strata), so fork is safe.
     match unsafe { fork() } {
         Err(e) => fail("fork", e),
@@ -180,15 +191,62 @@ pub fn main(spec_path: &Path, confined: bool) -> ! {
             }
             setup_and_exec(&spec, confined)
         }
-        Ok(ForkResult::Parent { child }) => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => std::process::exit(128 + signal as i32),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => fail("wait for command", e),
+        Ok(ForkResult::Parent { child }) => {
+            if forward_signals {
+                forward_signals_to(child);
             }
-        },
+            if let Ok(mut file) = pid_file {
+                use std::io::Write;
+                let _ = file.write_all(child.as_raw().to_string().as_bytes());
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+                    Ok(WaitStatus::Signaled(_, signal, _)) => std::process::exit(128 + signal as i32),
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => fail("wait for command", e),
+                }
+            }
+        }
+    }
+}
+
+/// Where the sandbox records the host pid of its PID 1 (for `strata exec`, `stop`, `kill`).
+pub fn pid_path(spec_path: &Path) -> PathBuf {
+    spec_path.with_extension("pid")
+}
+
+/// The command's PID 1, for the forwarding handler.
+static CHILD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward(signal: libc::c_int) {
+    let child = CHILD.load(std::sync::atomic::Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill is async-signal-safe; the pid is the child this process waits for.
+        unsafe {
+            libc::kill(child, signal);
+        }
+    }
+}
+
+/// The signals a waiting sandbox passes on to PID 1, as Docker's sig-proxy does. PID 1 of a
+/// PID namespace gets only those it handles: a command without a handler ignores them (as
+/// in Docker without `--init`), and `stop` follows with SIGKILL.
+const FORWARDED: &[nix::sys::signal::Signal] = {
+    use nix::sys::signal::Signal::*;
+    &[SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH]
+};
+
+/// Installs the forwarding handler (in the parent only, after the fork: the child must not
+/// inherit it before its exec).
+fn forward_signals_to(child: nix::unistd::Pid) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    CHILD.store(child.as_raw(), std::sync::atomic::Ordering::SeqCst);
+    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in FORWARDED {
+        // SAFETY: the handler only reads an atomic and calls kill, both async-signal-safe.
+        let _ = unsafe { sigaction(*signal, &action) };
     }
 }
 
@@ -424,6 +482,9 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
     }
     sys.setgid(Gid::from_raw(spec.gid)).or_fail("set group id")?;
     sys.setuid(Uid::from_raw(spec.uid)).or_fail("set user id")?;
+    // setuid/setgid clear the parent-death signal: without it again, a command run as another
+    // user would outlive its sandbox (and a killed `strata run`).
+    sys.die_with_parent().or_fail("ask to die with the sandbox")?;
     if confined {
         sys.set_no_new_privs().or_fail("set no_new_privs")?;
         sys.install_seccomp().or_fail("install the seccomp filter")?;
@@ -449,7 +510,7 @@ fn setup_and_exec(spec: &SandboxSpec, confined: bool) -> ! {
 }
 
 /// Looks a command up in the container's PATH, as a shell would.
-fn find_program(name: &str, env: &[String]) -> String {
+pub fn find_program(name: &str, env: &[String]) -> String {
     if name.contains('/') {
         return name.to_string();
     }
@@ -612,6 +673,19 @@ mod tests {
         assert!(calls[..pivot].iter().all(|c| !matches!(c, Call::LimitCapabilities(_) | Call::NoNewPrivs | Call::Seccomp)));
         assert!(pivot < caps && caps < setuid, "{calls:#?}");
         assert_eq!(calls[calls.len() - 2..], [Call::NoNewPrivs, Call::Seccomp]);
+    }
+
+    /// Regression: `timeout 2 strata run -u 10001 busybox sleep 78` left `sleep` running,
+    /// because setuid cleared the parent-death signal asked for before it.
+    #[test]
+    fn the_parent_death_signal_is_asked_again_after_the_ids_change() {
+        for confined in [true, false] {
+            let calls = plan(&SandboxSpec { uid: 10001, gid: 10001, ..spec() }, confined, recorder());
+            let setuid = position(&calls, &Call::SetUid(10001));
+            let setgid = position(&calls, &Call::SetGid(10001));
+            let rearm = position(&calls, &Call::DieWithParent);
+            assert!(setgid < rearm && setuid < rearm, "{calls:#?}");
+        }
     }
 
     #[test]

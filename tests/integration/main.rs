@@ -17,6 +17,7 @@ mod registry;
 mod run;
 mod sandbox;
 mod snapshotter;
+mod tutorial;
 mod verbs;
 
 /// The repository's `fixtures/` folder.

@@ -31,6 +31,9 @@ pub trait Syscalls {
     fn setgroups(&mut self, groups: &[Gid]) -> nix::Result<()>;
     fn setgid(&mut self, gid: Gid) -> nix::Result<()>;
     fn setuid(&mut self, uid: Uid) -> nix::Result<()>;
+    /// Asks for SIGKILL when the parent (the sandbox's waiting process) dies. Changing the ids
+    /// clears this, so it is asked again after them.
+    fn die_with_parent(&mut self) -> nix::Result<()>;
     /// Limits bounding, permitted and effective to `keep`, empties inheritable and ambient.
     fn limit_capabilities(&mut self, keep: u64) -> Result<(), String>;
     fn set_no_new_privs(&mut self) -> nix::Result<()>;
@@ -117,6 +120,10 @@ impl Syscalls for Host {
         nix::unistd::setuid(uid)
     }
 
+    fn die_with_parent(&mut self) -> nix::Result<()> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+    }
+
     fn limit_capabilities(&mut self, keep: u64) -> Result<(), String> {
         use caps::CapSet;
         let kept: caps::CapsHashSet = caps::all().into_iter().filter(|c| keep & c.bitmask() != 0).collect();
@@ -158,6 +165,7 @@ pub enum Call {
     SetGroups(Vec<u32>),
     SetGid(u32),
     SetUid(u32),
+    DieWithParent,
     LimitCapabilities(u64),
     NoNewPrivs,
     Seccomp,
@@ -248,6 +256,11 @@ impl Syscalls for Recorder {
 
     fn setuid(&mut self, uid: Uid) -> nix::Result<()> {
         self.calls.push(Call::SetUid(uid.as_raw()));
+        Ok(())
+    }
+
+    fn die_with_parent(&mut self) -> nix::Result<()> {
+        self.calls.push(Call::DieWithParent);
         Ok(())
     }
 
