@@ -73,7 +73,7 @@ pub enum BuildError {
     Step { origin: Origin, stage: String, instruction: String, source: Box<ExecError> },
     #[error("base image {name:?} of stage {stage} is not in the store; load it with `strata load -i …` or build it first")]
     MissingBase { name: String, stage: String, source: StoreError },
-    #[error("base image {name:?} of stage {stage}: {source}")]
+    #[error("base image {name:?} of stage {stage}")]
     Base { name: String, stage: String, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("tag {tag:?}: {reason}")]
     BadTag { tag: String, reason: String },

@@ -31,7 +31,8 @@ fn from_a_digest_builds_on_that_manifest_or_fails() {
     }
     let missing = format!("busybox@sha256:{}", "1".repeat(64));
     let ctx = context(&[("Dockerfile", &format!("FROM {missing}\nRUN true\n"))]);
-    let out = build_output(&store, ctx.path(), &[]);
+    // Nothing is pulled here: the store alone must answer for the digest.
+    let out = build_output(&store, ctx.path(), &["--pull=never"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a digest no image has must fail, not fall back to the tag:\n{stderr}");
     assert!(stderr.contains("1111111111") && stderr.contains("manifest digest"), "the error names the digest:\n{stderr}");
