@@ -349,6 +349,13 @@ pub enum SystemCommand {
         #[arg(short = 'f', long)]
         force: bool,
     },
+    /// Rehash every blob and check every tag, cache entry and snapshot; exit 1 on any problem.
+    Verify {
+        /// Remove what is broken (corrupt blobs, tags whose chain is broken, cache
+        /// entries to missing layers, broken snapshots, stray temp files).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]

@@ -91,6 +91,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
             images::prune(&open_store()?)
         }
         Command::System(args::SystemCommand::Info) => system::info(&open_store()?),
+        Command::System(args::SystemCommand::Verify { repair }) => verify(&open_store()?, repair),
         Command::Save(args) | Command::Image(args::ImageCommand::Save(args)) => images::save(&open_store()?, &args),
         Command::Load(args) | Command::Image(args::ImageCommand::Load(args)) => images::load(&open_store()?, &args),
         Command::Pull(args) | Command::Image(args::ImageCommand::Pull(args)) => registry::pull(&args),
@@ -121,6 +122,28 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Cache(cache::CacheCommand::Prune(args)) => cache::prune(&args),
         Command::Sandbox { spec, unconfined, forward_signals } => strata::exec::sandbox::main(&spec, !unconfined, forward_signals),
     }
+}
+
+/// `system verify`: one line per problem; exit 1 if any, or with `--repair` if any remains.
+fn verify(store: &Store, repair: bool) -> miette::Result<ExitCode> {
+    let report = store.verify(repair).map_err(miette::Report::from_err)?;
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    let (found, repaired) = (report.problems.len(), report.problems.iter().filter(|p| p.repaired).count());
+    eprintln!(
+        "checked {} blobs, {} images, {} cache entries, {} snapshots: {}",
+        report.blobs,
+        report.images,
+        report.cache_entries,
+        report.snapshots,
+        match (found, repair) {
+            (0, _) => "no problems".to_string(),
+            (n, false) => format!("{n} problems (strata system verify --repair removes what is broken)"),
+            (n, true) => format!("{n} problems, {repaired} repaired"),
+        }
+    );
+    Ok(if found > repaired { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// The build file: `-f`, else `Dockerfile`, else `strata.kdl` in the context.

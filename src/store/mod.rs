@@ -12,6 +12,7 @@ mod blob;
 mod cache;
 pub mod rootfs;
 pub mod snapshot;
+mod verify;
 
 use std::fs::{self, File};
 use std::io;
@@ -21,6 +22,7 @@ use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, Ima
 
 pub use blob::{BlobWriter, StoredBlob};
 pub use cache::{CacheEntry, SharedCache};
+pub use verify::{Problem, VerifyReport};
 
 /// A store error: "verb object: cause", naming the path or digest.
 #[derive(Debug, thiserror::Error)]
@@ -316,7 +318,20 @@ impl Store {
         for entry in self.cache_entries()? {
             live.extend(entry.diff_id);
         }
-        let mut freed = 0;
+        // What is made from a layer goes before the layer: a collection killed half way
+        // then leaves unreferenced blobs (collected next time), never a snapshot whose layer is gone.
+        let mut freed = self.remove_snapshots_except(&live)?;
+        // Mount indexes, uncompressed layer copies and size records are named after their layer's diff_id.
+        let derived = ["mount-index", "layer-sizes"].map(|name| self.strata_dir(name));
+        for entry in derived.iter().flat_map(fs::read_dir).flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hex = name.split('.').next().unwrap_or_default();
+            if !Digest::from_hex(hex).is_ok_and(|d| live.contains(&d)) {
+                freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let path = entry.path();
+                let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            }
+        }
         let blobs = self.root.join("blobs/sha256");
         for entry in fs::read_dir(&blobs).map_err(io_err("list", &blobs))? {
             let entry = entry.map_err(io_err("list", &blobs))?;
@@ -327,18 +342,6 @@ impl Store {
                     freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
                     fs::remove_file(entry.path()).map_err(io_err("remove", &entry.path()))?;
                 }
-            }
-        }
-        freed += self.remove_snapshots_except(&live)?;
-        // Mount indexes, uncompressed layer copies and size records are named after their layer's diff_id.
-        let derived = ["mount-index", "layer-sizes"].map(|name| self.strata_dir(name));
-        for entry in derived.iter().flat_map(fs::read_dir).flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let hex = name.split('.').next().unwrap_or_default();
-            if !Digest::from_hex(hex).is_ok_and(|d| live.contains(&d)) {
-                freed += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                let path = entry.path();
-                let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
             }
         }
         // Nobody holds the gc lock shared, so no build is writing temp files.

@@ -19,6 +19,7 @@ mod sandbox;
 mod snapshotter;
 mod tutorial;
 mod verbs;
+mod verify;
 
 /// The repository's `fixtures/` folder.
 pub fn fixtures() -> PathBuf {
