@@ -83,3 +83,11 @@ bench: build busybox
 # The cache against --no-cache under thousands of random edits (needs root): just diff-cache [SEED]
 diff-cache seed="9":
     STRATA_DIFF_SEED={{seed}} STRATA_DIFF_EDITS=3000 cargo test --release --test integration differential::cache_equals_no_cache -- --nocapture
+
+# The kill campaign: seeded kill -9 of build, load, commit, rmi and prune on one store, verified after each (root for RUN/commit): just chaos [SEED] [ROUNDS]
+chaos seed="1" rounds="100":
+    STRATA_CHAOS_SEED={{seed}} STRATA_CHAOS_ROUNDS={{rounds}} cargo test --test integration chaos::kill_campaign -- --nocapture
+
+# Fuzz one target (dockerfile, kdl, unpack_layer, load, manifest) or all, SECONDS each (libFuzzer on stable): just fuzz [TARGET] [SECONDS]
+fuzz target="all" seconds="60":
+    bash fuzz/run.sh {{target}} {{seconds}}

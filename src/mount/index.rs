@@ -65,6 +65,8 @@ const FORMAT: &str = "v3";
 
 /// The index of one layer, from the cache or made now.
 pub fn layer_index(store: &Store, layer: &Descriptor, diff_id: &Digest) -> Result<LayerIndex, MountError> {
+    // As a build: a collection meanwhile would remove the temp files this writes.
+    let _build = store.lock_build()?;
     let dir = store.root().join("strata/mount-index");
     fs::create_dir_all(&dir).map_err(|e| MountError::io("create", &dir, e))?;
     let cached = dir.join(format!("{}.{FORMAT}.json", diff_id.hex()));

@@ -101,11 +101,24 @@ impl Store {
         let mut freed = 0;
         for (diff_id, dir, size) in self.snapshots()? {
             if !diff_id.is_some_and(|d| live.contains(&d)) {
-                fs::remove_dir_all(&dir).map_err(io_err("remove snapshot", &dir))?;
+                let retired = self.retire_snapshot(&dir)?;
+                fs::remove_dir_all(&retired).map_err(io_err("remove snapshot", &retired))?;
                 freed += size;
             }
         }
         Ok(freed)
+    }
+
+    /// Moves a snapshot out of `strata/snapshots/` into the temp folder, in one
+    /// rename, before it is removed: a removal killed half way then leaves a
+    /// temp folder, never a snapshot missing files that a build would trust.
+    pub(crate) fn retire_snapshot(&self, dir: &Path) -> Result<PathBuf> {
+        let tmp_root = self.strata_dir("tmp");
+        let retired =
+            tempfile::Builder::new().prefix("retired-").tempdir_in(&tmp_root).map_err(io_err("create temp dir in", &tmp_root))?.keep();
+        let target = retired.join("snapshot");
+        fs::rename(dir, &target).map_err(io_err("move snapshot out of place", dir))?;
+        Ok(retired)
     }
 
     /// Frees every snapshot but those of `keep` (they are remade from their
@@ -328,5 +341,21 @@ mod tests {
         let marker = dest.path().join("dir/sub/.wh.gone");
         assert!(gone.is_ok_and(|m| is_whiteout_device(&m)) || marker.exists(), "the whiteout was not applied");
         assert!(dest.path().join("new/deep").is_dir());
+    }
+
+    #[test]
+    fn prune_killed_while_removing_a_snapshot_leaves_a_temp_folder_not_a_partial_snapshot() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(root.path()).expect("store");
+        let (diff_id, _) = store.write_blob(b"a layer").expect("blob");
+        let snapshot = store.snapshot_dir(&diff_id);
+        fs::create_dir_all(snapshot.join("etc")).expect("snapshot");
+        fs::write(snapshot.join("etc/passwd"), "root").expect("file");
+        // The removal's first step, then the kill: nothing half-removed stays where builds look.
+        let retired = store.retire_snapshot(&snapshot).expect("retire");
+        assert!(!snapshot.exists());
+        let found: Vec<String> = store.verify(false).expect("verify").problems.iter().map(|p| p.object.clone()).collect();
+        let shown = retired.strip_prefix(root.path()).expect("in the store").display().to_string();
+        assert_eq!(found, vec![format!("temp file {shown}")]);
     }
 }

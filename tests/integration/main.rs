@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod build;
+mod chaos;
 mod cache;
 mod confinement;
 mod differential;
