@@ -3,8 +3,10 @@
 //!
 //! Read in order: `$REGISTRY_AUTH_FILE`, `${XDG_RUNTIME_DIR}/containers/auth.json`,
 //! `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`); the first
-//! with an entry for the registry wins. Only inline `auths` entries are read
-//! (credential helpers are not run).
+//! with an entry for the registry wins. In each, as Docker reads its config:
+//! a `credHelpers` entry for the registry, else `credsStore`, runs
+//! `docker-credential-NAME get` (the registry on stdin, `{Username, Secret}`
+//! out); else the inline `auths` entry.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -82,6 +84,19 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, RegistryError> {
     for file in auth_files() {
         let Ok(bytes) = std::fs::read(&file) else { continue };
         let doc: Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Auth(format!("parse {}: {e}", file.display())))?;
+        let helper = doc
+            .get("credHelpers")
+            .and_then(Value::as_object)
+            .and_then(|helpers| helpers.iter().find(|(key, _)| key_registry(key) == registry).map(|(_, name)| name))
+            .or_else(|| doc.get("credsStore"))
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty());
+        if let Some(name) = helper {
+            match run_helper(name, registry)? {
+                Some(credentials) => return Ok(Some(credentials)),
+                None => continue,
+            }
+        }
         let Some(auths) = doc.get("auths").and_then(Value::as_object) else { continue };
         for (key, entry) in auths {
             if key_registry(key) != registry {
@@ -103,6 +118,40 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, RegistryError> {
         }
     }
     Ok(None)
+}
+
+/// `docker-credential-NAME get` with the registry's server URL on stdin; None if it knows none.
+fn run_helper(name: &str, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{name}");
+    let fail = |message: String| RegistryError::Auth(format!("{program} get {registry}: {message}"));
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(auth_key(registry).as_bytes()).map_err(|e| fail(format!("write: {e}")))?;
+    }
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // The helpers' protocol: this message means "no credentials for that server".
+        if text.contains("credentials not found") || String::from_utf8_lossy(&out.stderr).contains("credentials not found") {
+            return Ok(None);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!("{} ({})", out.status, stderr.trim().chars().take(200).collect::<String>())));
+    }
+    let answer: Value = serde_json::from_str(&text).map_err(|e| fail(format!("parse its answer: {e}")))?;
+    let field = |key: &str| answer.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (username, password) = (field("Username"), field("Secret"));
+    if password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credentials { username, password }))
 }
 
 /// Reads an auth file as a JSON object (empty when missing).

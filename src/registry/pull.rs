@@ -264,7 +264,12 @@ fn fetch_blob(client: &Client, store: &Store, blob: &Descriptor, shown: &str) ->
     loop {
         let range = format!("bytes={written}-");
         let headers: Vec<(&str, &str)> = if written > 0 { vec![("range", range.as_str())] } else { Vec::new() };
-        let mut response = client.send(Method::GET, &url, &headers, &Payload::Empty)?;
+        let mut response = client.send(Method::GET, &url, &headers, &Payload::Empty).map_err(|e| match e {
+            RegistryError::Request { message, .. } => {
+                RegistryError::Request { what: what.clone(), message: format!("the registry stopped answering ({message})") }
+            }
+            other => other,
+        })?;
         match response.status() {
             StatusCode::PARTIAL_CONTENT if written > 0 => {}
             StatusCode::OK => {

@@ -5,9 +5,11 @@
 //! tampered blob, name an unknown reference, and Basic auth with login.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{TestStore, context, require_root};
@@ -43,12 +45,17 @@ impl Registry {
     }
 
     fn start_with(extra: &str) -> Registry {
+        Registry::start_on("127.0.0.1", extra)
+    }
+
+    /// A registry listening on `host` (any loopback address) at a free port.
+    fn start_on(host: &str, extra: &str) -> Registry {
         let which = Command::new("docker-registry").arg("--version").output();
         assert!(which.is_ok(), "docker-registry is missing (apt-get install docker-registry)");
         let dir = tempfile::Builder::new().prefix("strata-registry-").tempdir().expect("registry dir");
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-            let addr = format!("127.0.0.1:{port}");
+            let port = std::net::TcpListener::bind(format!("{host}:0")).and_then(|l| l.local_addr()).expect("free port").port();
+            let addr = format!("{host}:{port}");
             let config = dir.path().join("config.yml");
             let yaml = format!(
                 "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}",
@@ -63,7 +70,7 @@ impl Registry {
                 .stderr(log)
                 .spawn()
                 .expect("start docker-registry");
-            if wait_ready(&mut child, &addr) {
+            if wait_ready(&mut child, &addr, extra.contains("tls:")) {
                 return Registry { child, dir, addr };
             }
             // The port was taken in between, or the registry died: try another port.
@@ -72,6 +79,26 @@ impl Registry {
         }
         let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
         panic!("docker-registry did not start:\n{log}");
+    }
+
+    /// Kills the registry with SIGKILL, as a crash.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed registry again on the same address and storage.
+    fn start_again(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("registry.log")).expect("registry log");
+        let config = self.dir.path().join("config.yml");
+        self.child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restart docker-registry");
+        assert!(wait_ready(&mut self.child, &self.addr, false), "docker-registry did not start again");
     }
 
     /// `ADDR/name` for a repository on this registry.
@@ -86,12 +113,15 @@ impl Registry {
     }
 }
 
-/// Polls `GET /v2/` until any HTTP answer, for at most 20 s; false if the process died first.
-fn wait_ready(child: &mut Child, addr: &str) -> bool {
+/// Polls `GET /v2/` until any HTTP answer (with TLS: until the port accepts), for at most 20 s; false if the process died first.
+fn wait_ready(child: &mut Child, addr: &str, tls: bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
+        }
+        if tls && TcpStream::connect(addr).is_ok() {
+            return true;
         }
         if let Ok(mut stream) = TcpStream::connect(addr) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -449,4 +479,510 @@ fn build_push_needs_a_name() {
     let spec = format!("type=registry,dest={}", registry.name("x"));
     let out = store.strata().args(["build", "--output", &spec]).arg(ctx.path()).output().expect("run strata");
     assert!(!out.status.success());
+}
+
+/// A TCP proxy in front of a registry that goes dead once `limit` bytes have
+/// passed one way (downloads or uploads): it cuts every connection and closes
+/// each new one at once, as a crashed registry would, until revived.
+struct FaultProxy {
+    addr: String,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: String,
+    /// Count bytes sent to the registry (uploads) rather than from it.
+    uploads: bool,
+    counted: AtomicU64,
+    limit: AtomicU64,
+    dead: AtomicBool,
+    open: Mutex<Vec<TcpStream>>,
+}
+
+impl FaultProxy {
+    fn start(upstream: &str, uploads: bool, limit: u64) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let state = Arc::new(ProxyState {
+            upstream: upstream.to_string(),
+            uploads,
+            counted: AtomicU64::new(0),
+            limit: AtomicU64::new(limit),
+            dead: AtomicBool::new(false),
+            open: Mutex::new(Vec::new()),
+        });
+        let shared = Arc::clone(&state);
+        // The accepting thread lives as long as the test binary; a dead proxy answers nothing.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if shared.dead.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&shared.upstream) else { continue };
+                for stream in [&client, &server] {
+                    if let (Ok(clone), Ok(mut open)) = (stream.try_clone(), shared.open.lock()) {
+                        open.push(clone);
+                    }
+                }
+                let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else { continue };
+                let (up, down) = (Arc::clone(&shared), Arc::clone(&shared));
+                std::thread::spawn(move || up.pipe(client, server, up.uploads));
+                std::thread::spawn(move || down.pipe(server2, client2, !down.uploads));
+            }
+        });
+        FaultProxy { addr, state }
+    }
+
+    fn name(&self, repository: &str) -> String {
+        format!("{}/{repository}", self.addr)
+    }
+
+    fn is_dead(&self) -> bool {
+        self.state.dead.load(Ordering::SeqCst)
+    }
+
+    fn revive(&self) {
+        self.state.limit.store(u64::MAX, Ordering::SeqCst);
+        self.state.dead.store(false, Ordering::SeqCst);
+    }
+}
+
+impl ProxyState {
+    /// Copies `from` to `to`, counting the bytes if `counted`; past the limit the proxy dies.
+    fn pipe(&self, mut from: TcpStream, mut to: TcpStream, counted: bool) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if counted && self.counted.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > self.limit.load(Ordering::SeqCst) {
+                self.die();
+                break;
+            }
+            if self.dead.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    }
+
+    /// Cuts every connection at once.
+    fn die(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        if let Ok(mut open) = self.open.lock() {
+            for stream in open.drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// A store holding `big`: one layer of `mib` MiB that does not compress.
+fn big_image(mib: usize) -> TestStore {
+    let ctx = tempfile::tempdir().expect("context");
+    let mut data = vec![0u8; mib << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(ctx.path().join("big"), &data).expect("write big file");
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY big /big\n").expect("write Dockerfile");
+    let store = TestStore::empty();
+    store.build(ctx.path(), &["-t", "big"]);
+    store
+}
+
+/// Waits (at most 60 s) for `proxy` to die while `child` runs.
+fn wait_until_dead(proxy: &FaultProxy, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !proxy.is_dead() {
+        assert!(Instant::now() < deadline, "the transfer never reached the proxy's limit");
+        assert!(child.try_wait().expect("poll strata").is_none(), "strata ended before the registry was killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Starts strata in the background with `args`, its stderr piped.
+fn spawn(store: &TestStore, args: &[&str]) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("strata"))
+        .env("STRATA_ROOT", store.root())
+        .env("NO_COLOR", "1")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strata")
+}
+
+fn finish(child: Child) -> (bool, String) {
+    let out = child.wait_with_output().expect("wait for strata");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_registry_killed_in_the_middle_of_a_pull_leaves_no_blob_or_tag_and_the_rerun_completes() {
+    let mut registry = Registry::start();
+    let source = big_image(24);
+    source.ok(&["push", "-q", "big", &registry.name("fault/big:v1")]);
+    let proxy = FaultProxy::start(&registry.addr, false, 6 << 20);
+    let reference = proxy.name("fault/big:v1");
+
+    let store = TestStore::empty();
+    let mut child = spawn(&store, &["pull", &reference]);
+    wait_until_dead(&proxy, &mut child);
+    registry.kill();
+    let (ok, err) = finish(child);
+    assert!(!ok, "the pull failed");
+    assert!(err.contains(&reference) && err.contains("stopped answering"), "the error names what was pulled and why:\n{err}");
+    let blobs = blob_names(&store);
+    assert!(blobs.len() <= 1, "at most the config was stored: {blobs:?}");
+    assert!(tmp_is_empty(&store), "no partial download is left");
+    assert!(!store.ok(&["images"]).contains("fault/big"), "nothing is tagged");
+
+    registry.start_again();
+    proxy.revive();
+    store.ok(&["pull", &reference]);
+    assert!(store.ok(&["images"]).contains("fault/big"));
+    assert!(tmp_is_empty(&store));
+}
+
+/// The registry's answer to `GET /v2/REPOSITORY/manifests/TAG` (status code only).
+fn manifest_status(registry: &Registry, repository: &str, tag: &str) -> u16 {
+    let url = format!("http://{}/v2/{repository}/manifests/{tag}", registry.addr);
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().expect("run curl");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+#[test]
+fn a_registry_killed_in_the_middle_of_a_push_leaves_no_blob_or_tag_and_the_rerun_completes() {
+    let mut registry = Registry::start();
+    let store = big_image(24);
+    let proxy = FaultProxy::start(&registry.addr, true, 6 << 20);
+    let dest = proxy.name("fault/up:v1");
+    let mut child = spawn(&store, &["push", "big", &dest]);
+    wait_until_dead(&proxy, &mut child);
+    registry.kill();
+    let (ok, err) = finish(child);
+    assert!(!ok, "the push failed");
+    assert!(err.contains("big") && err.contains(&proxy.addr), "the error names the image and the registry:\n{err}");
+    assert!(tmp_is_empty(&store), "no temp file is left in the store");
+
+    registry.start_again();
+    assert_eq!(manifest_status(&registry, "fault/up", "v1"), 404, "no tag on the registry");
+    let blobs = registry.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    let stored: Vec<PathBuf> = walk(&blobs).into_iter().filter(|p| p.ends_with("data")).collect();
+    for file in &stored {
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        assert!(len < 1 << 20, "only the small config is complete on the registry; {} holds {len} bytes", file.display());
+    }
+    proxy.revive();
+    let digest = store.ok(&["push", "-q", "big", &dest]).trim().to_string();
+    assert_eq!(remote_digest(&registry.name("fault/up:v1")), digest);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+#[test]
+fn a_manifest_naming_a_missing_blob_is_refused_naming_the_digest() {
+    let registry = Registry::start();
+    let dest = registry.name("missing/busybox:v1");
+    let (_source, _) = push_busybox(&dest);
+    let raw: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{dest}")])).expect("manifest");
+    let layer = raw["layers"][0]["digest"].as_str().expect("layer digest").to_string();
+    // The repository forgets the layer; its manifest still names it.
+    let link = registry
+        .dir
+        .path()
+        .join("data/docker/registry/v2/repositories/missing/busybox/_layers/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    std::fs::remove_dir_all(&link).expect("remove the layer's link");
+
+    let store = TestStore::empty();
+    let err = fails(&store, &["pull", &dest]);
+    assert!(err.contains(&layer) && err.contains("not found"), "{err}");
+    assert!(!blob_names(&store).contains(&layer.trim_start_matches("sha256:").to_string()));
+    assert!(!store.ok(&["images"]).contains("missing/busybox"), "nothing is tagged");
+}
+
+/// A Bearer-token front for a registry, as Docker Hub's auth flow works:
+/// `/token` issues a token (to `alice`:`pw` only, sent as Basic), `/v2/…`
+/// wants `Authorization: Bearer <token>` and answers 401 with a Bearer
+/// challenge otherwise; each request is forwarded on a connection of its own.
+/// Every `expire_every` forwarded requests all tokens expire.
+struct TokenProxy {
+    addr: String,
+    state: Arc<TokenState>,
+}
+
+struct TokenState {
+    addr: String,
+    upstream: String,
+    tokens: Mutex<Vec<String>>,
+    issued: AtomicU64,
+    forwarded: AtomicU64,
+    expire_every: u64,
+}
+
+impl TokenProxy {
+    fn start(upstream: &str, expire_every: u64) -> TokenProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind token proxy");
+        let addr = listener.local_addr().expect("address").to_string();
+        let state = Arc::new(TokenState {
+            addr: addr.clone(),
+            upstream: upstream.to_string(),
+            tokens: Mutex::new(Vec::new()),
+            issued: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
+            expire_every,
+        });
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || state.serve(client));
+            }
+        });
+        TokenProxy { addr, state }
+    }
+
+    fn name(&self, repository: &str) -> String {
+        format!("{}/{repository}", self.addr)
+    }
+}
+
+impl TokenState {
+    fn serve(&self, mut client: TcpStream) {
+        let mut reader = std::io::BufReader::new(match client.try_clone() {
+            Ok(c) => c,
+            Err(_) => return,
+        });
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            match std::io::BufRead::read_line(&mut reader, &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => head.push(line),
+            }
+        }
+        let Some(request_line) = head.first().cloned() else { return };
+        let path = request_line.split_whitespace().nth(1).unwrap_or_default().to_string();
+        let header = |name: &str| {
+            head.iter().skip(1).find_map(|h| {
+                let (k, v) = h.split_once(':')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        if path.starts_with("/token") {
+            use base64::Engine as _;
+            let wanted = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:pw"));
+            if header("authorization").as_deref() != Some(wanted.as_str()) {
+                let _ = client.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                return;
+            }
+            let token = format!("tok-{}", self.issued.fetch_add(1, Ordering::SeqCst));
+            if let Ok(mut tokens) = self.tokens.lock() {
+                tokens.push(token.clone());
+            }
+            let body = format!("{{\"token\":\"{token}\",\"expires_in\":60}}");
+            let _ = write!(
+                client,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            return;
+        }
+        let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").map(str::to_string));
+        let live = bearer.is_some_and(|t| self.tokens.lock().map(|tokens| tokens.contains(&t)).unwrap_or(false));
+        if !live {
+            let challenge = format!("Bearer realm=\"http://{}/token\",service=\"strata-test\",scope=\"repository:x:pull\"", self.addr);
+            let _ = write!(
+                client,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            return;
+        }
+        if self.expire_every > 0 && (self.forwarded.fetch_add(1, Ordering::SeqCst) + 1) % self.expire_every == 0 {
+            if let Ok(mut tokens) = self.tokens.lock() {
+                tokens.clear();
+            }
+        }
+        let Ok(mut server) = TcpStream::connect(&self.upstream) else { return };
+        let mut forwarded = request_line;
+        for line in head.iter().skip(1) {
+            if !line.to_ascii_lowercase().starts_with("connection:") {
+                forwarded.push_str(line);
+            }
+        }
+        forwarded.push_str("Connection: close\r\n\r\n");
+        if server.write_all(forwarded.as_bytes()).is_err() {
+            return;
+        }
+        let length: u64 = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if std::io::copy(&mut (&mut reader).take(length), &mut server).is_err() {
+            return;
+        }
+        let _ = std::io::copy(&mut server, &mut client);
+    }
+}
+
+#[test]
+fn the_bearer_token_flow_logs_in_pushes_and_pulls_and_refreshes_an_expired_token() {
+    let registry = Registry::start();
+    let proxy = TokenProxy::start(&registry.addr, 5);
+    let home = tempfile::tempdir().expect("home");
+    let auth = home.path().join("auth.json");
+    let store = TestStore::with_busybox();
+    let dest = proxy.name("token/busybox:v1");
+
+    // No credentials: the token endpoint refuses, and the error says so.
+    let out = with_auth(&store, &auth, home.path(), &["push", "busybox", &dest], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("denied") && err.contains("token"), "{err}");
+    let out = with_auth(&store, &auth, home.path(), &["login", &proxy.addr, "-u", "alice", "--password-stdin"], Some("nope\n"));
+    assert!(!out.status.success(), "a refused token request fails the login");
+    let out = with_auth(&store, &auth, home.path(), &["login", &proxy.addr, "-u", "alice", "--password-stdin"], Some("pw\n"));
+    assert!(out.status.success(), "login: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Tokens expire every 5 requests: each 401 fetches a new one and the request is sent again.
+    let out = with_auth(&store, &auth, home.path(), &["push", "-q", "busybox", &dest], None);
+    assert!(out.status.success(), "push with tokens: {}", String::from_utf8_lossy(&out.stderr));
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(remote_digest(&registry.name("token/busybox:v1")), digest);
+    let fresh = TestStore::empty();
+    let out = with_auth(&fresh, &auth, home.path(), &["pull", &dest], None);
+    assert!(out.status.success(), "pull with tokens: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(proxy.state.issued.load(Ordering::SeqCst) >= 4, "expired tokens were replaced");
+}
+
+/// A CA and a certificate it signed for 127.0.0.2, made with openssl in `dir`: (ca.pem, cert.pem, key.pem).
+fn make_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=strata test CA",
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.csr", "-subj", "/CN=127.0.0.2"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.2\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+        .expect("write extensions");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "cert.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+#[test]
+fn a_tls_registry_with_an_unknown_certificate_is_refused_unless_trusted_or_tls_verify_is_off() {
+    let certs = tempfile::tempdir().expect("cert dir");
+    let (ca, cert, key) = make_certificate(certs.path());
+    // 127.0.0.2 is loopback but not a name strata trusts without TLS.
+    let tls = format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
+    let registry = Registry::start_on("127.0.0.2", &tls);
+    let store = TestStore::with_busybox();
+    let dest = registry.name("tls/busybox:v1");
+
+    let err = fails(&store, &["push", "busybox", &dest]);
+    assert!(err.contains("127.0.0.2") && err.to_lowercase().contains("certificate"), "{err}");
+    let digest = store.ok(&["push", "-q", "--tls-verify=false", "busybox", &dest]).trim().to_string();
+    assert!(digest.starts_with("sha256:"));
+
+    let fresh = TestStore::empty();
+    let err = fails(&fresh, &["pull", &dest]);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // The test CA as the system's roots (SSL_CERT_FILE): verified, accepted.
+    let out = fresh.strata().env("SSL_CERT_FILE", &ca).args(["pull", "-q", &dest]).output().expect("run strata");
+    assert!(out.status.success(), "pull trusting the test CA: {}", String::from_utf8_lossy(&out.stderr));
+    let ctx = context(&[("Dockerfile", &format!("FROM {dest}\nENV T=1\n"))]);
+    let built = TestStore::empty();
+    let out = built.strata().args(["build", "--tls-verify=false", "-t", "on-tls"]).arg(ctx.path()).output().expect("run strata");
+    assert!(out.status.success(), "build FROM a TLS registry: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn credential_helpers_from_docker_config_supply_basic_credentials() {
+    let Some(registry) = Registry::with_basic_auth("alice", "s3cret-pw") else { return };
+    let home = tempfile::tempdir().expect("home");
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    // The helper logs the server it was asked about, and knows only this registry.
+    let log = home.path().join("asked");
+    let script = format!(
+        "#!/bin/sh\nread server\necho \"$1 $server\" >> {}\nif [ \"$server\" = \"{}\" ]; then\n  echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"alice\",\"Secret\":\"s3cret-pw\"}}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+        log.display(),
+        registry.addr
+    );
+    for name in ["test-helper", "test-store"] {
+        let path = bin.join(format!("docker-credential-{name}"));
+        std::fs::write(&path, &script).expect("write helper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod helper");
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let docker = home.path().join(".docker");
+    std::fs::create_dir_all(&docker).expect(".docker");
+    let store = TestStore::with_busybox();
+    let dest = registry.name("helped/busybox:v1");
+    let run = |config: &str, args: &[&str]| {
+        std::fs::write(docker.join("config.json"), config).expect("write config.json");
+        let mut cmd = store.strata();
+        cmd.env("HOME", home.path())
+            .env("PATH", &path)
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("DOCKER_CONFIG");
+        cmd.args(args).output().expect("run strata")
+    };
+    let helpers = format!("{{\"credHelpers\":{{\"{}\":\"test-helper\"}}}}", registry.addr);
+    let out = run(&helpers, &["push", "-q", "busybox", &dest]);
+    assert!(out.status.success(), "push with credHelpers: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run("{\"credsStore\":\"test-store\"}", &["pull", &dest]);
+    assert!(out.status.success(), "pull with credsStore: {}", String::from_utf8_lossy(&out.stderr));
+    let asked = std::fs::read_to_string(&log).expect("the helper ran");
+    assert!(asked.contains(&format!("get {}", registry.addr)), "{asked}");
+    // A helper that is not installed: a clear error naming it.
+    let missing = format!("{{\"credHelpers\":{{\"{}\":\"missing-helper\"}}}}", registry.addr);
+    let out = run(&missing, &["pull", &dest]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("docker-credential-missing-helper"), "{err}");
 }
