@@ -493,9 +493,7 @@ impl ImageState {
             .collect();
         let chown = op.chown.as_ref().map(|w| self.expand(w));
         let chmod = match op.chmod.as_ref().map(|w| self.expand(w)) {
-            Some(text) => {
-                Some(crate::graph::parse_mode(&text).ok_or_else(|| ExecError::BadMode(text.clone()))?)
-            }
+            Some(text) => Some(crate::graph::parse_mode(&text).ok_or_else(|| ExecError::BadMode(text.clone()))?),
             None => None,
         };
         let mut text = String::from(op_keyword(op.add));
@@ -617,27 +615,8 @@ impl ImageState {
         let mut config = self.config.clone();
         config.created = config.history.iter().rev().find_map(|h| h.created.clone());
         let (config_digest, config_size) = store.write_blob(&oci::to_blob(&config))?;
-        let manifest = oci::Manifest {
-            schema_version: 2,
-            media_type: Some(oci::MEDIA_MANIFEST.into()),
-            config: Descriptor {
-                media_type: oci::MEDIA_CONFIG.into(),
-                digest: config_digest.clone(),
-                size: config_size,
-                annotations: BTreeMap::new(),
-                platform: None,
-            },
-            layers: self.layers.clone(),
-            annotations: BTreeMap::new(),
-        };
-        let (digest, size) = store.write_blob(&oci::to_blob(&manifest))?;
-        let descriptor = Descriptor {
-            media_type: oci::MEDIA_MANIFEST.into(),
-            digest,
-            size,
-            annotations: BTreeMap::new(),
-            platform: Some(oci::Platform { architecture: config.architecture.clone(), os: config.os.clone(), variant: None }),
-        };
+        let platform = oci::Platform { architecture: config.architecture.clone(), os: config.os.clone(), variant: None };
+        let (descriptor, _) = store.write_manifest((&config_digest, config_size), self.layers.clone(), Some(platform))?;
         Ok((descriptor, config_digest))
     }
 }

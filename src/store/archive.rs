@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, to_blob};
 use super::{Store, StoreError, StoredImage};
+use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, to_blob};
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -337,28 +337,12 @@ fn stage(store: &Store, input: &Path, tag: Option<&ImageRef>, loading: &mut Load
             let media_type = if gzip { oci::MEDIA_LAYER_GZIP } else { oci::MEDIA_LAYER };
             layers.push(Descriptor { media_type: media_type.into(), digest, size, annotations: BTreeMap::new(), platform: None });
         }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(oci::MEDIA_MANIFEST.into()),
-            config: Descriptor {
-                media_type: oci::MEDIA_CONFIG.into(),
-                digest: config_digest.clone(),
-                size: config_size,
-                annotations: BTreeMap::new(),
-                platform: None,
-            },
-            layers,
-            annotations: BTreeMap::new(),
-        };
-        let bytes = to_blob(&manifest);
-        let new = !store.has_blob(&Digest::of(&bytes));
-        let (digest, size) = store.write_blob(&bytes)?;
+        loading.needed.extend(layers.iter().map(|l| l.digest.clone()).chain([config_digest.clone()]));
+        let (descriptor, new) = store.write_manifest((&config_digest, config_size), layers, None)?;
         if new {
-            loading.created.push(digest.clone());
+            loading.created.push(descriptor.digest.clone());
         }
-        loading.needed.extend(manifest.layers.iter().map(|l| l.digest.clone()).chain([config_digest.clone(), digest.clone()]));
-        let descriptor =
-            Descriptor { media_type: oci::MEDIA_MANIFEST.into(), digest, size, annotations: BTreeMap::new(), platform: None };
+        loading.needed.insert(descriptor.digest.clone());
         let tags: Vec<String> = match tag {
             Some(t) => vec![t.to_string()],
             None => item.repo_tags.clone().unwrap_or_default(),
@@ -389,8 +373,8 @@ fn check_diff_ids(store: &Store, items: &[DockerItem], stored: &HashMap<String, 
 
 /// The digest of a layer's uncompressed bytes (its diff_id).
 fn uncompressed_digest(store: &Store, digest: &Digest, what: &str) -> Result<Digest, ArchiveError> {
-    let mut reader = super::snapshot::decompress(BufReader::new(store.open_blob(digest)?))
-        .map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
+    let mut reader =
+        super::snapshot::decompress(BufReader::new(store.open_blob(digest)?)).map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
     let mut hashing = oci::DigestWriter::new(io::sink());
     io::copy(&mut reader, &mut hashing).map_err(|e| ArchiveError::Format(format!("{what}: {e}")))?;
     Ok(hashing.finish().0)

@@ -10,6 +10,7 @@
 pub mod archive;
 mod blob;
 mod cache;
+mod image;
 pub mod rootfs;
 pub mod snapshot;
 mod verify;
