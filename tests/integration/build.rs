@@ -10,7 +10,7 @@ use std::path::Path;
 
 use sha2::Digest as _;
 
-use crate::{TestStore, context, fixtures, require_root};
+use crate::{TestStore, context, fixtures, require_root, step_outcomes};
 
 /// `strata image inspect IMAGE`, the first (only) element.
 fn inspect(store: &TestStore, image: &str) -> serde_json::Value {
@@ -24,22 +24,6 @@ fn build_fails(store: &TestStore, ctx: &Path, extra: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "build of {} succeeded but should fail\nstderr:\n{stderr}", ctx.display());
     stderr
-}
-
-/// Progress lines `#N [..] STEP` paired with whether `#N CACHED` follows.
-fn step_outcomes(stderr: &str) -> Vec<(String, bool)> {
-    let mut steps: Vec<(String, String, bool)> = Vec::new();
-    for line in stderr.lines() {
-        let Some((id, rest)) = line.split_once(' ') else { continue };
-        if rest.starts_with('[') {
-            steps.push((id.to_string(), rest.to_string(), false));
-        } else if rest == "CACHED"
-            && let Some(step) = steps.iter_mut().find(|(i, _, _)| i == id)
-        {
-            step.2 = true;
-        }
-    }
-    steps.into_iter().map(|(_, text, cached)| (text, cached)).collect()
 }
 
 /// Whether the step whose progress text contains `needle` was CACHED.

@@ -43,7 +43,7 @@ use std::os::unix::fs::{PermissionsExt, lchown, symlink};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::{TestStore, context, require_root};
+use crate::{TestStore, context, require_root, step_outcomes};
 
 // ---- a seeded generator ----
 
@@ -623,22 +623,6 @@ fn inspect(store: &TestStore, tag: &str) -> serde_json::Value {
     let mut value = serde_json::from_str::<serde_json::Value>(&text).expect("inspect prints JSON")[0].clone();
     value.as_object_mut().expect("an object").remove("RepoTags");
     value
-}
-
-/// Progress lines `#N [..] STEP` paired with whether `#N CACHED` follows.
-fn step_outcomes(stderr: &str) -> Vec<(String, bool)> {
-    let mut steps: Vec<(String, String, bool)> = Vec::new();
-    for line in stderr.lines() {
-        let Some((id, rest)) = line.split_once(' ') else { continue };
-        if rest.starts_with('[') {
-            steps.push((id.to_string(), rest.to_string(), false));
-        } else if rest == "CACHED"
-            && let Some(step) = steps.iter_mut().find(|(i, _, _)| i == id)
-        {
-            step.2 = true;
-        }
-    }
-    steps.into_iter().map(|(_, text, cached)| (text, cached)).collect()
 }
 
 /// The steps (other than FROM) a build ran instead of taking from the cache.

@@ -151,6 +151,22 @@ impl TestStore {
     }
 }
 
+/// Progress lines `#N [..] STEP` paired with whether `#N CACHED` follows.
+pub fn step_outcomes(stderr: &str) -> Vec<(String, bool)> {
+    let mut steps: Vec<(String, String, bool)> = Vec::new();
+    for line in stderr.lines() {
+        let Some((id, rest)) = line.split_once(' ') else { continue };
+        if rest.starts_with('[') {
+            steps.push((id.to_string(), rest.to_string(), false));
+        } else if rest == "CACHED"
+            && let Some(step) = steps.iter_mut().find(|(i, _, _)| i == id)
+        {
+            step.2 = true;
+        }
+    }
+    steps.into_iter().map(|(_, text, cached)| (text, cached)).collect()
+}
+
 /// Writes `files` (path, content) under a new temp dir and returns it.
 pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::Builder::new().prefix("strata-ctx-").tempdir().expect("temp dir");
