@@ -1,5 +1,5 @@
 //! Crash safety, proven: a seeded kill campaign (`kill -9` of build, load,
-//! commit, rmi and prune at random moments; after each, `system verify`
+//! commit, rmi, prune, pull and push at random moments; after each, `system verify`
 //! finds no damage, every other tag is intact and the command run again
 //! completes), and many writers on one store at once.
 //!
@@ -38,6 +38,8 @@ enum Op {
     Commit,
     Rmi,
     Prune,
+    Pull,
+    Push,
 }
 
 /// A deterministic ~6 MB of incompressible bytes.
@@ -47,6 +49,57 @@ fn noise(rng: &mut Rng, len: usize) -> Vec<u8> {
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A `docker-registry serve` on 127.0.0.1 for the pull and push rounds, killed by its PID on drop.
+struct Registry {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::Builder::new().prefix("strata-chaos-registry-").tempdir().expect("registry dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let data = dir.path().join("data");
+        let yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            data.display()
+        );
+        std::fs::write(&config, yaml).expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { child, _dir: dir, addr }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether Debian's docker-registry is installed (`just deps`); pull and push rounds need it.
+fn has_registry() -> bool {
+    let found = Command::new("docker-registry").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("kill campaign: no docker-registry (apt-get install docker-registry), so no pull or push rounds");
+    }
+    found
 }
 
 /// Whether the store's temp folder holds anything (a write is under way).
@@ -83,9 +136,17 @@ fn kill_campaign_leaves_no_damage_keeps_every_tag_and_the_command_completes_agai
     let archive = tempfile::tempdir().expect("archive dir");
     let archive = archive.path().join("image.tar");
     store.ok(&["save", "-o", archive.to_str().expect("utf-8"), "chaos-load-src"]);
-    store.ok(&["rmi", "chaos-load-src"]);
+    // Pushed from the store (its layer compressed on the way) and pulled back (gzip blobs of its own).
+    let registry = has_registry().then(Registry::start);
+    let remote = registry.as_ref().map(|r| format!("{}/chaos/pushed:latest", r.addr)).unwrap_or_default();
+    if registry.is_some() {
+        store.ok(&["push", "-q", "chaos-load-src", &remote]);
+    }
 
     let mut ops = vec![Op::CopyBuild, Op::Load, Op::Rmi, Op::Prune];
+    if registry.is_some() {
+        ops.extend([Op::Pull, Op::Push]);
+    }
     if root_user {
         ops.extend([Op::RunBuild, Op::Commit]);
     }
@@ -130,6 +191,19 @@ fn kill_campaign_leaves_no_damage_keeps_every_tag_and_the_command_completes_agai
                 ["rmi", "chaos-rmi"].map(String::from).to_vec()
             }
             Op::Prune => ["system", "prune"].map(String::from).to_vec(),
+            Op::Pull => {
+                // Not in the store yet, so the pull has blobs to write.
+                if tags(&root).iter().any(|(t, _)| *t == remote) {
+                    store.ok(&["rmi", &remote]);
+                }
+                vec!["pull".into(), "-q".into(), remote.clone()]
+            }
+            Op::Push => {
+                let dest = format!("{}/chaos/push-{round}:latest", registry.as_ref().map(|r| r.addr.as_str()).unwrap_or_default());
+                // The newest COPY layer, if any, is compressed and recorded during the push.
+                let source = if tags(&root).iter().any(|(t, _)| t == "chaos-copy:latest") { "chaos-copy" } else { "chaos-load-src" };
+                vec!["push".into(), "-q".into(), source.into(), dest]
+            }
         };
         // The tag the command itself writes (or removes) may be old or new; every other one must stay.
         let own_tag = match op {
@@ -138,7 +212,8 @@ fn kill_campaign_leaves_no_damage_keeps_every_tag_and_the_command_completes_agai
             Op::Load => Some("chaos-load:latest"),
             Op::Commit => Some("chaos-commit:latest"),
             Op::Rmi => Some("chaos-rmi:latest"),
-            Op::Prune => None,
+            Op::Prune | Op::Push => None,
+            Op::Pull => Some(remote.as_str()),
         };
         let before: Vec<_> = tags(&root).into_iter().filter(|(t, _)| Some(t.as_str()) != own_tag).collect();
 
@@ -149,12 +224,13 @@ fn kill_campaign_leaves_no_damage_keeps_every_tag_and_the_command_completes_agai
             while !tmp_busy(&root) && started.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_millis(rng.below(30)));
+            std::thread::sleep(Duration::from_millis(rng.below(10)));
         } else {
-            std::thread::sleep(Duration::from_millis(rng.below(700)));
+            std::thread::sleep(Duration::from_millis(rng.below(150)));
         }
         let _ = child.kill();
         let status = child.wait().expect("wait for the killed command");
+        eprintln!("{at}: killed after {:?} ({status})", started.elapsed());
 
         // Damage: none. A killed writer may leave temp files, nothing else.
         let (_, stdout, stderr) = verify(&store, &[]);
