@@ -14,4 +14,5 @@ fi
 export STRATA=${STRATA:-$PWD/target/release/strata}
 bash benches/build.sh
 if [ -f benches/mount.sh ]; then bash benches/mount.sh; fi
+if [ -f benches/cache.sh ]; then bash benches/cache.sh; fi
 if [ -f benches/registry.sh ]; then bash benches/registry.sh; fi

@@ -655,15 +655,30 @@ fn export_one(
             Some(push::compressed(store, &plain, diff_id, compression)?)
         }
     };
-    if let Some(layer) = &layer {
-        backend.put_blob(store, layer, shown)?;
-    }
     let exported = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let manifest = entry_objects(store, key, entry, layer.as_ref(), &exported)?;
     let parsed: Manifest =
         serde_json::from_slice(&manifest).map_err(|e| RegistryError::Invalid { reference: tag.clone(), message: e.to_string() })?;
-    backend.put_blob(store, &parsed.config, shown)?;
-    backend.put_manifest(&tag, &manifest)?;
+    // The distribution registry links a blob into a repository by truncating and
+    // rewriting a small file, so while another writer uploads the same blob it can
+    // answer "blob unknown" for a moment: send the blobs and the manifest again.
+    let mut attempt = 0;
+    loop {
+        let sent = (|| {
+            if let Some(layer) = &layer {
+                backend.put_blob(store, layer, shown)?;
+            }
+            backend.put_blob(store, &parsed.config, shown)?;
+            backend.put_manifest(&tag, &manifest)
+        })();
+        match sent {
+            Err(RegistryError::Request { .. }) if attempt < 4 => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
+            other => break other?,
+        }
+    }
     for alias in &missing {
         backend.put_manifest(alias, &manifest)?;
     }

@@ -17,6 +17,7 @@ mod mount;
 mod registry;
 mod run;
 mod sandbox;
+mod shared_cache;
 mod snapshotter;
 mod tutorial;
 mod verbs;

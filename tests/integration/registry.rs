@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 use crate::{TestStore, context, require_root};
 
 /// A `docker-registry serve` on 127.0.0.1 at a free port, killed by its PID on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`.
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Registry {
     /// A registry without auth.
-    fn start() -> Registry {
+    pub(crate) fn start() -> Registry {
         Registry::start_with("")
     }
 
@@ -66,7 +66,8 @@ impl Registry {
             let mut child = Command::new("docker-registry")
                 .arg("serve")
                 .arg(&config)
-                .stdout(Stdio::null())
+                // The access log (one line per request), which tests count requests in.
+                .stdout(Stdio::from(std::fs::File::create(dir.path().join("access.log")).expect("access log")))
                 .stderr(log)
                 .spawn()
                 .expect("start docker-registry");
@@ -107,7 +108,7 @@ impl Registry {
     }
 
     /// The registry's own file of a blob.
-    fn blob_file(&self, digest: &str) -> PathBuf {
+    pub(crate) fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
