@@ -84,7 +84,7 @@ bench: build busybox
 diff-cache seed="9":
     STRATA_DIFF_SEED={{seed}} STRATA_DIFF_EDITS=3000 cargo test --release --test integration differential::cache_equals_no_cache -- --nocapture
 
-# The kill campaign: seeded kill -9 of build, load, commit, rmi and prune on one store, verified after each (root for RUN/commit): just chaos [SEED] [ROUNDS]
+# The kill campaign: seeded kill -9 of build, load, commit, rmi, prune, pull and push on one store, verified after each (root for RUN/commit, docker-registry for pull/push): just chaos [SEED] [ROUNDS]
 chaos seed="1" rounds="100":
     STRATA_CHAOS_SEED={{seed}} STRATA_CHAOS_ROUNDS={{rounds}} cargo test --test integration chaos::kill_campaign -- --nocapture
 
