@@ -377,7 +377,8 @@ pub fn save(store: &Store, args: &SaveArgs) -> miette::Result<ExitCode> {
         SaveFormat::Oci => strata::store::archive::Format::Oci,
         SaveFormat::Docker => strata::store::archive::Format::Docker,
     };
-    strata::store::archive::save(store, &chosen, &args.output, format).map_err(|e| failed(e, format!("save to {}", args.output.display())))?;
+    strata::store::archive::save(store, &chosen, &args.output, format)
+        .map_err(|e| failed(e, format!("save to {}", args.output.display())))?;
     Ok(ExitCode::SUCCESS)
 }
 

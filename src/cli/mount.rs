@@ -4,7 +4,6 @@ use super::failed;
 use std::path::Path;
 use std::process::ExitCode;
 
-
 use super::args::MountArgs;
 use strata::mount::{self, Change, View};
 

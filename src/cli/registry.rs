@@ -89,7 +89,8 @@ pub fn push(args: &PushArgs) -> miette::Result<ExitCode> {
     let store = super::open_store()?;
     let dest = registry::parse_reference(args.destination.as_deref().unwrap_or(&args.image)).map_err(miette::Report::from_err)?;
     let options = Options { tls_verify: args.tls.tls_verify, platform: None, verbose: !args.quiet };
-    let pushed = registry::push(&store, &args.image, &dest, args.compression, &options).map_err(|e| failed(e, format!("push {}", args.image)))?;
+    let pushed =
+        registry::push(&store, &args.image, &dest, args.compression, &options).map_err(|e| failed(e, format!("push {}", args.image)))?;
     if args.quiet {
         println!("{}", pushed.digest);
     } else {

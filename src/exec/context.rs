@@ -31,7 +31,12 @@ impl IgnoreRules {
             let text = cleaned.to_string_lossy();
             let glob = Glob::new(if text.is_empty() { "." } else { &text })
                 .and_then(|g| globset::GlobBuilder::new(g.glob()).literal_separator(true).backslash_escape(true).build())
-                .map_err(|source| ExecError::IgnorePattern { file: file.to_path_buf(), line: number + 1, pattern: pattern.to_string(), source })?;
+                .map_err(|source| ExecError::IgnorePattern {
+                    file: file.to_path_buf(),
+                    line: number + 1,
+                    pattern: pattern.to_string(),
+                    source,
+                })?;
             rules.push((glob.compile_matcher(), negated));
         }
         Ok(IgnoreRules { rules })

@@ -310,7 +310,8 @@ impl LayerPlan {
 
     fn extract_archive(&mut self, archive_path: &Path, dest: &OsStr, req: &CopyRequest, scratch_in: &Path) -> Result<(), ExecError> {
         let bad = |source: io::Error| ExecError::Extract { archive: archive_path.to_path_buf(), source };
-        let escape = |what, entry: &Path| ExecError::ArchiveEscape { archive: archive_path.to_path_buf(), what, entry: entry.to_path_buf() };
+        let escape =
+            |what, entry: &Path| ExecError::ArchiveEscape { archive: archive_path.to_path_buf(), what, entry: entry.to_path_buf() };
         let file = File::open(archive_path).map_err(|e| ExecError::io("open", archive_path, e))?;
         let reader = decompress(BufReader::new(file)).map_err(bad)?;
         let scratch = tempfile::Builder::new()
@@ -321,8 +322,7 @@ impl LayerPlan {
         for (n, entry) in archive.entries().map_err(bad)?.enumerate() {
             let mut entry = entry.map_err(bad)?;
             let raw = entry.path().map_err(bad)?.into_owned();
-            let rel = clean_layer_path(&raw)
-                .ok_or_else(|| escape("entry", &raw))?;
+            let rel = clean_layer_path(&raw).ok_or_else(|| escape("entry", &raw))?;
             if rel.as_os_str().is_empty() {
                 continue;
             }
@@ -347,8 +347,7 @@ impl LayerPlan {
                 tar::EntryType::Directory => Kind::Dir,
                 tar::EntryType::Symlink => Kind::Symlink(link()?),
                 tar::EntryType::Link => {
-                    let target = clean_layer_path(Path::new(&link()?))
-                        .ok_or_else(|| escape("hard link", &raw))?;
+                    let target = clean_layer_path(Path::new(&link()?)).ok_or_else(|| escape("hard link", &raw))?;
                     Kind::Hardlink(join_dest(dest, &target))
                 }
                 t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Kind::Special {

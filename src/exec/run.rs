@@ -169,9 +169,9 @@ impl BindSource {
                 let root = RootAttrs { mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid() };
                 BindSource::Context { real, plan, root }
             }
-            Some(CopyFrom::Stage(id)) => BindSource::Image(
-                (cx.stage)(*id).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", cx.graph.stage_label(*id))))?,
-            ),
+            Some(CopyFrom::Stage(id)) => {
+                BindSource::Image((cx.stage)(*id).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", cx.graph.stage_label(*id))))?)
+            }
             Some(CopyFrom::Image(name)) => BindSource::Image(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
         })
     }

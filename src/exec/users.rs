@@ -36,8 +36,7 @@ pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError>
             (uid, primary, entry.and_then(|f| f.get(5).map(|h| h.to_string())))
         }
         Err(_) => {
-            let fields = find(&passwd, user)
-                .ok_or_else(|| ExecError::UnknownUser(user.to_string()))?;
+            let fields = find(&passwd, user).ok_or_else(|| ExecError::UnknownUser(user.to_string()))?;
             let number = |i: usize| fields.get(i).and_then(|v| v.parse::<u32>().ok());
             let uid = number(2).ok_or_else(|| ExecError::BadPasswdEntry(user.to_string()))?;
             (uid, number(3).unwrap_or(uid), fields.get(5).cloned())
@@ -49,9 +48,7 @@ pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError>
             Ok(gid) => gid,
             Err(_) => {
                 let groups = read_db(view, "/etc/group");
-                find(&groups, g)
-                    .and_then(|f| f.get(2)?.parse().ok())
-                    .ok_or_else(|| ExecError::UnknownGroup(g.to_string()))?
+                find(&groups, g).and_then(|f| f.get(2)?.parse().ok()).ok_or_else(|| ExecError::UnknownGroup(g.to_string()))?
             }
         },
     };

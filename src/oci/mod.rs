@@ -4,7 +4,6 @@
 //! order varies) and because the config keeps Docker's extensions
 //! (`Healthcheck`, `OnBuild`, `Shell`) that the OCI types drop.
 
-
 mod digest;
 mod reference;
 

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 mod build;
-mod chaos;
 mod cache;
+mod chaos;
 mod confinement;
 mod differential;
 mod dockerfile;
