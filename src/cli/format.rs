@@ -473,7 +473,7 @@ fn table_header(body: &str, headers: &[(&str, &str)]) -> String {
         out.push_str(&rest[..start]);
         let Some(end) = rest[start..].find("}}") else { break };
         let action = rest[start + 2..start + end].trim_matches(|c: char| c == '-' || c.is_whitespace()).to_string();
-        let field = action.rsplit(|c: char| c == ' ' || c == '.').next().unwrap_or("");
+        let field = action.rsplit([' ', '.']).next().unwrap_or("");
         let name = headers.iter().find(|(f, _)| *f == field).map(|(_, h)| h.to_string()).unwrap_or_else(|| field.to_uppercase());
         out.push_str(&name);
         rest = rest[start + end + 2..].to_string();

@@ -816,10 +816,11 @@ impl TokenState {
             );
             return;
         }
-        if self.expire_every > 0 && (self.forwarded.fetch_add(1, Ordering::SeqCst) + 1) % self.expire_every == 0 {
-            if let Ok(mut tokens) = self.tokens.lock() {
-                tokens.clear();
-            }
+        if self.expire_every > 0
+            && (self.forwarded.fetch_add(1, Ordering::SeqCst) + 1).is_multiple_of(self.expire_every)
+            && let Ok(mut tokens) = self.tokens.lock()
+        {
+            tokens.clear();
         }
         let Ok(mut server) = TcpStream::connect(&self.upstream) else { return };
         let mut forwarded = request_line;

@@ -183,9 +183,7 @@ fn the_seed_tutorial_end_to_end() {
     let root = store.root();
     // web-ping's CMD is node, which busybox lacks: the same image with a CMD that pings by echoing.
     let ctx = tempfile::tempdir().expect("temp dir");
-    for file in ["app.js"] {
-        std::fs::copy(fixtures().join("web-ping").join(file), ctx.path().join(file)).expect("copy fixture");
-    }
+    std::fs::copy(fixtures().join("web-ping/app.js"), ctx.path().join("app.js")).expect("copy fixture");
     let dockerfile = std::fs::read_to_string(fixtures().join("web-ping/Dockerfile")).expect("fixture Dockerfile").replace(
         "CMD [\"node\", \"/web-ping/app.js\"]",
         "CMD [\"sh\", \"-c\", \"while true; do echo \\\"Pinging $TARGET by $METHOD\\\"; sleep 0.2; done\"]",
