@@ -95,7 +95,8 @@ fn uncompressed(store: &Store, layer: &Descriptor, diff_id: &Digest, dir: &Path)
     if copy.exists() {
         return Ok(copy);
     }
-    let mut writer = tempfile::NamedTempFile::new_in(dir).map_err(|e| MountError::io("create temp file in", dir, e))?;
+    let tmp = store.tmp_dir();
+    let mut writer = tempfile::NamedTempFile::new_in(&tmp).map_err(|e| MountError::io("create temp file in", &tmp, e))?;
     let file = File::open(&blob).map_err(|e| MountError::io("open layer", &blob, e))?;
     let mut reader =
         decompress(BufReader::new(file)).map_err(|e| MountError::Layer { digest: layer.digest.clone(), message: e.to_string() })?;

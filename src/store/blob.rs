@@ -31,7 +31,7 @@ impl Store {
 
     /// A writer that hashes as it writes and becomes a blob on `commit`.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
-        let dir = self.strata_dir("tmp");
+        let dir = self.tmp_dir();
         let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err("create temp file in", &dir))?;
         let file = Writeback { file: tmp, direct: false, written: 0, flushed: 0 };
         Ok(BlobWriter { store: self.clone(), chunk: Chunk::new(), sink: Some(Sink::Here(DigestWriter::new(io::sink()), file)) })
@@ -305,7 +305,7 @@ impl BlobWriter {
     /// Flushes, fsyncs and moves the blob into place.
     /// With `expected`, a different digest is an error and nothing is stored.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<StoredBlob> {
-        let tmp_dir = self.store.strata_dir("tmp");
+        let tmp_dir = self.store.tmp_dir();
         let (hasher, file) = self.finish_sink().map_err(io_err("write blob in", &tmp_dir))?;
         let (digest, size, _) = hasher.finish();
         let tmp = file.file;
@@ -372,7 +372,7 @@ mod tests {
     }
 
     fn leftovers(store: &Store) -> usize {
-        fs::read_dir(store.strata_dir("tmp")).expect("tmp dir").count()
+        fs::read_dir(store.tmp_dir()).expect("tmp dir").count()
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod cache;
 mod image;
 pub mod rootfs;
 pub mod snapshot;
+mod tmp;
 mod verify;
 
 use std::fs::{self, File};
@@ -114,16 +115,12 @@ impl Store {
             let index = Index { schema_version: 2, media_type: Some(oci::MEDIA_INDEX.into()), ..Default::default() };
             store.write_file(&root.join("index.json"), &oci::to_blob(&index))?;
         }
+        store.sweep_abandoned();
         Ok(store)
     }
 
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// The store's temp folder: every temp file and folder lives here, renamed into place or removed.
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("strata/tmp")
     }
 
     pub(crate) fn strata_dir(&self, name: &str) -> PathBuf {
@@ -139,7 +136,7 @@ impl Store {
     /// harmless (a cache entry: the step is then a miss). The rename keeps it whole.
     pub(crate) fn write_file_with(&self, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
         use std::io::Write;
-        let tmp_dir = self.strata_dir("tmp");
+        let tmp_dir = self.tmp_dir();
         let mut tmp = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(io_err("create temp file in", &tmp_dir))?;
         tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
         if durable {
@@ -345,12 +342,7 @@ impl Store {
                 }
             }
         }
-        // Nobody holds the gc lock shared, so no build is writing temp files.
-        let tmp = self.strata_dir("tmp");
-        for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))?.flatten() {
-            let path = entry.path();
-            let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        }
+        self.sweep_abandoned();
         Ok(freed)
     }
 }

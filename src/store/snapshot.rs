@@ -65,7 +65,7 @@ impl Store {
             return Ok(dir);
         }
         self.ensure_blob(&layer.digest)?;
-        let tmp_root = self.strata_dir("tmp");
+        let tmp_root = self.tmp_dir();
         let tmp = tempfile::Builder::new().prefix("snapshot-").tempdir_in(&tmp_root).map_err(io_err("create temp dir in", &tmp_root))?;
         let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&layer.digest)?);
         let unpack_err = |message: String| StoreError::Unpack { digest: layer.digest.clone(), message };
@@ -113,7 +113,7 @@ impl Store {
     /// rename, before it is removed: a removal killed half way then leaves a
     /// temp folder, never a snapshot missing files that a build would trust.
     pub(crate) fn retire_snapshot(&self, dir: &Path) -> Result<PathBuf> {
-        let tmp_root = self.strata_dir("tmp");
+        let tmp_root = self.tmp_dir();
         let retired =
             tempfile::Builder::new().prefix("retired-").tempdir_in(&tmp_root).map_err(io_err("create temp dir in", &tmp_root))?.keep();
         let target = retired.join("snapshot");
@@ -309,7 +309,7 @@ mod tests {
         let error = store.snapshot(&layer, &lie).expect_err("a lying diff_id");
         assert!(error.to_string().contains("not its diff_id"), "{error}");
         assert!(!store.snapshot_dir(&lie).exists());
-        assert_eq!(fs::read_dir(store.strata_dir("tmp")).expect("tmp").count(), 0);
+        assert_eq!(fs::read_dir(store.tmp_dir()).expect("tmp").count(), 0);
         let dir = store.snapshot(&layer, &Digest::of(&tar)).expect("the true diff_id");
         assert!(dir.join("file").exists());
     }
@@ -354,8 +354,8 @@ mod tests {
         // The removal's first step, then the kill: nothing half-removed stays where builds look.
         let retired = store.retire_snapshot(&snapshot).expect("retire");
         assert!(!snapshot.exists());
-        let found: Vec<String> = store.verify(false).expect("verify").problems.iter().map(|p| p.object.clone()).collect();
-        let shown = retired.strip_prefix(root.path()).expect("in the store").display().to_string();
-        assert_eq!(found, vec![format!("temp file {shown}")]);
+        // The half-removed snapshot is in this process's temp folder, which the next open sweeps once the process is gone.
+        assert!(retired.starts_with(store.tmp_dir()), "{}", retired.display());
+        assert!(store.verify(false).expect("verify").problems.is_empty(), "a live writer's temp folder is not a problem");
     }
 }

@@ -79,14 +79,9 @@ impl Store {
         let mut report = VerifyReport::default();
         let mut problems = Vec::new();
 
-        // Leftovers first: with the gc lock held no writer is running, so whatever is here was abandoned.
-        let tmp = self.strata_dir("tmp");
-        for entry in fs::read_dir(&tmp).map_err(io_err("list", &tmp))?.flatten() {
-            problems.push(problem(
-                format!("temp file {}", self.shown(&entry.path())),
-                "left by an interrupted write",
-                Fix::Path(entry.path()),
-            ));
+        // Leftovers first: what no running process owns (opening the store swept what it could).
+        for path in self.abandoned_temp()? {
+            problems.push(problem(format!("temp file {}", self.shown(&path)), "left by an interrupted write", Fix::Path(path)));
         }
 
         let blobs = self.rehash_blobs(&mut problems)?;
@@ -410,7 +405,7 @@ mod tests {
         let snapshot = store.strata_dir("snapshots").join(gone.hex());
         fs::create_dir_all(snapshot.join("etc")).expect("snapshot");
         fs::create_dir_all(store.strata_dir("snapshots").join("not-a-digest")).expect("snapshot");
-        fs::write(store.tmp_dir().join(".tmpAbCd"), b"half").expect("temp file");
+        fs::write(store.strata_dir("tmp").join(".tmpAbCd"), b"half").expect("temp file");
         let found = lines(&store.verify(true).expect("verify"));
         assert!(found.contains(&format!("snapshot {}: its layer {gone} is gone (removed)", gone.hex())), "{found:?}");
         assert!(found.contains(&"snapshot not-a-digest: its name is not a diff_id (removed)".to_string()), "{found:?}");

@@ -102,9 +102,10 @@ fn has_registry() -> bool {
     found
 }
 
-/// Whether the store's temp folder holds anything (a write is under way).
+/// Whether a process's temp folder in the store holds anything (a write is under way).
 fn tmp_busy(root: &Path) -> bool {
-    std::fs::read_dir(root.join("strata/tmp")).is_ok_and(|mut d| d.next().is_some())
+    let writers = std::fs::read_dir(root.join("strata/tmp")).into_iter().flatten().flatten();
+    writers.into_iter().any(|w| std::fs::read_dir(w.path()).is_ok_and(|mut d| d.next().is_some()))
 }
 
 #[test]
@@ -232,10 +233,9 @@ fn kill_campaign_leaves_no_damage_keeps_every_tag_and_the_command_completes_agai
         let status = child.wait().expect("wait for the killed command");
         eprintln!("{at}: killed after {:?} ({status})", started.elapsed());
 
-        // Damage: none. A killed writer may leave temp files, nothing else.
-        let (_, stdout, stderr) = verify(&store, &[]);
-        let damage: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("temp file ")).collect();
-        assert!(damage.is_empty(), "{at}: verify after kill -9 ({status}) found damage:\n{stdout}\n{stderr}");
+        // Nothing to find: the killed writer's temp folder goes when the store is next opened.
+        let (code, stdout, stderr) = verify(&store, &[]);
+        assert!(code == 0 && stdout.is_empty(), "{at}: verify after kill -9 ({status}) found something:\n{stdout}\n{stderr}");
         let after: Vec<_> = tags(&root).into_iter().filter(|(t, _)| Some(t.as_str()) != own_tag).collect();
         let lost: Vec<_> = before.iter().filter(|t| !after.contains(t)).collect();
         assert!(lost.is_empty(), "{at}: tags changed by a killed command: {lost:?}");
@@ -250,9 +250,6 @@ fn kill_campaign_leaves_no_damage_keeps_every_tag_and_the_command_completes_agai
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let (code, stdout, stderr) = verify(&store, &["--repair"]);
-        assert_eq!(code, 0, "{at}: verify --repair\n{stdout}\n{stderr}");
-        assert!(stdout.lines().all(|l| l.starts_with("temp file ")), "{at}: verify --repair removed more than temp files:\n{stdout}");
         assert_clean(&store, &at);
     }
     // What is left still builds.
