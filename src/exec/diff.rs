@@ -3,9 +3,7 @@
 //! and hard links, symlinks, modes, owners, xattrs and empty directories are kept.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -16,17 +14,10 @@ use crate::store::Store;
 
 /// The extended attributes of `path` that belong in a layer, sorted.
 pub(crate) fn list_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return Vec::new() };
-    let mut names = vec![0u8; 4096];
-    // SAFETY: names has names.len() writable bytes; c_path is NUL-terminated.
-    let n = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
-        return Vec::new();
-    }
-    names.truncate(n as usize);
+    let Ok(names) = xattr::list(path) else { return Vec::new() };
     let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        let name = String::from_utf8_lossy(name).into_owned();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
         // Overlay's own bookkeeping never belongs in a layer.
         if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") || name.starts_with("user.strata.") {
             continue;

@@ -172,14 +172,13 @@ struct Writeback {
 impl Writeback {
     /// Turns direct I/O on or off; false if the file system refuses it.
     fn set_direct(&mut self, on: bool) -> bool {
-        use std::os::fd::AsRawFd;
-        let fd = self.file.as_file().as_raw_fd();
-        // SAFETY: plain fcntl calls on an fd open for the life of self.file.
-        let done = unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            let flags = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
-            flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags) == 0
-        };
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let file = self.file.as_file();
+        let done = fcntl(file, FcntlArg::F_GETFL).is_ok_and(|flags| {
+            let mut flags = OFlag::from_bits_retain(flags);
+            flags.set(OFlag::O_DIRECT, on);
+            fcntl(file, FcntlArg::F_SETFL(flags)).is_ok()
+        });
         self.direct = on && done;
         done
     }

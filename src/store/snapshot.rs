@@ -244,25 +244,12 @@ fn make_whiteout(path: &Path) -> io::Result<()> {
 
 /// Sets an extended attribute on `path` itself (not a symlink's target).
 pub(crate) fn xattr_set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    let c_name = std::ffi::CString::new(name)?;
-    // SAFETY: both strings are NUL-terminated and outlive the call; value points to value.len() bytes.
-    let rc = unsafe { libc::lsetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    xattr::set(path, name, value)
 }
 
 /// Reads an extended attribute of `path` itself, if set.
 pub(crate) fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let c_name = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: buf has buf.len() writable bytes; the strings are NUL-terminated.
-    let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
+    xattr::get(path, name).ok().flatten()
 }
 
 /// Whether `meta` is an overlay whiteout (a 0/0 character device).
