@@ -145,10 +145,10 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
                 let cx_lookup = |name: &str| {
                     opts.build_args.get(name).cloned().or_else(|| {
                         let decl = graph.args.iter().find(|a| a.name == name)?;
-                        decl.default.as_ref().map(|d| d.expand(&|_| None))
+                        decl.default.as_ref().and_then(|d| d.expand(&|_| None).ok())
                     })
                 };
-                let text = word.expand(&cx_lookup);
+                let text = word.expand(&cx_lookup).map_err(|e| BuildError::BadTag { tag: word.to_string(), reason: e.to_string() })?;
                 let tag = text.parse::<ImageRef>().map_err(|e| BuildError::BadTag { tag: text.clone(), reason: e.to_string() })?;
                 tags.push(tag);
             }

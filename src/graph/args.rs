@@ -42,7 +42,8 @@ pub fn global_value(name: &str, build_args: &BuildArgs, globals: &[ArgDecl]) -> 
     match globals.iter().rposition(|a| a.name == name) {
         Some(at) => {
             let before = &globals[..at];
-            globals[at].default.as_ref().map(|default| default.expand(&|n| global_value(n, build_args, before)))
+            // A default that cannot expand (`${X:?…}`) was refused where it is written, at lowering.
+            globals[at].default.as_ref().and_then(|default| default.expand(&|n| global_value(n, build_args, before)).ok())
         }
         None => automatic_args().remove(name),
     }

@@ -90,3 +90,52 @@ fn graph_dot_renders_with_graphviz() {
     assert!(rendered.status.success(), "dot rejected the graph");
     assert!(String::from_utf8_lossy(&rendered.stdout).contains("<svg"));
 }
+
+// ---- variable forms (Dockerfile reference, "Environment replacement") ----
+
+#[test]
+fn trim_and_replace_forms_expand_at_build_time() {
+    let store = crate::TestStore::empty();
+    let text = "FROM scratch\nARG V=/usr/local/lib/app.tar.gz\n\
+                ENV BASE=${V##*/} STEM=${V%%.*} FLAT=${V//\\//_} REL=${V#/usr/} TAR=${V%.gz} SET=${V:?unused}\n";
+    let ctx = crate::context(&[("Dockerfile", text)]);
+    store.build(ctx.path(), &["-t", "forms"]);
+    let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "forms"])).expect("inspect prints JSON");
+    let env: Vec<String> = serde_json::from_value(inspect[0]["Config"]["Env"].clone()).expect("Env");
+    let want = [
+        "BASE=app.tar.gz",
+        "STEM=/usr/local/lib/app",
+        "FLAT=_usr_local_lib_app.tar.gz",
+        "REL=local/lib/app.tar.gz",
+        "TAR=/usr/local/lib/app.tar",
+        "SET=/usr/local/lib/app.tar.gz",
+    ];
+    for expected in want {
+        assert!(env.contains(&expected.to_string()), "{expected} missing from {env:?}");
+    }
+}
+
+#[test]
+fn required_variable_fails_the_step_naming_the_variable_its_message_and_the_line() {
+    let store = crate::TestStore::empty();
+    let ctx = crate::context(&[("Dockerfile", "FROM scratch\nARG NOPE\nWORKDIR /${NOPE:?pass --build-arg NOPE}\n")]);
+    let out = store.strata().args(["build", "--progress", "plain"]).arg(ctx.path()).output().expect("run strata");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a required variable left unset built:\n{stderr}");
+    assert!(stderr.contains("Dockerfile:3"), "no location in:\n{stderr}");
+    assert!(stderr.contains("NOPE: pass --build-arg NOPE"), "no variable and message in:\n{stderr}");
+    // Given, it builds.
+    store.build(ctx.path(), &["--build-arg", "NOPE=x"]);
+}
+
+#[test]
+fn required_global_arg_is_refused_where_it_is_declared() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let ctx = crate::context(&[("Dockerfile", "ARG BASE=\"${IMAGE:?name the base image}\"\nFROM $BASE\n")]);
+    let out = strata(store.path()).current_dir(ctx.path()).args(["graph", "Dockerfile"]).output().expect("run strata");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted:\n{stderr}");
+    assert!(stderr.contains("IMAGE: name the base image") && stderr.contains("Dockerfile:1:"), "{stderr}");
+    let given = strata(store.path()).current_dir(ctx.path()).args(["graph", "--build-arg", "IMAGE=busybox", "Dockerfile"]).output();
+    assert!(given.expect("run strata").status.success());
+}

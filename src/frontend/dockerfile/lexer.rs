@@ -1,16 +1,18 @@
 //! Docker's shell-word rules for the instructions it expands: words split on
 //! unquoted whitespace, quotes removed, `\` (or the escape character)
-//! escaping, and `$VAR`, `${VAR}`, `${VAR:-word}`, `${VAR:+word}` kept as
-//! variable parts of a [`Word`] to expand at build time.
+//! escaping, and `$VAR`, `${VAR}` and the `${VAR<op>…}` forms BuildKit
+//! knows (`:-`, `:+`, `:?`, `#`, `##`, `%`, `%%`, `/`, `//`, the first three
+//! also without `:`) kept as variable parts of a [`Word`] to expand at build
+//! time.
 //!
-//! `${NAME:-${…}}` nests at most [`MAX_NESTING`] deep: everything that walks a
+//! `${NAME:-${…}}` (or any form with a word inside) nests at most [`MAX_NESTING`] deep: everything that walks a
 //! word (expansion, printing, the JSON dump, dropping it) recurses once per
 //! level, and the pretty dump indents every level, so an unbounded depth would
 //! cost stack and quadratic output. Deeper input is an error at its `${`.
 
 use crate::graph::{Part, Word};
 
-/// How deep `${NAME:-word}` and `${NAME:+word}` may nest inside each other.
+/// How deep `${NAME:-word}` and the other forms with a word may nest inside each other.
 pub const MAX_NESTING: usize = 64;
 
 /// A lexing problem at a byte offset of the input.
@@ -140,33 +142,36 @@ impl Lexer<'_> {
                 if name.is_empty() {
                     return Err(self.error("bad substitution: expected a variable name after ${"));
                 }
-                match self.peek() {
-                    Some('}') => {
-                        self.pos += 1;
-                        parts.push(Part::Var(name));
-                    }
-                    Some(':') | Some('-') | Some('+') => {
-                        let colon = self.peek() == Some(':');
-                        if colon {
-                            self.pos += 1;
-                        }
-                        let op = self.peek();
-                        if !matches!(op, Some('-') | Some('+')) {
-                            return Err(self.error(format!("unsupported modifier in ${{{name}…}}: only :- and :+ are supported")));
-                        }
-                        self.pos += 1;
-                        if self.depth == MAX_NESTING {
-                            self.pos = start;
-                            return Err(self.error(format!("variable references nest deeper than {MAX_NESTING} levels")));
-                        }
-                        self.depth += 1;
-                        let word = self.nested();
-                        self.depth -= 1;
-                        let word = word?;
-                        parts.push(if op == Some('-') { Part::Default { name, colon, word } } else { Part::Alt { name, colon, word } });
-                    }
-                    _ => return Err(self.error(format!("bad substitution in ${{{name}…}}: missing }}"))),
+                let Some(first) = self.peek() else { return Err(self.error(format!("bad substitution in ${{{name}…}}: missing }}"))) };
+                self.pos += 1;
+                if first == '}' {
+                    parts.push(Part::Var(name));
+                    return Ok(());
                 }
+                let colon = first == ':';
+                // As BuildKit: `:` only before `-`, `+` and `?`.
+                let op = match if colon { self.peek() } else { Some(first) } {
+                    Some(op @ ('-' | '+' | '?')) => op,
+                    Some(op @ ('#' | '%' | '/')) if !colon => op,
+                    other => {
+                        let written = if colon { format!(":{}", other.map(String::from).unwrap_or_default()) } else { first.to_string() };
+                        self.pos -= 1;
+                        return Err(
+                            self.error(format!("unsupported modifier ({written}) in ${{{name}…}}: use -, +, ?, :-, :+, :?, #, %, or /"))
+                        );
+                    }
+                };
+                if colon {
+                    self.pos += 1;
+                }
+                if self.depth == MAX_NESTING {
+                    self.pos = start;
+                    return Err(self.error(format!("variable references nest deeper than {MAX_NESTING} levels")));
+                }
+                self.depth += 1;
+                let part = self.modifier(name, colon, op);
+                self.depth -= 1;
+                parts.push(part?);
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
                 let name = self.name();
@@ -186,13 +191,39 @@ impl Lexer<'_> {
         Ok(())
     }
 
-    /// The word inside `${NAME:-…}` up to the closing brace.
-    fn nested(&mut self) -> Result<Word, LexError> {
+    /// The rest of `${NAME<op>…}` after its operator.
+    fn modifier(&mut self, name: String, colon: bool, op: char) -> Result<Part, LexError> {
+        Ok(match op {
+            '-' => Part::Default { name, colon, word: self.nested('}', false)? },
+            '+' => Part::Alt { name, colon, word: self.nested('}', false)? },
+            '?' => Part::Required { name, colon, message: self.nested('}', false)? },
+            '#' | '%' => {
+                let longest = self.peek() == Some(op);
+                if longest {
+                    self.pos += 1;
+                }
+                let pattern = self.nested('}', true)?;
+                if op == '#' { Part::TrimPrefix { name, longest, pattern } } else { Part::TrimSuffix { name, longest, pattern } }
+            }
+            _ => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.pos += 1;
+                }
+                let pattern = self.nested('/', true)?;
+                Part::Replace { name, all, pattern, replacement: self.nested('}', true)? }
+            }
+        })
+    }
+
+    /// The word inside `${NAME<op>…}` up to `stop`. A pattern (`raw`) keeps
+    /// its escapes, as BuildKit's does: `\*` is a star, not a wildcard.
+    fn nested(&mut self, stop: char, raw: bool) -> Result<Word, LexError> {
         let mut parts = Vec::new();
         loop {
             match self.peek() {
-                None => return Err(self.error("bad substitution: missing }")),
-                Some('}') => {
+                None => return Err(self.error(format!("bad substitution: missing {stop}"))),
+                Some(c) if c == stop => {
                     self.pos += 1;
                     return Ok(Word(parts));
                 }
@@ -202,6 +233,9 @@ impl Lexer<'_> {
                 }
                 Some(c) if c == self.escape => {
                     self.pos += 1;
+                    if raw {
+                        push_lit(&mut parts, c);
+                    }
                     if let Some(n) = self.peek() {
                         self.pos += 1;
                         push_lit(&mut parts, n);
@@ -349,8 +383,31 @@ mod tests {
         assert_eq!(w[0], Word(vec![Part::Alt { name: "A".into(), colon: true, word: Word(vec![lit("x")]) }]));
         assert_eq!(w[1], Word(vec![Part::Default { name: "B".into(), colon: false, word: Word(vec![lit("y")]) }]));
         assert_eq!(w[2], Word(vec![Part::Alt { name: "C".into(), colon: false, word: Word(vec![var("D")]) }]));
-        assert!(words("${A:?no}", '\\').is_err());
         assert!(words("${}", '\\').is_err());
+    }
+
+    #[test]
+    fn required_trim_and_replace_forms_as_buildkit_reads_them() {
+        let w = words(r"${A:?no A} ${B##*/} ${C%.\*} ${D//a\/b/$E} ${F?}", '\\').unwrap();
+        let name = |n: &str| n.to_string();
+        assert_eq!(w[0], Word(vec![Part::Required { name: name("A"), colon: true, message: Word(vec![lit("no A")]) }]));
+        assert_eq!(w[1], Word(vec![Part::TrimPrefix { name: name("B"), longest: true, pattern: Word(vec![lit("*/")]) }]));
+        // A pattern keeps its escapes, so that `\*` stays a literal star when matched.
+        assert_eq!(w[2], Word(vec![Part::TrimSuffix { name: name("C"), longest: false, pattern: Word(vec![lit(r".\*")]) }]));
+        let (pattern, replacement) = (Word(vec![lit(r"a\/b")]), Word(vec![var("E")]));
+        assert_eq!(w[3], Word(vec![Part::Replace { name: name("D"), all: true, pattern, replacement }]));
+        assert_eq!(w[4], Word(vec![Part::Required { name: name("F"), colon: false, message: Word::default() }]));
+    }
+
+    #[test]
+    fn modifiers_buildkit_refuses_are_errors_at_the_modifier() {
+        for (text, written) in [("${A:#x}", ":#"), ("${A:%x}", ":%"), ("${A:/x/y}", ":/"), ("${A.b}", "."), ("${A:}", ":}")] {
+            let error = words(text, '\\').unwrap_err();
+            assert!(error.message.contains(&format!("unsupported modifier ({written})")), "{text}: {error:?}");
+            assert_eq!(error.offset, 3, "{text}");
+        }
+        assert!(words("${A/x}", '\\').unwrap_err().message.contains("missing /"));
+        assert!(words("${A#x", '\\').unwrap_err().message.contains("missing }"));
     }
 
     #[test]
@@ -394,6 +451,84 @@ mod tests {
         assert_eq!(text[..error.offset].matches("${").count(), MAX_NESTING);
         // A heredoc keeps the over-deep levels as text; only the innermost 64 are references.
         assert_eq!(heredoc_word(&text, '\\').variables().len(), MAX_NESTING);
+    }
+
+    /// BuildKit's TestProcessWithMatches and TestShellParserMandatoryEnvVars
+    /// (shell/lex_test.go), their edge cases with our own values: each word
+    /// is lexed as one and expanded against `env`; `None` is an error.
+    #[test]
+    fn process_with_matches_cases_expand_as_buildkit_does() {
+        let env = |name: &str| {
+            let value = match name {
+                "V" => "aabb",
+                "EMPTY" => "",
+                "ONE" => "a",
+                "SPECIAL" => "{}()[]^$.*?|\\z",
+                "STARS" => "q**",
+                "MANY" => "q*+*rr*",
+                "GLOBS" => "/src*/*/*.rs",
+                "ESCAPED_STAR" => "\\*/",
+                "DIRS" => "/var/var/log.txt",
+                "VAR" => "/var",
+                "PATHS" => "/x/lib/y/z.so",
+                "ONE_DIR" => "/?/",
+                "SLASH" => "/",
+                "URL" => "http://example.org",
+                "HTTP" => "http://",
+                "HTTPS" => "https://",
+                _ => return None,
+            };
+            Some(value.to_string())
+        };
+        let cases: &[(&str, Option<&str>)] = &[
+            ("${V-x} ${EMPTY-y} ${UNSET-z}", Some("aabb  z")),
+            ("${V:-x} ${EMPTY:-y} ${UNSET:-z}", Some("aabb y z")),
+            ("${V+x} ${EMPTY+y} ${UNSET+z}", Some("x y ")),
+            ("${V:+x} ${EMPTY:+y} ${UNSET:+z}", Some("x  ")),
+            ("${V?no} ${EMPTY?no}", Some("aabb ")),
+            ("${UNSET?no}", None),
+            ("${V:?no}", Some("aabb")),
+            ("${EMPTY:?no}", None),
+            ("${UNSET:?}", None),
+            ("${V=x}", None),
+            ("${V=:x}", None),
+            (r"${SPECIAL#{\}()[]^$.\*\?|\\}", Some("z")),
+            (r"${STARS%%\**}", Some("q")),
+            ("${V#*a*b}", Some("b")),
+            ("${V#*}", Some("aabb")),
+            ("${V#$ONE}", Some("abb")),
+            ("${V#$EMPTY}", Some("aabb")),
+            ("${V#}", Some("aabb")),
+            ("${V##*a}", Some("bb")),
+            ("${V##}", Some("aabb")),
+            (r"${STARS#?\*}", Some("*")),
+            ("${UNSET:-.}${V%b}${UNSET:-.}", Some(".aab.")),
+            (r"${MANY%%\**\*}", Some("q")),
+            ("${V%}", Some("aabb")),
+            ("${V%%$EMPTY}", Some("aabb")),
+            ("${V:#a}", None),
+            ("${V:##a}", None),
+            ("${V:%b}", None),
+            ("${V:%%b}", None),
+            ("${GLOBS/$ESCAPED_STAR/.} ${GLOBS//$ESCAPED_STAR/.}", Some("/src.*/*.rs /src..*.rs")),
+            ("${DIRS/$VAR/} ${DIRS//$VAR/}", Some("/var/log.txt /log.txt")),
+            ("${PATHS/$ONE_DIR/$SLASH} ${PATHS//$ONE_DIR/$SLASH}", Some("/lib/y/z.so /lib/z.so")),
+            ("${URL/$HTTP/$HTTPS}", Some("https://example.org")),
+            (r"${DIRS//\//\/}", Some(r"\/var\/var\/log.txt")),
+            ("${V/$EMPTY/cc}", Some("ccaabb")),
+            ("${V//cc}", None),
+            ("${V//}", None),
+            ("${V///}", Some("aabb")),
+            ("${UNSET///}", Some("")),
+            ("${V/a\\q/}", None),
+        ];
+        for (text, want) in cases {
+            let got = single_word(text, '\\').ok().and_then(|word| word.expand(&env).ok());
+            assert_eq!(got.as_deref(), *want, "{text}");
+        }
+        // The message is a word too, expanded before it is shown.
+        let word = single_word("${UNSET:?set it, not $V}", '\\').unwrap();
+        assert_eq!(word.expand(&env).unwrap_err().to_string(), "UNSET: set it, not aabb");
     }
 
     /// Words of literals (no quotes or braces, which Display leaves as they are) and variables.

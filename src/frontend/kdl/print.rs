@@ -36,8 +36,10 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
     }
     for word in words {
         for part in &word.0 {
-            if let Part::Default { name, .. } | Part::Alt { name, .. } = part {
-                return Err(format!("the word `{word}` uses a ${{{name}:-…}}/${{{name}:+…}} form, which a spec cannot express"));
+            if !matches!(part, Part::Lit(_) | Part::Var(_))
+                && let Some(name) = part.variable()
+            {
+                return Err(format!("the word `{word}` uses a ${{{name}…}} form with a modifier, which a spec cannot express"));
             }
         }
     }
@@ -331,8 +333,8 @@ fn word(word: &Word) -> String {
     for part in &word.0 {
         match part {
             Part::Lit(lit) => text.push_str(&escape_braces(lit)),
-            Part::Var(name) | Part::Default { name, .. } | Part::Alt { name, .. } => {
-                let _ = write!(text, "{{{name}}}");
+            other => {
+                let _ = write!(text, "{{{}}}", other.variable().unwrap_or_default());
             }
         }
     }
