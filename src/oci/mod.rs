@@ -5,6 +5,7 @@
 //! (`Healthcheck`, `OnBuild`, `Shell`) that the OCI types drop.
 
 mod digest;
+pub mod gzip;
 mod reference;
 
 use std::collections::BTreeMap;

@@ -240,7 +240,7 @@ impl Backend {
     /// Sends a blob of the store unless the location has it.
     fn put_blob(&self, store: &Store, blob: &Descriptor, shown: &str) -> Result<()> {
         match self {
-            Backend::Registry(client) => push::upload(client, store, blob, shown).map(|_| ()),
+            Backend::Registry(client) => push::upload(client, store, blob, shown, None, &indicatif::ProgressBar::hidden()).map(|_| ()),
             Backend::Local(local) => {
                 let path = local.blob(&blob.digest);
                 if path.exists() {

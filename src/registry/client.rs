@@ -20,8 +20,8 @@ const RETRIES: u32 = 4;
 pub enum Payload<'a> {
     Empty,
     Bytes(&'a [u8]),
-    /// A file's whole content, with its length sent as Content-Length.
-    File(&'a std::path::Path),
+    /// A file's whole content, with its length sent as Content-Length; the bar counts what is sent.
+    File(&'a std::path::Path, &'a indicatif::ProgressBar),
 }
 
 impl Payload<'_> {
@@ -29,10 +29,12 @@ impl Payload<'_> {
         Ok(match self {
             Payload::Empty => (SendBody::none(), Some(0)),
             Payload::Bytes(bytes) => (SendBody::from_owned_reader(std::io::Cursor::new(bytes.to_vec())), Some(bytes.len() as u64)),
-            Payload::File(path) => {
+            Payload::File(path, bar) => {
                 let file = std::fs::File::open(path)?;
                 let len = file.metadata()?.len();
-                (SendBody::from_owned_reader(std::io::BufReader::with_capacity(1 << 20, file)), Some(len))
+                // Every attempt sends the whole file again.
+                bar.set_position(0);
+                (SendBody::from_owned_reader(bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, file))), Some(len))
             }
         })
     }

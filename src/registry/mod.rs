@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cache;
 mod client;
+mod progress;
 mod pull;
 mod push;
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ureq::http::{Method, StatusCode};
 
 use super::client::{self, Client, Payload};
+use super::progress::{Transfer, Transfers};
 use super::{MAX_MANIFEST, Options, PARALLEL, RegistryError, Result, note};
 use crate::oci::{self, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, Platform};
 use crate::store::{Store, StoreError};
@@ -78,7 +79,8 @@ pub fn pull(store: &Store, reference: &ImageRef, options: &Options) -> Result<Pu
             message: format!("config has an unsupported media type {:?}", manifest.config.media_type),
         });
     }
-    fetch_blob(&client, store, &manifest.config, &shown)?;
+    let transfers = Transfers::new(options);
+    fetch_blob(&client, store, &manifest.config, &shown, &transfers.start("pull", &manifest.config))?;
     let config: ImageConfig = store.read_json(&manifest.config.digest, "image config")?;
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(RegistryError::Invalid {
@@ -86,7 +88,7 @@ pub fn pull(store: &Store, reference: &ImageRef, options: &Options) -> Result<Pu
             message: format!("the config lists {} diff_ids for {} layers", config.rootfs.diff_ids.len(), manifest.layers.len()),
         });
     }
-    fetch_layers(&client, store, &manifest.layers, &shown, options)?;
+    fetch_layers(&client, store, &manifest.layers, &shown, &transfers)?;
     let (digest, size) = store.write_blob(&bytes)?;
     let variant = config.extra.get("variant").and_then(|v| v.as_str()).map(str::to_string);
     let descriptor = Descriptor {
@@ -208,7 +210,7 @@ fn choose_platform<'a>(index: &'a Index, platform: Option<&str>, shown: &str) ->
 }
 
 /// Fetches the layers the store lacks, `PARALLEL` at a time; the first error stops the rest.
-fn fetch_layers(client: &Client, store: &Store, layers: &[Descriptor], shown: &str, options: &Options) -> Result<()> {
+fn fetch_layers(client: &Client, store: &Store, layers: &[Descriptor], shown: &str, transfers: &Transfers) -> Result<()> {
     let missing: Vec<&Descriptor> = layers.iter().filter(|l| !store.has_blob(&l.digest)).collect();
     let next = AtomicUsize::new(0);
     let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
@@ -220,17 +222,9 @@ fn fetch_layers(client: &Client, store: &Store, layers: &[Descriptor], shown: &s
                         return;
                     }
                     let Some(layer) = missing.get(next.fetch_add(1, Ordering::SeqCst)) else { return };
-                    let started = Instant::now();
-                    match fetch_blob(client, store, layer, shown) {
-                        Ok(()) => note(
-                            options,
-                            format_args!(
-                                "  {} {:.1} MB in {:.1}s",
-                                layer.digest.short(),
-                                layer.size as f64 / 1e6,
-                                started.elapsed().as_secs_f64()
-                            ),
-                        ),
+                    let transfer = transfers.start("pull", layer);
+                    match fetch_blob(client, store, layer, shown, &transfer) {
+                        Ok(()) => transfer.done(),
                         Err(e) => {
                             if let Ok(mut slot) = failure.lock() {
                                 slot.get_or_insert(e);
@@ -251,7 +245,7 @@ fn fetch_layers(client: &Client, store: &Store, layers: &[Descriptor], shown: &s
 /// Streams one blob into the store, verifying size and digest; a dropped
 /// connection resumes with a Range request (or starts over if the registry
 /// ignores it). Nothing stays in the store unless the digest matches.
-fn fetch_blob(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<()> {
+fn fetch_blob(client: &Client, store: &Store, blob: &Descriptor, shown: &str, transfer: &Transfer) -> Result<()> {
     if store.has_blob(&blob.digest) {
         return Ok(());
     }
@@ -276,6 +270,7 @@ fn fetch_blob(client: &Client, store: &Store, blob: &Descriptor, shown: &str) ->
                 if written > 0 {
                     writer = store.blob_writer()?;
                     written = 0;
+                    transfer.bar.set_position(0);
                 }
             }
             _ => {
@@ -299,6 +294,7 @@ fn fetch_blob(client: &Client, store: &Store, blob: &Descriptor, shown: &str) ->
                 });
             }
             writer.write_all(&buf[..n]).map_err(|source| StoreError::Io { action: "write", path: store.tmp_dir(), source })?;
+            transfer.advance(n as u64);
         };
         match dropped {
             None => break,

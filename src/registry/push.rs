@@ -14,10 +14,13 @@ use std::time::Instant;
 
 use ureq::http::{Method, StatusCode};
 
+use indicatif::ProgressBar;
+
 use super::client::{self, Client, Payload};
+use super::progress::Transfers;
 use super::{Options, PARALLEL, RegistryError, Result, note};
 use crate::oci::{self, Descriptor, Digest, ImageRef, Manifest};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredImage};
 
 /// How uncompressed local layers are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,6 +91,23 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
 
     // Blob 0 is the config; blob i + 1 is layer i, compressed on the way when it is a local one.
     let count = image.manifest.layers.len() + 1;
+
+    // When every blob's pushed form is known, the manifest is too: a registry whose tag already
+    // names it holds the whole image (it accepts a manifest only once its blobs are there).
+    if let Some(known) = known_blobs(store, &image, compression) {
+        let (bytes, media_type) = manifest_bytes(store, &image, known)?;
+        let digest = Digest::of(&bytes);
+        let head =
+            client.send(Method::HEAD, &client.repo_url(&format!("manifests/{}", dest.tag)), &[("accept", &media_type)], &Payload::Empty)?;
+        if head.status() == StatusCode::OK && client::header(&head, "docker-content-digest") == Some(digest.as_str()) {
+            super::record_repo_digest(store, &image.manifest_descriptor.digest, &dest.name, &digest)?;
+            note(options, format_args!("{shown} already has {digest}"));
+            return Ok(Pushed { digest, size: bytes.len() as u64, uploaded: 0, skipped: count });
+        }
+    }
+
+    let mount_from = mount_source(&image, dest);
+    let transfers = Transfers::new(options);
     let sent: Vec<Mutex<Option<Descriptor>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let uploaded = AtomicUsize::new(0);
@@ -115,18 +135,12 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
                                 layer.clone()
                             }
                         };
-                        let blob_started = Instant::now();
-                        if upload(&client, store, &blob, &shown)? {
+                        let transfer = transfers.start("push", &blob);
+                        if upload(&client, store, &blob, &shown, mount_from.as_deref(), &transfer.bar)? == Upload::Sent {
                             uploaded.fetch_add(1, Ordering::SeqCst);
-                            note(
-                                options,
-                                format_args!(
-                                    "  {} {:.1} MB in {:.1}s",
-                                    blob.digest.short(),
-                                    blob.size as f64 / 1e6,
-                                    blob_started.elapsed().as_secs_f64()
-                                ),
-                            );
+                            transfer.done();
+                        } else {
+                            drop(transfer);
                         }
                         Ok::<_, RegistryError>(blob)
                     })();
@@ -150,31 +164,11 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
     if let Some(e) = failure.into_inner().ok().flatten() {
         return Err(e);
     }
-    let mut blobs: Vec<Descriptor> = sent.into_iter().filter_map(|slot| slot.into_inner().ok().flatten()).collect();
+    let blobs: Vec<Descriptor> = sent.into_iter().filter_map(|slot| slot.into_inner().ok().flatten()).collect();
     if blobs.len() != count {
         return Err(RegistryError::Invalid { reference: shown, message: "a blob upload stopped without an error".into() });
     }
-    let layers = blobs.split_off(1);
-    let config = blobs.remove(0);
-
-    // The stored bytes when nothing changed and the media types agree with the manifest's; else an OCI manifest.
-    let stored = store.read_blob(&image.manifest_descriptor.digest)?;
-    let docker = image.manifest_descriptor.media_type == oci::DOCKER_MANIFEST;
-    let agrees = |t: &str| if docker { t.starts_with("application/vnd.docker.") } else { oci_type(t) == t };
-    let unchanged = layers == image.manifest.layers && agrees(&config.media_type) && layers.iter().all(|l| agrees(&l.media_type));
-    let (bytes, media_type) = if unchanged {
-        (stored, image.manifest_descriptor.media_type.clone())
-    } else {
-        let retype = |d: &Descriptor| Descriptor { media_type: oci_type(&d.media_type).to_string(), ..d.clone() };
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(oci::MEDIA_MANIFEST.into()),
-            config: retype(&config),
-            layers: layers.iter().map(retype).collect(),
-            annotations: image.manifest.annotations.clone(),
-        };
-        (oci::to_blob(&manifest), oci::MEDIA_MANIFEST.to_string())
-    };
+    let (bytes, media_type) = manifest_bytes(store, &image, blobs)?;
     let digest = Digest::of(&bytes);
     let url = client.repo_url(&format!("manifests/{}", dest.tag));
     let mut response = client.send(Method::PUT, &url, &[("content-type", &media_type)], &Payload::Bytes(&bytes))?;
@@ -192,6 +186,49 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
     Ok(Pushed { digest, size: bytes.len() as u64, uploaded, skipped: count - uploaded })
 }
 
+/// The manifest pushed for `image` whose blobs went as `blobs` (config first): the stored
+/// bytes when nothing changed and the media types agree with the manifest's; else an OCI manifest.
+fn manifest_bytes(store: &Store, image: &StoredImage, mut blobs: Vec<Descriptor>) -> Result<(Vec<u8>, String)> {
+    let layers = blobs.split_off(1);
+    let config = blobs.remove(0);
+    let docker = image.manifest_descriptor.media_type == oci::DOCKER_MANIFEST;
+    let agrees = |t: &str| if docker { t.starts_with("application/vnd.docker.") } else { oci_type(t) == t };
+    let unchanged = layers == image.manifest.layers && agrees(&config.media_type) && layers.iter().all(|l| agrees(&l.media_type));
+    if unchanged {
+        return Ok((store.read_blob(&image.manifest_descriptor.digest)?, image.manifest_descriptor.media_type.clone()));
+    }
+    let retype = |d: &Descriptor| Descriptor { media_type: oci_type(&d.media_type).to_string(), ..d.clone() };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::MEDIA_MANIFEST.into()),
+        config: retype(&config),
+        layers: layers.iter().map(retype).collect(),
+        annotations: image.manifest.annotations.clone(),
+    };
+    Ok((oci::to_blob(&manifest), oci::MEDIA_MANIFEST.to_string()))
+}
+
+/// The blobs `image` is pushed as (config first), if none needs compressing now.
+fn known_blobs(store: &Store, image: &StoredImage, compression: Compression) -> Option<Vec<Descriptor>> {
+    let layers = image.manifest.layers.iter().zip(&image.config.rootfs.diff_ids);
+    let pushed = layers.map(|(layer, diff_id)| {
+        if is_uncompressed(&layer.media_type) && compression != Compression::None {
+            remembered(store, diff_id, compression)
+        } else {
+            Some(layer.clone())
+        }
+    });
+    std::iter::once(Some(image.manifest.config.clone())).chain(pushed).collect()
+}
+
+/// Another repository of `dest`'s registry known to hold `image`: its blobs can be mounted, not sent.
+fn mount_source(image: &StoredImage, dest: &ImageRef) -> Option<String> {
+    super::repo_digests(image)
+        .iter()
+        .filter_map(|known| known.parse::<ImageRef>().ok())
+        .find_map(|known| (known.domain() == dest.domain() && known.repository() != dest.repository()).then(|| known.repository()))
+}
+
 fn status_error(response: &mut ureq::http::Response<ureq::Body>, client: &Client, what: &str) -> RegistryError {
     let status = response.status();
     let message = client::error_text(response);
@@ -202,6 +239,18 @@ fn status_error(response: &mut ureq::http::Response<ureq::Body>, client: &Client
     }
 }
 
+/// The compressed form of the layer `diff_id` made by an earlier push, if its blob is still stored.
+fn remembered(store: &Store, diff_id: &Digest, compression: Compression) -> Option<Descriptor> {
+    let suffix = match compression {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::None => return None,
+    };
+    let record = store.strata_dir("compressed").join(format!("{}.{suffix}", diff_id.hex()));
+    let known: Descriptor = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+    store.has_blob(&known.digest).then_some(known)
+}
+
 /// The compressed form of an uncompressed layer: remembered, else made into the store now.
 pub(super) fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, compression: Compression) -> Result<Descriptor> {
     let (suffix, media_type) = match compression {
@@ -209,25 +258,21 @@ pub(super) fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, co
         Compression::Zstd => ("zstd", oci::MEDIA_LAYER_ZSTD),
         Compression::None => return Ok(layer.clone()),
     };
-    let dir = store.strata_dir("compressed");
-    let record = dir.join(format!("{}.{suffix}", diff_id.hex()));
-    if let Ok(bytes) = std::fs::read(&record)
-        && let Ok(known) = serde_json::from_slice::<Descriptor>(&bytes)
-        && store.has_blob(&known.digest)
-    {
+    if let Some(known) = remembered(store, diff_id, compression) {
         return Ok(known);
     }
+    let dir = store.strata_dir("compressed");
+    let record = dir.join(format!("{}.{suffix}", diff_id.hex()));
     let io_err = |action: &'static str| {
         let path = store.blob_path(&layer.digest);
         move |source: io::Error| StoreError::Io { action, path, source }
     };
     let mut input = BufReader::with_capacity(1 << 20, store.open_blob(&layer.digest)?);
-    let writer = store.blob_writer()?;
+    let mut writer = store.blob_writer()?;
     let writer = match compression {
         Compression::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
-            io::copy(&mut input, &mut encoder).map_err(io_err("compress"))?;
-            encoder.finish().map_err(io_err("compress"))?
+            oci::gzip::compress(&mut input, &mut writer).map_err(io_err("compress"))?;
+            writer
         }
         _ => {
             let mut encoder = zstd::stream::write::Encoder::new(writer, 3).map_err(io_err("compress"))?;
@@ -243,17 +288,35 @@ pub(super) fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, co
     Ok(descriptor)
 }
 
-/// Sends one blob unless the registry has it; true if it was sent. A failed
-/// upload session is started over (a PATCH cannot be resumed blindly).
-pub(super) fn upload(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<bool> {
+/// How a blob reached the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Upload {
+    /// The registry had it already.
+    Present,
+    /// Mounted from another repository of the same registry: no bytes sent.
+    Mounted,
+    Sent,
+}
+
+/// Sends one blob unless the registry has it, or mounts it from the repository
+/// `mount_from` of the same registry. A failed upload session is started over
+/// (a PATCH cannot be resumed blindly); `bar` counts the bytes sent.
+pub(super) fn upload(
+    client: &Client,
+    store: &Store,
+    blob: &Descriptor,
+    shown: &str,
+    mount_from: Option<&str>,
+    bar: &ProgressBar,
+) -> Result<Upload> {
     let head = client.send(Method::HEAD, &client.repo_url(&format!("blobs/{}", blob.digest)), &[], &Payload::Empty)?;
     if head.status() == StatusCode::OK {
-        return Ok(false);
+        return Ok(Upload::Present);
     }
     let mut attempt = 0;
     loop {
-        match upload_once(client, store, blob, shown) {
-            Ok(()) => return Ok(true),
+        match upload_once(client, store, blob, shown, mount_from, bar) {
+            Ok(how) => return Ok(how),
             Err(e @ (RegistryError::Denied { .. } | RegistryError::Store(_))) => return Err(e),
             Err(_) if attempt < 2 => attempt += 1,
             Err(e) => return Err(e),
@@ -261,9 +324,24 @@ pub(super) fn upload(client: &Client, store: &Store, blob: &Descriptor, shown: &
     }
 }
 
-fn upload_once(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -> Result<()> {
+fn upload_once(
+    client: &Client,
+    store: &Store,
+    blob: &Descriptor,
+    shown: &str,
+    mount_from: Option<&str>,
+    bar: &ProgressBar,
+) -> Result<Upload> {
     let what = format!("push blob {} to {shown}", blob.digest);
-    let mut response = client.send(Method::POST, &client.repo_url("blobs/uploads/"), &[], &Payload::Empty)?;
+    // A mount request the registry cannot honour (unknown there, or no pull access) opens an upload session instead.
+    let start = match mount_from {
+        Some(from) => format!("blobs/uploads/?mount={}&from={from}", blob.digest.as_str().replace(':', "%3A")),
+        None => "blobs/uploads/".to_string(),
+    };
+    let mut response = client.send(Method::POST, &client.repo_url(&start), &[], &Payload::Empty)?;
+    if mount_from.is_some() && response.status() == StatusCode::CREATED {
+        return Ok(Upload::Mounted);
+    }
     if response.status() != StatusCode::ACCEPTED {
         return Err(status_error(&mut response, client, &what));
     }
@@ -279,14 +357,14 @@ fn upload_once(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -
     }
     let body = if blob.size > MONOLITHIC {
         let mut patched =
-            client.send(Method::PATCH, &upload_url, &[("content-type", "application/octet-stream")], &Payload::File(&path))?;
+            client.send(Method::PATCH, &upload_url, &[("content-type", "application/octet-stream")], &Payload::File(&path, bar))?;
         if patched.status() != StatusCode::ACCEPTED {
             return Err(status_error(&mut patched, client, &what));
         }
         upload_url = location(&patched)?;
         Payload::Empty
     } else {
-        Payload::File(&path)
+        Payload::File(&path, bar)
     };
     let separator = if upload_url.contains('?') { '&' } else { '?' };
     let put_url = format!("{upload_url}{separator}digest={}", blob.digest.as_str().replace(':', "%3A"));
@@ -294,5 +372,5 @@ fn upload_once(client: &Client, store: &Store, blob: &Descriptor, shown: &str) -
     if put.status() != StatusCode::CREATED {
         return Err(status_error(&mut put, client, &what));
     }
-    Ok(())
+    Ok(Upload::Sent)
 }

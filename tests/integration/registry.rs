@@ -108,6 +108,16 @@ impl Registry {
     }
 
     /// The registry's own file of a blob.
+    /// The requests in the access log since it was last cleared, one line each.
+    pub(crate) fn requests(&self) -> Vec<String> {
+        let log = std::fs::read(self.dir.path().join("access.log")).unwrap_or_default();
+        String::from_utf8_lossy(&log).lines().filter(|l| l.contains("\" ")).map(str::to_string).collect()
+    }
+
+    pub(crate) fn clear_requests(&self) {
+        std::fs::write(self.dir.path().join("access.log"), "").expect("clear access log");
+    }
+
     pub(crate) fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data")
@@ -214,11 +224,16 @@ fn pushed_images_are_read_by_skopeo_and_umoci_and_a_second_push_compresses_nothi
     let records = std::fs::read_dir(store.root().join("strata/compressed")).expect("compressed records").count();
     assert_eq!(records, 1);
     let blobs_before = blob_names(&store);
+    registry.clear_requests();
     let again = store.strata().args(["push", "busybox", &dest]).output().expect("push again");
     assert!(again.status.success());
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(!stderr.contains(" MB in "), "nothing is uploaded again:\n{stderr}");
     assert_eq!(blob_names(&store), blobs_before);
+    // The tag already names the manifest: one HEAD of it answers the push, no blob is asked about.
+    let requests = registry.requests();
+    assert!(requests.iter().any(|r| r.contains("\"HEAD /v2/strata/busybox/manifests/v1 ")), "{requests:#?}");
+    assert!(!requests.iter().any(|r| r.contains("/blobs/")), "a second push touches no blob: {requests:#?}");
     let elsewhere = registry.name("other/busybox:v2");
     assert_eq!(store.ok(&["image", "push", "-q", "busybox", &elsewhere]).trim(), digest);
     assert_eq!(blob_names(&store), blobs_before, "no layer compressed again for another repository");
@@ -306,8 +321,22 @@ fn a_pulled_image_pushed_elsewhere_keeps_its_manifest_digest() {
         let digest = remote_digest(&original);
         store.ok(&["pull", "-q", &original]);
         let copy = registry.name(&format!("copy-{repo}/busybox:v2"));
+        registry.clear_requests();
         assert_eq!(store.ok(&["push", "-q", &original, &copy]).trim(), digest, "{format}");
         assert_eq!(remote_digest(&copy), digest, "{format}");
+        // The same registry holds the blobs in the source repository: mounted, not sent.
+        let requests = registry.requests();
+        let mounted = requests
+            .iter()
+            .filter(|r| {
+                r.contains("/blobs/uploads/?mount=") && r.contains(&format!("from={repo}/busybox")) && r.contains("\" 201 ")
+            })
+            .count();
+        assert_eq!(mounted, 2, "config and layer are mounted from {repo}/busybox: {requests:#?}");
+        assert!(
+            !requests.iter().any(|r| r.contains("\"PATCH ") || r.contains("\"PUT /v2/copy-") && r.contains("/blobs/")),
+            "no blob bytes are sent: {requests:#?}"
+        );
     }
     // By digest: untagged in the store, found by the digest.
     let by_digest = format!("{}@{}", registry.name("as-docker/busybox"), remote_digest(&registry.name("as-docker/busybox:v1")));
