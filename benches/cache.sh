@@ -91,6 +91,25 @@ buildah_shared() {
     --cache-from "$reg/bcache" --cache-to "$reg/bcache" -t app "$2"
 }
 
+echo "== fresh-store warm build from the cache (target: <= 2x the local cached rebuild plus the download of the final layers)"
+ms() { python3 -c "print(round(($2 - $1) * 1000))"; }
+for fixture in web-ping multistage; do
+  for m in A B C; do STRATA_ROOT=$work/warm-$fixture-$m "$STRATA" build -q -t busybox:latest "$work/busybox" >/dev/null; done
+  ref="$reg/warm-$fixture"
+  STRATA_ROOT=$work/warm-$fixture-A "$STRATA" build -q -t app --cache-to "type=registry,ref=$ref,mode=max" "fixtures/$fixture" >/dev/null
+  STRATA_ROOT=$work/warm-$fixture-A "$STRATA" push -q app "$reg/final-$fixture:latest" >/dev/null
+  s=$(now); STRATA_ROOT=$work/warm-$fixture-A "$STRATA" build -q -t app "fixtures/$fixture" >"$work/rebuild.out"; e=$(now)
+  t_rebuild=$(ms "$s" "$e")
+  s=$(now); STRATA_ROOT=$work/warm-$fixture-C "$STRATA" pull -q "$reg/final-$fixture:latest" >/dev/null; e=$(now)
+  t_download=$(ms "$s" "$e")
+  s=$(now); STRATA_ROOT=$work/warm-$fixture-B "$STRATA" build -q -t app --cache-from "type=registry,ref=$ref" "fixtures/$fixture" >"$work/warm.out"; e=$(now)
+  t_warm=$(ms "$s" "$e")
+  same=$(cmp -s "$work/warm.out" "$work/rebuild.out" && echo "same image" || echo "DIFFERENT image")
+  python3 -c "
+r, d, w = $t_rebuild, $t_download, $t_warm
+print(f'$fixture: local cached rebuild {r} ms, pull of the final image {d} ms, fresh-store warm build {w} ms: {w / (r + d):.2f}x of rebuild + download ($same)')"
+done
+
 echo "== fleet of 4 runners, $COMMITS commits of a multi-stage project (target: strata shared <= 0.3x buildah shared)"
 t_local=$(fleet strata-local strata_local)
 echo "strata, each runner's own cache: ${t_local}s"
