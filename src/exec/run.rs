@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
@@ -18,7 +18,7 @@ use super::launch::{Launch, changes_to_layer};
 use super::sandbox::{SandboxMount, SandboxSpec};
 use super::{ExecCx, ExecError, ImageState, KeyInputs, StepOutcome, users};
 use crate::graph::args::PROXY_ARGS;
-use crate::graph::{CommandLine, CopyFrom, Network, RunMount, RunOp, Security};
+use crate::graph::{CommandLine, CopyFrom, Network, RunHeredoc, RunMount, RunOp, Security};
 
 /// How many output lines a failure message repeats.
 const TAIL_LINES: usize = 10;
@@ -29,7 +29,8 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
         CommandLine::Exec(args) => args.clone(),
         CommandLine::Shell(script) => {
             let mut argv = state.shell();
-            argv.push(script.clone());
+            // A `#!` heredoc runs as the file it is mounted as (`run_in_sandbox`), as in BuildKit.
+            argv.push(executable_heredoc(run).map_or_else(|| script.clone(), |(heredoc, _)| heredoc.path()));
             argv
         }
     };
@@ -67,6 +68,9 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     if run.security == Security::Insecure {
         inputs.field("security", "insecure");
     }
+    if let Some((_, body)) = executable_heredoc(run) {
+        inputs.field("script", body);
+    }
     // Every mount enters the key; a bind mount by what it shows: the context's
     // files by content and metadata, another stage or image by its key. Cache
     // and secret mounts by their names only, by design (as in BuildKit).
@@ -99,6 +103,14 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     state.commit(cx, text, inputs.as_bytes(), |state| {
         run_in_sandbox(state, cx, run, binds, &argv, env, &cwd, &user, &command_shown).map(Some)
     })
+}
+
+/// The heredoc of `run` and its body, if the body is to run as a file.
+fn executable_heredoc(run: &RunOp) -> Option<(&RunHeredoc, &str)> {
+    match (&run.heredoc, &run.command) {
+        (Some(heredoc), CommandLine::Shell(body)) if heredoc.executable => Some((heredoc, body)),
+        _ => None,
+    }
 }
 
 /// Gives a laid-out bind source's root the mode and (as root) the owner of the real one.
@@ -267,6 +279,12 @@ fn run_in_sandbox(
             },
             RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
         }
+    }
+    if let Some((heredoc, body)) = executable_heredoc(run) {
+        let file = dir.0.join(format!("heredoc-{}", heredoc.name));
+        fs::write(&file, body).map_err(|e| ExecError::io("write heredoc", &file, e))?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).map_err(|e| ExecError::io("make executable", &file, e))?;
+        mounts.push(SandboxMount::Bind { source: file, target: heredoc.path(), readonly: true });
     }
     let launch = Launch {
         view: &view,

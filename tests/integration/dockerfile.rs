@@ -139,3 +139,55 @@ fn required_global_arg_is_refused_where_it_is_declared() {
     let given = strata(store.path()).current_dir(ctx.path()).args(["graph", "--build-arg", "IMAGE=busybox", "Dockerfile"]).output();
     assert!(given.expect("run strata").status.success());
 }
+
+// ---- heredocs (BuildKit's dockerfile_heredoc_test.go) ----
+
+#[test]
+fn buildkit_test_copy_heredoc_special_symbols() {
+    let store = crate::TestStore::empty();
+    // Unquoted, `\` is dropped before any character (a newline too) and `\$` is a dollar; quoted, all is kept.
+    let text = "FROM scratch\n\
+                COPY <<EOF /quotes\n'single' \"double\"\nEOF\n\
+                COPY <<EOF /continued\nab\\\ncd\nEOF\n\
+                COPY <<EOF /doubled\nx\\\\y\nEOF\n\
+                COPY <<EOF /dollar\n\\$HOME \\q\nEOF\n\
+                COPY <<\"EOF\" /raw-continued\nab\\\ncd\nEOF\n\
+                COPY <<'EOF' /raw-doubled\nx\\\\y \\$HOME\nEOF\n";
+    let ctx = crate::context(&[("Dockerfile", text)]);
+    store.build(ctx.path(), &["-t", "symbols"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("symbols:latest", unpacked.path());
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
+    assert_eq!(read("quotes"), "'single' \"double\"\n");
+    assert_eq!(read("continued"), "ab\ncd\n");
+    assert_eq!(read("doubled"), "x\\y\n");
+    assert_eq!(read("dollar"), "$HOME q\n");
+    assert_eq!(read("raw-continued"), "ab\\\ncd\n");
+    assert_eq!(read("raw-doubled"), "x\\\\y \\$HOME\n");
+}
+
+#[test]
+fn buildkit_test_run_shebang_heredoc() {
+    if !crate::require_root("buildkit_test_run_shebang_heredoc") {
+        return;
+    }
+    let store = crate::TestStore::with_busybox();
+    // Run by awk from its #! line (a shell would fail on `BEGIN {`), with and without tab stripping.
+    let text = "FROM busybox:latest AS build\nWORKDIR /out\n\
+                RUN <<PROG\n#!/usr/bin/awk -f\nBEGIN {\n\tprint \"by awk\" > \"./plain\"\n}\nPROG\n\
+                RUN <<-PROG\n\t#!/usr/bin/awk -f\n\tBEGIN {\n\t\tprint \"stripped\" > \"./chomped\"\n\t}\nPROG\n\
+                FROM scratch\nCOPY --from=build /out /\n";
+    let ctx = crate::context(&[("Dockerfile", text)]);
+    store.build(ctx.path(), &["-t", "shebang"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("shebang:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("plain")).expect("plain"), "by awk\n");
+    assert_eq!(std::fs::read_to_string(root.join("chomped")).expect("chomped"), "stripped\n");
+    // Another script is another step: the body is in the cache key, not only the path it runs as.
+    let changed = text.replace("by awk", "by awk, changed");
+    std::fs::write(ctx.path().join("Dockerfile"), changed).expect("write");
+    store.build(ctx.path(), &["-t", "shebang"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("shebang:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("plain")).expect("plain"), "by awk, changed\n");
+}

@@ -274,30 +274,26 @@ pub fn single_word(text: &str, escape: char) -> Result<Word, LexError> {
     lexer(text.trim(), escape).word(false)
 }
 
-/// A heredoc body: `$` references and escaped `$` only; quotes are content.
-pub fn heredoc_word(text: &str, escape: char) -> Word {
-    let mut lx = lexer(text, escape);
+/// A COPY heredoc body under an unquoted name, as BuildKit expands it: `$`
+/// references, and a backslash (always `\`, whatever the escape directive)
+/// dropped before any character, a newline included; quotes are content.
+pub fn heredoc_word(text: &str) -> Result<Word, LexError> {
+    let mut lx = lexer(text, '\\');
     let mut parts = Vec::new();
     while let Some(c) = lx.peek() {
         lx.pos += 1;
         match c {
-            '$' => {
-                let (saved, before) = (lx.pos, parts.len());
-                if lx.variable(&mut parts).is_err() {
-                    // Not a reference after all: keep the text as written.
-                    lx.pos = saved;
-                    parts.truncate(before);
-                    push_lit(&mut parts, '$');
+            '$' => lx.variable(&mut parts)?,
+            '\\' => {
+                if let Some(n) = lx.peek() {
+                    lx.pos += 1;
+                    push_lit(&mut parts, n);
                 }
-            }
-            c if c == escape && lx.peek() == Some('$') => {
-                lx.pos += 1;
-                push_lit(&mut parts, '$');
             }
             c => push_lit(&mut parts, c),
         }
     }
-    Word(parts)
+    Ok(Word(parts))
 }
 
 /// Splits a raw word at its first unquoted `=`: `KEY=value` → ("KEY", "value").
@@ -422,9 +418,14 @@ mod tests {
     }
 
     #[test]
-    fn heredoc_bodies_keep_quotes_and_unknown_dollars() {
-        let w = heredoc_word("echo \"$A\" '${B}' ${ \\$C\n", '\\');
-        assert_eq!(w, Word(vec![lit("echo \""), var("A"), lit("\" '"), var("B"), lit("' ${ $C\n")]));
+    fn heredoc_bodies_keep_quotes_and_drop_backslashes_as_buildkit() {
+        let w = heredoc_word("echo \"$A\" '${B}' $ \\$C\n").unwrap();
+        assert_eq!(w, Word(vec![lit("echo \""), var("A"), lit("\" '"), var("B"), lit("' $ $C\n")]));
+        // BuildKit's testCopyHeredocSpecialSymbols: `\` + newline keeps the newline, `\\` is one `\`.
+        assert_eq!(heredoc_word("\\\n").unwrap(), Word(vec![lit("\n")]));
+        assert_eq!(heredoc_word("\\\\\n").unwrap(), Word(vec![lit("\\\n")]));
+        assert_eq!(heredoc_word("a\\b c\\").unwrap(), Word(vec![lit("ab c")]));
+        assert!(heredoc_word("${ x}").is_err());
     }
 
     #[test]
@@ -449,8 +450,7 @@ mod tests {
         assert!(error.message.contains("nest deeper than 64"), "{error:?}");
         assert_eq!(&text[error.offset..error.offset + 2], "${");
         assert_eq!(text[..error.offset].matches("${").count(), MAX_NESTING);
-        // A heredoc keeps the over-deep levels as text; only the innermost 64 are references.
-        assert_eq!(heredoc_word(&text, '\\').variables().len(), MAX_NESTING);
+        assert!(heredoc_word(&text).is_err());
     }
 
     /// BuildKit's TestProcessWithMatches and TestShellParserMandatoryEnvVars

@@ -137,6 +137,27 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_run_heredoc_starting_with_a_shebang_runs_as_a_file() {
+        let g = graph("FROM a\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nRUN <<EOF\necho hi\nEOF\nRUN cat <<EOF\n#!x\nEOF\n");
+        let heredocs: Vec<_> = g.stages[0]
+            .steps
+            .iter()
+            .map(|s| match &s.op {
+                Op::Run(run) => run.heredoc.clone(),
+                _ => panic!("not a RUN"),
+            })
+            .collect();
+        let doc = |executable| Some(crate::graph::RunHeredoc { name: "EOF".into(), executable });
+        assert_eq!(heredocs, [doc(true), doc(false), None]);
+    }
+
+    #[test]
+    fn a_copy_heredoc_that_cannot_expand_is_an_error_at_its_instruction() {
+        let message = error("FROM a\nCOPY <<EOF /f\n${ x}\nEOF\n");
+        assert!(message.contains("heredoc <<EOF: bad substitution"), "{message}");
+    }
+
+    #[test]
     fn quoted_copy_heredoc_is_not_expanded() {
         let g = graph("FROM a\nCOPY <<'EOF' /f\n$X\nEOF\n");
         let Op::Copy(copy) = &g.stages[0].steps[0].op else { panic!() };

@@ -16,6 +16,9 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
         words.extend(stage.platform.as_ref());
         for step in &stage.steps {
             match &step.op {
+                Op::Run(run) if run.heredoc.as_ref().is_some_and(|h| h.executable) => {
+                    return Err("a RUN heredoc starting with #! runs as a script file, which a spec cannot express".into());
+                }
                 Op::Copy(copy) => {
                     for source in &copy.sources {
                         match source {
