@@ -69,7 +69,8 @@ pub struct CopyRequest<'a> {
     /// The layers below (none for `--link`): decides whether parents exist and whether dest is a directory.
     pub below: Option<&'a RootfsView>,
     pub clamp: Option<u64>,
-    /// Sources keep their own owners (without `owner`) instead of 0:0.
+    /// Context sources keep their own owners (without `owner`) instead of
+    /// 0:0; a stage's or an image's files always do, as in BuildKit.
     pub keep_owners: bool,
     /// Where ADD extracts archive data (the store's temp folder). Unset, the
     /// plan only names each archive, enough to key it by its bytes: a cached
@@ -81,7 +82,24 @@ pub struct CopyRequest<'a> {
 #[derive(Clone)]
 pub enum CopyInput {
     Path(String),
-    Inline { name: String, content: String },
+    Inline {
+        name: String,
+        content: String,
+    },
+    /// A file ADD downloaded (`remote.rs`): placed as `name` in a destination
+    /// folder, mode 0600 unless `--chmod`, with the server's Last-Modified as mtime.
+    Download {
+        url: String,
+        name: String,
+        file: PathBuf,
+        mtime: u64,
+    },
+    /// A git checkout ADD copies the contents of. Unset while keying: a git
+    /// source is keyed by its commit, and cloned only on a miss.
+    Checkout {
+        url: String,
+        dir: Option<PathBuf>,
+    },
 }
 
 fn has_wildcard(s: &str) -> bool {
@@ -192,8 +210,14 @@ impl LayerPlan {
     /// Plans a COPY/ADD: every entry of the new layer, archives listed from their headers.
     pub fn for_copy(root: &SourceRoot, req: &CopyRequest) -> Result<LayerPlan, ExecError> {
         let mut plan = LayerPlan::default();
-        let dest_rel = clean(Path::new(&req.dest)).unwrap_or_default().into_os_string();
-        let dest_exists_as_dir = req.below.and_then(|v| v.resolve(Path::new(&req.dest))).is_some_and(|(_, real)| real.is_dir());
+        let cleaned = clean(Path::new(&req.dest)).unwrap_or_default();
+        // A destination through a symlink of the image lands in its target, as in Docker.
+        let dest_rel = match req.below {
+            Some(view) => resolve_in_image(view, &cleaned, &req.dest)?,
+            None => cleaned,
+        }
+        .into_os_string();
+        let dest_exists_as_dir = req.below.and_then(|v| v.lookup(Path::new(&dest_rel))).is_some_and(|real| real.is_dir());
         // A wildcard that matches one file copies it to the destination path, as Docker does.
         let mut matched = 0;
         for source in &req.sources {
@@ -218,14 +242,26 @@ impl LayerPlan {
                         Attrs { mode: req.chmod.unwrap_or(0o644), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
                     plan.insert(path, Kind::Inline(content.clone().into_bytes()), attrs);
                 }
+                CopyInput::Download { name, file, mtime, .. } => {
+                    let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
+                    let size = fs::metadata(file).map_err(|e| ExecError::io("stat", file, e))?.len();
+                    let attrs = Attrs { mode: req.chmod.unwrap_or(0o600), uid: owner.0.into(), gid: owner.1.into(), mtime: *mtime };
+                    plan.insert(path, Kind::File { real: file.clone(), size, inode: None }, attrs);
+                }
+                CopyInput::Checkout { dir: None, .. } => {}
+                CopyInput::Checkout { dir: Some(dir), .. } => {
+                    // The checkout is a root of its own: no .dockerignore, no symlink out of it.
+                    let tree = BuildContext { root: dir.clone(), ignore: Default::default() };
+                    if !dest_rel.is_empty() && !dest_exists_as_dir {
+                        plan.insert(dest_rel.clone(), Kind::Dir, created_dir_attrs(req));
+                    }
+                    plan.walk(&SourceRoot::Context(&tree), Path::new(""), dir, &dest_rel, req)?;
+                }
                 CopyInput::Path(pattern) => {
                     let rel = clean(Path::new(pattern)).ok_or_else(|| ExecError::OutsideContext(pattern.clone()))?;
+                    // A wildcard that matches nothing copies nothing, as in BuildKit.
                     let matches = if has_wildcard(pattern) {
-                        let found = root.glob(&rel)?;
-                        if found.is_empty() {
-                            return Err(ExecError::NotFound(format!("{pattern} (no file matches)")));
-                        }
-                        found
+                        root.glob(&rel)?
                     } else {
                         vec![rel]
                     };
@@ -236,8 +272,9 @@ impl LayerPlan {
                             if dest_rel.is_empty() {
                                 plan.walk(root, &rel, &real, OsStr::new(""), req)?;
                             } else {
+                                // Made as its missing parents are; an existing one keeps its owner and mode.
                                 if !dest_exists_as_dir {
-                                    plan.insert(dest_rel.clone(), Kind::Dir, dir_attrs(&meta, req));
+                                    plan.insert(dest_rel.clone(), Kind::Dir, created_dir_attrs(req));
                                 }
                                 plan.walk(root, &rel, &real, &dest_rel, req)?;
                             }
@@ -249,7 +286,7 @@ impl LayerPlan {
                         } else {
                             let name = rel.file_name().unwrap_or_default();
                             let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
-                            plan.add_entry(path, &real, &meta, req);
+                            plan.add_entry(root, path, &real, &meta, req);
                         }
                     }
                 }
@@ -259,9 +296,9 @@ impl LayerPlan {
         Ok(plan)
     }
 
-    fn add_entry(&mut self, path: OsString, real: &Path, meta: &fs::Metadata, req: &CopyRequest) {
+    fn add_entry(&mut self, root: &SourceRoot, path: OsString, real: &Path, meta: &fs::Metadata, req: &CopyRequest) {
         let ft = meta.file_type();
-        let owner = entry_owner(meta, req);
+        let owner = entry_owner(root, meta, req);
         let mut attrs = Attrs { mode: meta.mode() & 0o7777, uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 };
         if let Some(mode) = req.chmod {
             attrs.mode = mode;
@@ -298,11 +335,11 @@ impl LayerPlan {
             if meta.is_dir() {
                 let excluded = root.is_excluded(&child_rel);
                 if !excluded {
-                    self.add_entry(path.clone(), &child_real, &meta, req);
+                    self.add_entry(root, path.clone(), &child_real, &meta, req);
                 }
                 self.walk(root, &child_rel, &child_real, &path, req)?;
             } else {
-                self.add_entry(path, &child_real, &meta, req);
+                self.add_entry(root, path, &child_real, &meta, req);
             }
         }
         Ok(())
@@ -378,26 +415,31 @@ impl LayerPlan {
         self.add_parents(req);
     }
 
-    /// Adds the parent directories the layer needs that the layers below lack.
+    /// Adds every parent directory of the planned entries: one the layers
+    /// below have with its owner, mode and mtime as they are (a layer that
+    /// lacked it would show it as made anew), a missing one as BuildKit makes
+    /// it: `--chmod`'s mode (else 0755) and `--chown`'s owner (else root).
     fn add_parents(&mut self, req: &CopyRequest) {
-        let mut missing = Vec::new();
+        let mut parents: BTreeMap<OsString, Attrs> = BTreeMap::new();
         for path in self.entries.keys() {
             let mut parent = Path::new(path).parent();
             while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
                 let key = dir.as_os_str().to_owned();
-                if self.entries.contains_key(&key) || missing.contains(&key) {
+                if self.entries.contains_key(&key) || parents.contains_key(&key) {
                     break;
                 }
-                let exists = req.below.is_some_and(|v| v.resolve(dir).is_some_and(|(_, real)| real.is_dir()));
-                if exists {
-                    break;
-                }
-                missing.push(key);
+                let below = req.below.and_then(|v| v.lookup(dir)).and_then(|real| fs::symlink_metadata(real).ok());
+                let attrs = match below {
+                    // A path through a symlink of the image (a WORKDIR) leaves the link as it is.
+                    Some(meta) if meta.is_symlink() => break,
+                    Some(meta) if meta.is_dir() => image_attrs(&meta),
+                    _ => created_dir_attrs(req),
+                };
+                parents.insert(key, attrs);
                 parent = dir.parent();
             }
         }
-        for dir in missing {
-            let attrs = Attrs { mode: 0o755, uid: 0, gid: 0, mtime: req.clamp.unwrap_or(0) };
+        for (dir, attrs) in parents {
             self.insert(dir, Kind::Dir, attrs);
         }
     }
@@ -519,14 +561,72 @@ impl LayerPlan {
     }
 }
 
-/// `--chown`, else the source's owner where kept, else root.
-fn entry_owner(meta: &fs::Metadata, req: &CopyRequest) -> (u32, u32) {
-    req.owner.unwrap_or(if req.keep_owners { (meta.uid(), meta.gid()) } else { (0, 0) })
+/// `--chown`, else, from a stage or an image, the owner the file has there
+/// (as BuildKit keeps it), else the context file's where kept, else root.
+fn entry_owner(root: &SourceRoot, meta: &fs::Metadata, req: &CopyRequest) -> (u32, u32) {
+    match (req.owner, root) {
+        (Some(owner), _) => owner,
+        (None, SourceRoot::Image(_)) => {
+            let attrs = image_attrs(meta);
+            (attrs.uid as u32, attrs.gid as u32)
+        }
+        (None, SourceRoot::Context(_)) if req.keep_owners => (meta.uid(), meta.gid()),
+        (None, SourceRoot::Context(_)) => (0, 0),
+    }
 }
 
-fn dir_attrs(meta: &fs::Metadata, req: &CopyRequest) -> Attrs {
-    let owner = entry_owner(meta, req);
-    Attrs { mode: req.chmod.unwrap_or(meta.mode() & 0o7777), uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 }
+/// The attributes of an object stored in a snapshot, owners as the image's
+/// containers see them (a rootless store unpacks every file as the caller).
+fn image_attrs(meta: &fs::Metadata) -> Attrs {
+    let attrs = Attrs { mode: meta.mode() & 0o7777, uid: meta.uid().into(), gid: meta.gid().into(), mtime: meta.mtime().max(0) as u64 };
+    attrs.mapped(&super::launch::ids_on_disk())
+}
+
+/// A directory COPY makes (a missing destination or parent), as BuildKit
+/// makes it: `--chmod`'s mode, else 0755; `--chown`'s owner, else root.
+fn created_dir_attrs(req: &CopyRequest) -> Attrs {
+    let (uid, gid) = req.owner.unwrap_or((0, 0));
+    Attrs { mode: req.chmod.unwrap_or(0o755), uid: uid.into(), gid: gid.into(), mtime: req.clamp.unwrap_or(0) }
+}
+
+/// Image path `path` (relative, cleaned) with the symlinks of the part that
+/// exists followed inside the image, as Docker resolves a destination: an
+/// absolute target or `..` resolves against the image's root, never above
+/// it; what does not exist yet is kept as written.
+fn resolve_in_image(view: &RootfsView, path: &Path, shown: &str) -> Result<PathBuf, ExecError> {
+    /// As many links as Linux follows in one path.
+    const MAX_LINKS: usize = 40;
+    let mut pending: Vec<OsString> = path.components().rev().map(|c| c.as_os_str().to_owned()).collect();
+    let mut done = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part == ".." {
+            done.pop();
+            continue;
+        }
+        let candidate = done.join(&part);
+        match view.lookup(&candidate) {
+            Some(real) if real.is_symlink() => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(ExecError::Invalid(format!("destination {shown}: too many levels of symbolic links")));
+                }
+                let target = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
+                if target.is_absolute() {
+                    done = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        std::path::Component::Normal(p) => pending.push(p.to_owned()),
+                        std::path::Component::ParentDir => pending.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => done = candidate,
+        }
+    }
+    Ok(done)
 }
 
 /// Files at least this large have their content hash recorded by identity and change times.

@@ -3,10 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+mod add_remote;
 mod build;
 mod cache;
 mod chaos;
 mod confinement;
+mod conformance;
+mod copy_semantics;
 mod differential;
 mod dockerfile;
 mod engine;
@@ -19,6 +22,7 @@ mod run;
 mod sandbox;
 mod shared_cache;
 mod snapshotter;
+mod stdin_context;
 mod tutorial;
 mod verbs;
 mod verify;
