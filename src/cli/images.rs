@@ -178,7 +178,8 @@ pub fn history(store: &Store, args: &HistoryArgs) -> miette::Result<ExitCode> {
         } else {
             sizes.next().unwrap_or(0)
         };
-        let by = entry.created_by.clone().unwrap_or_default();
+        // One row per entry: tabs become spaces (as Docker) and a heredoc's newlines show as `\n`.
+        let by = entry.created_by.as_deref().unwrap_or_default().replace('\t', " ").replace('\n', "\\n");
         let by = if !no_trunc && by.chars().count() > 45 { format!("{}…", by.chars().take(44).collect::<String>()) } else { by };
         rows.push(json!({
             "ID": id,

@@ -65,9 +65,15 @@ fn stage_of(from: Option<&CopyFrom>) -> Option<usize> {
 /// A one-line description of a step as written (variables unexpanded).
 pub fn describe(graph: &BuildGraph, op: &Op) -> String {
     let detail = match op {
-        Op::Run(run) => match &run.command {
-            CommandLine::Shell(script) => script.lines().next().unwrap_or_default().to_string(),
-            CommandLine::Exec(args) => format!("{args:?}"),
+        Op::Run(run) => match (&run.command, &run.heredoc) {
+            // As BuildKit names it: the instruction, then the body's first line.
+            (CommandLine::Shell(body), Some(heredoc)) => {
+                let mut lines = body.trim().lines();
+                let first = lines.next().unwrap_or_default();
+                format!("<<{} ({first}{})", heredoc.name, if lines.next().is_some() { "..." } else { "" })
+            }
+            (CommandLine::Shell(script), None) => script.lines().next().unwrap_or_default().to_string(),
+            (CommandLine::Exec(args), _) => format!("{args:?}"),
         },
         Op::Copy(copy) => {
             let mut words: Vec<String> = copy

@@ -191,3 +191,25 @@ fn buildkit_test_run_shebang_heredoc() {
     let root = store.unpack("shebang:latest", unpacked.path());
     assert_eq!(std::fs::read_to_string(root.join("plain")).expect("plain"), "by awk, changed\n");
 }
+
+#[test]
+fn a_run_heredoc_is_named_as_buildkit_names_it_and_its_history_stays_whole_on_one_row() {
+    if !crate::require_root("a_run_heredoc_is_named_as_buildkit_names_it_and_its_history_stays_whole_on_one_row") {
+        return;
+    }
+    let store = crate::TestStore::with_busybox();
+    let ctx = crate::context(&[("Dockerfile", "FROM busybox:latest\nRUN <<EOF\necho one\necho\ttwo\nEOF\n")]);
+    let (_, progress) = store.build(ctx.path(), &["-t", "heredoc-history"]);
+    assert!(progress.lines().any(|l| l.ends_with("[2/2] RUN <<EOF (echo one...)")), "{progress}");
+    // The config keeps the whole instruction, as BuildKit writes it.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&store.ok(&["image", "inspect", "heredoc-history"])).expect("inspect prints JSON");
+    let history = inspect[0]["History"].as_array().expect("History").clone();
+    assert_eq!(history.last().expect("an entry")["created_by"], "RUN /bin/sh -c echo one\necho\ttwo\n");
+    // The table has one line per entry; the heredoc shows escaped, whole with --no-trunc.
+    let table = store.ok(&["image", "history", "--no-trunc", "heredoc-history"]);
+    assert_eq!(table.lines().count(), 1 + history.len(), "{table}");
+    assert!(table.contains("RUN /bin/sh -c echo one\\necho two\\n"), "{table}");
+    let truncated = store.ok(&["image", "history", "heredoc-history"]);
+    assert_eq!(truncated.lines().count(), 1 + history.len(), "{truncated}");
+}
