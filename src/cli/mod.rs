@@ -160,7 +160,55 @@ fn build_file(context: &Path, file: Option<PathBuf>) -> miette::Result<PathBuf> 
     Err(miette!("no Dockerfile or strata.kdl in {}; give one with -f", context.display()))
 }
 
-fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
+/// `-` as a path: stdin.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// The context and the build file, with `-` read from stdin as Docker reads
+/// it: `-f -` is the Dockerfile; a context `-` is a tar (plain or compressed,
+/// unpacked into a temp folder of the store, the Dockerfile at its root or
+/// where `-f` names it inside) or a Dockerfile alone with an empty context.
+/// Returns the context, the build file's name and the graph; the temp folder
+/// lives as long as the guard.
+fn build_input(
+    args: &args::BuildArgsCli,
+    store: &Store,
+    build_args: &strata::frontend::BuildArgs,
+) -> miette::Result<(PathBuf, String, strata::graph::BuildGraph, Option<tempfile::TempDir>)> {
+    let stdin_text = || std::io::read_to_string(std::io::stdin()).into_diagnostic().wrap_err("read the Dockerfile from stdin");
+    let from_stdin = |text: &str| strata::frontend::dockerfile::lower("Dockerfile", text, build_args);
+    if is_stdin(&args.context) {
+        if args.file.as_deref().is_some_and(is_stdin) {
+            return Err(miette!("the build context and the Dockerfile cannot both come from stdin (context - with -f -)"));
+        }
+        let tmp = store.tmp_dir();
+        let dir = tempfile::Builder::new().prefix("context-").tempdir_in(&tmp).into_diagnostic().wrap_err("create a temp folder")?;
+        let read = strata::exec::context::read_stdin_context(std::io::stdin(), dir.path())
+            .map_err(|e| failed(e, "read the build context from stdin"))?;
+        let context = dir.path().to_path_buf();
+        return match read {
+            strata::exec::context::StdinContext::Dockerfile(text) => Ok((context, "Dockerfile".into(), from_stdin(&text)?, Some(dir))),
+            strata::exec::context::StdinContext::Unpacked => {
+                let inside = match &args.file {
+                    Some(file) => Some(
+                        context.join(
+                            strata::exec::context::clean(file)
+                                .ok_or_else(|| miette!("-f {}: not a path inside the context tar", file.display()))?,
+                        ),
+                    ),
+                    None => None,
+                };
+                let file = build_file(&context, inside)?;
+                let name = file.strip_prefix(&context).unwrap_or(&file).display().to_string();
+                let graph = strata::frontend::load(&file, build_args)?;
+                Ok((context, name, graph, Some(dir)))
+            }
+        };
+    }
+    if args.file.as_deref().is_some_and(is_stdin) {
+        return Ok((args.context.clone(), "Dockerfile".into(), from_stdin(&stdin_text()?)?, None));
+    }
     // `strata build spec.kdl` builds the spec with its folder as the context.
     let (context, file) = if args.context.is_file() {
         let dir = args.context.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
@@ -170,8 +218,15 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         (args.context.clone(), args.file.clone())
     };
     let file = build_file(&context, file)?;
+    let graph = strata::frontend::load(&file, build_args)?;
+    Ok((context, file.display().to_string(), graph, None))
+}
+
+fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
+    let shared = cache::Shared::from_flags(args.cache_to.as_deref(), &args.cache_from)?;
+    let store = shared.attach(open_store()?);
     let build_args = args::parse_build_args(&args.build_args)?;
-    let graph = strata::frontend::load(&file, &build_args)?;
+    let (context, file, graph, _stdin_context) = build_input(&args, &store, &build_args)?;
     let tags =
         args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| failed(e, format!("-t {t}")))).collect::<miette::Result<Vec<_>>>()?;
     let mut secrets = std::collections::BTreeMap::new();
@@ -213,12 +268,10 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         onbuild: Some(onbuild_trigger),
         bases: Some(std::sync::Arc::new(registry::PullingResolver { policy: args.pull, options: registry_options.clone() })),
     };
-    let shared = cache::Shared::from_flags(args.cache_to.as_deref(), &args.cache_from)?;
-    let store = shared.attach(open_store()?);
     let progress = build::reporter(mode);
     build::install_interrupt_handler();
     let run_build = |store: &Store| build::build(store, &graph, &opts, progress.as_ref());
-    let built = shared.build(&store, run_build).map_err(|e| failed(e, format!("build {} failed", file.display())))?;
+    let built = shared.build(&store, run_build).map_err(|e| failed(e, format!("build {file} failed")))?;
     let push_output = matches!(output, Some(BuildOutput::Registry));
     if let Some(BuildOutput::Archive(format, dest)) = output {
         let mut images = Vec::new();

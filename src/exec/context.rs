@@ -1,11 +1,13 @@
 //! The build context: a directory the build may read, minus what
 //! `.dockerignore` excludes. Nothing outside it is ever read.
 
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use globset::{Glob, GlobMatcher};
 
 use super::ExecError;
+use crate::store::snapshot::{clean_layer_path, decompress};
 
 /// `.dockerignore` rules, Docker's way: patterns match a path or any of its
 /// parents, `**` spans directories, `!` re-includes, and the last match wins.
@@ -108,6 +110,69 @@ impl BuildContext {
         }
         Ok(real)
     }
+}
+
+/// What `strata build -` found on stdin.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StdinContext {
+    /// A tar, unpacked into the destination folder.
+    Unpacked,
+    /// A Dockerfile alone: the context is empty.
+    Dockerfile(String),
+}
+
+/// The name stdin has in errors.
+const STDIN: &str = "<stdin>";
+
+/// The largest Dockerfile read alone from stdin.
+const MAX_DOCKERFILE: u64 = 16 << 20;
+
+/// Reads a build context from `input` as `docker build -` does: a tar (plain,
+/// gzip, bzip2, xz or zstd) is unpacked into `dest`; anything else is a
+/// Dockerfile alone.
+pub fn read_stdin_context(input: impl Read + 'static, dest: &Path) -> Result<StdinContext, ExecError> {
+    let bad = |source| ExecError::Extract { archive: PathBuf::from(STDIN), source };
+    let mut reader = decompress(input).map_err(bad)?;
+    let mut head = Vec::with_capacity(512);
+    reader.by_ref().take(512).read_to_end(&mut head).map_err(bad)?;
+    let is_tar = head.get(257..262) == Some(b"ustar".as_slice());
+    let whole = std::io::Cursor::new(head).chain(reader);
+    if !is_tar {
+        let mut text = String::new();
+        whole.take(MAX_DOCKERFILE).read_to_string(&mut text).map_err(bad)?;
+        return Ok(StdinContext::Dockerfile(text));
+    }
+    unpack_context(whole, dest)?;
+    Ok(StdinContext::Unpacked)
+}
+
+/// Unpacks a context tar into `dest`, streaming, as hostile input: an entry
+/// whose name climbs out with `..` is refused (an absolute one lands inside),
+/// and so is any write through a symlink out of it (the tar crate checks each
+/// entry's parent and hard link target); device nodes and fifos are skipped;
+/// owners are not kept.
+fn unpack_context(reader: impl Read, dest: &Path) -> Result<(), ExecError> {
+    let bad = |source| ExecError::Extract { archive: PathBuf::from(STDIN), source };
+    let escape = |entry: &Path| ExecError::ArchiveEscape { archive: PathBuf::from(STDIN), what: "entry", entry: entry.to_path_buf() };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(false);
+    archive.set_overwrite(true);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw = entry.path().map_err(bad)?.into_owned();
+        if clean_layer_path(&raw).is_none() {
+            return Err(escape(&raw));
+        }
+        if matches!(entry.header().entry_type(), tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) {
+            continue;
+        }
+        if !entry.unpack_in(dest).map_err(bad)? {
+            return Err(escape(&raw));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

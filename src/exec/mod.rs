@@ -11,6 +11,7 @@ pub mod idmap;
 pub mod key;
 pub mod launch;
 mod layer;
+pub mod remote;
 pub mod run;
 pub mod sandbox;
 pub mod users;
@@ -78,8 +79,12 @@ pub enum ExecError {
     Sandbox { report: sandbox::SetupReport, hint: &'static str },
     #[error("{0}")]
     Invalid(String),
+    #[error("expand {word}")]
+    Expand { word: String, source: crate::graph::ExpandError },
     #[error("build interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Remote(#[from] remote::RemoteError),
 }
 
 impl ExecError {
@@ -199,8 +204,8 @@ impl ImageState {
         self.config.config.env_var(name).map(str::to_string).or_else(|| self.args.get(name).cloned())
     }
 
-    fn expand(&self, word: &Word) -> String {
-        word.expand(&|name| self.lookup(name))
+    fn expand(&self, word: &Word) -> Result<String, ExecError> {
+        word.expand(&|name| self.lookup(name)).map_err(|source| ExecError::Expand { word: word.to_string(), source })
     }
 
     fn workdir(&self) -> String {
@@ -293,7 +298,7 @@ impl ImageState {
         match op {
             Op::Env(pairs) => {
                 // Every value sees the environment from before this instruction, as in Docker.
-                let values: Vec<String> = pairs.iter().map(|(_, value)| self.expand(value)).collect();
+                let values = pairs.iter().map(|(_, value)| self.expand(value)).collect::<Result<Vec<_>, _>>()?;
                 let mut text = String::from("ENV");
                 for ((name, _), value) in pairs.iter().zip(values) {
                     text.push_str(&format!(" {name}={value}"));
@@ -310,7 +315,9 @@ impl ImageState {
                         .build_args
                         .get(&decl.name)
                         .cloned()
+                        .map(Ok)
                         .or_else(|| decl.default.as_ref().map(|d| self.expand(d)))
+                        .transpose()?
                         .or_else(|| args::global_value(&decl.name, cx.build_args, &cx.graph.args));
                     match &value {
                         Some(v) => text.push_str(&format!(" {}={v}", decl.name)),
@@ -327,7 +334,7 @@ impl ImageState {
             Op::Label(pairs) => {
                 let mut text = String::from("LABEL");
                 for (key, value) in pairs {
-                    let (key, value) = (self.expand(key), self.expand(value));
+                    let (key, value) = (self.expand(key)?, self.expand(value)?);
                     text.push_str(&format!(" {key}={value}"));
                     self.config.config.labels.insert(key, value);
                 }
@@ -340,7 +347,7 @@ impl ImageState {
             Op::Expose(ports) => {
                 let mut names = Vec::new();
                 for port in ports {
-                    for p in self.expand(port).split_whitespace() {
+                    for p in self.expand(port)?.split_whitespace() {
                         let (ports, proto) = p.split_once('/').unwrap_or((p, "tcp"));
                         let proto = proto.to_lowercase();
                         // `8000-8002` is one entry per port, as Docker stores it.
@@ -359,19 +366,19 @@ impl ImageState {
                 self.commit(cx, format!("EXPOSE {}", names.join(" ")), b"", |_| Ok(None))
             }
             Op::Volume(paths) => {
-                let paths: Vec<String> = paths.iter().map(|p| self.expand(p)).collect();
+                let paths = paths.iter().map(|p| self.expand(p)).collect::<Result<Vec<_>, _>>()?;
                 for p in &paths {
                     self.config.config.volumes.insert(p.clone(), oci::Empty {});
                 }
                 self.commit(cx, format!("VOLUME {}", json_text(&paths)?), b"", |_| Ok(None))
             }
             Op::User(user) => {
-                let user = self.expand(user);
+                let user = self.expand(user)?;
                 self.config.config.user = Some(user.clone());
                 self.commit(cx, format!("USER {user}"), b"", |_| Ok(None))
             }
             Op::StopSignal(signal) => {
-                let signal = self.expand(signal);
+                let signal = self.expand(signal)?;
                 self.config.config.stop_signal = Some(signal.clone());
                 self.commit(cx, format!("STOPSIGNAL {signal}"), b"", |_| Ok(None))
             }
@@ -429,7 +436,7 @@ impl ImageState {
     }
 
     fn workdir_step(&mut self, cx: &ExecCx, path: &Word) -> Result<StepOutcome, ExecError> {
-        let path = self.expand(path);
+        let path = self.expand(path)?;
         let joined = Path::new(&self.workdir()).join(&path);
         let cleaned = format!("/{}", context::clean(&joined).unwrap_or_default().display());
         self.config.config.working_dir = Some(cleaned.clone());
@@ -471,7 +478,7 @@ impl ImageState {
             }
             Some(CopyFrom::Image(name)) => Some(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
         };
-        let dest = self.expand(&op.dest);
+        let dest = self.expand(&op.dest)?;
         let dest_abs = if dest.starts_with('/') {
             dest.clone()
         } else {
@@ -483,16 +490,25 @@ impl ImageState {
             }
             joined
         };
-        let sources: Vec<copy::CopyInput> = op
+        let mut sources: Vec<copy::CopyInput> = op
             .sources
             .iter()
-            .map(|s| match s {
-                CopySource::Path(word) => copy::CopyInput::Path(self.expand(word)),
-                CopySource::Inline { name, content } => copy::CopyInput::Inline { name: name.clone(), content: self.expand(content) },
+            .map(|s| {
+                Ok(match s {
+                    CopySource::Path(word) => copy::CopyInput::Path(self.expand(word)?),
+                    CopySource::Inline { name, content } => copy::CopyInput::Inline { name: name.clone(), content: self.expand(content)? },
+                })
             })
-            .collect();
-        let chown = op.chown.as_ref().map(|w| self.expand(w));
-        let chmod = match op.chmod.as_ref().map(|w| self.expand(w)) {
+            .collect::<Result<_, ExecError>>()?;
+        // ADD's URLs are fetched (or found unchanged) now, its git sources resolved to commits.
+        let remote = if op.add {
+            let checksum = op.checksum.as_ref().map(|w| self.expand(w)).transpose()?;
+            remote::resolve(cx.store, &mut sources, checksum.as_deref(), op.keep_git_dir)?
+        } else {
+            remote::RemoteSources::default()
+        };
+        let chown = op.chown.as_ref().map(|w| self.expand(w)).transpose()?;
+        let chmod = match op.chmod.as_ref().map(|w| self.expand(w)).transpose()? {
             Some(text) => Some(crate::graph::parse_mode(&text).ok_or_else(|| ExecError::BadMode(text.clone()))?),
             None => None,
         };
@@ -513,10 +529,14 @@ impl ImageState {
         if op.link {
             text.push_str(" --link");
         }
+        if op.keep_git_dir {
+            text.push_str(" --keep-git-dir");
+        }
         for s in &sources {
             match s {
                 copy::CopyInput::Path(p) => text.push_str(&format!(" {p}")),
                 copy::CopyInput::Inline { name, .. } => text.push_str(&format!(" <<{name}")),
+                copy::CopyInput::Download { url, .. } | copy::CopyInput::Checkout { url, .. } => text.push_str(&format!(" {url}")),
             }
         }
         text.push_str(&format!(" {dest_abs}"));
@@ -525,7 +545,7 @@ impl ImageState {
         // sources planned over nothing, or the source stage's key; what lies below is
         // decided by this image's key), so a hit, local or shared, needs no snapshot.
         let fast = match &from_state {
-            _ if cx.no_cache => None,
+            _ if cx.no_cache || !remote.is_empty() => None,
             Some(state) => Some(chain_key(&self.key, &format!("FAST {text}"), state.key.as_str().as_bytes())),
             None => {
                 let alone = copy::CopyRequest {
@@ -582,11 +602,12 @@ impl ImageState {
             None => copy::SourceRoot::Context(cx.context),
         };
         let plan = copy::LayerPlan::for_copy(&root, &req)?;
-        // ADD's archives are keyed by their bytes; only a miss extracts them.
+        // ADD's archives are keyed by their bytes, its git sources by their commits; only a miss extracts or clones them.
         let tmp = cx.store.tmp_dir();
         let write = |plan: &copy::LayerPlan| -> Result<(Digest, u64), ExecError> {
-            if plan.names_archives() {
-                let extracting = copy::CopyRequest { extract_in: Some(&tmp), ..req.clone() };
+            if plan.names_archives() || remote.has_checkouts() {
+                let (sources, _checkouts) = remote.checkout(&req.sources, &tmp)?;
+                let extracting = copy::CopyRequest { extract_in: Some(&tmp), sources, ..req.clone() };
                 copy::LayerPlan::for_copy(&root, &extracting)?.write(cx.store, cx.epoch)
             } else {
                 plan.write(cx.store, cx.epoch)
@@ -595,11 +616,12 @@ impl ImageState {
         if cx.no_cache {
             // The layer is rebuilt whatever its key: key it (for later builds) while writing it.
             let (content, layer) = rayon::join(|| plan.content_key(cx.store), || write(&plan));
-            let (content, layer) = (content?, layer?);
-            return self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(layer)));
+            let inputs = remote.key_with(&content?);
+            let layer = layer?;
+            return self.commit(cx, text, inputs.as_bytes(), |_| Ok(Some(layer)));
         }
-        let content = plan.content_key(cx.store)?;
-        let outcome = self.commit(cx, text, content.as_str().as_bytes(), |_| Ok(Some(write(&plan)?)))?;
+        let inputs = remote.key_with(&plan.content_key(cx.store)?);
+        let outcome = self.commit(cx, text, inputs.as_bytes(), |_| Ok(Some(write(&plan)?)))?;
         if let Some(fast) = &fast {
             cx.store.cache_alias_put(fast, &self.key);
         }

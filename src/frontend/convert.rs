@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::graph::{
-    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Security, StageId, Word,
+    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, MountFile, Network, Op, Part, RunMount, Security, Sharing, StageId, Word,
 };
 
 /// The graph as a KDL spec.
@@ -111,6 +111,12 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
             if copy.link {
                 text.push_str(" --link");
             }
+            if let Some(checksum) = &copy.checksum {
+                let _ = write!(text, " --checksum={checksum}");
+            }
+            if copy.keep_git_dir {
+                text.push_str(" --keep-git-dir");
+            }
             let mut bodies = String::new();
             for source in &copy.sources {
                 match source {
@@ -165,8 +171,13 @@ fn arg_line(name: &str, default: Option<&Word>) -> String {
 
 fn mount(graph: &BuildGraph, mount: &RunMount) -> String {
     match mount {
-        RunMount::Cache { id, target, readonly } => {
-            format!("type=cache,id={id},target={target}{}", if *readonly { ",readonly" } else { "" })
+        RunMount::Cache { id, target, readonly, sharing, file } => {
+            let sharing = match sharing {
+                Sharing::Shared => "",
+                Sharing::Private => ",sharing=private",
+                Sharing::Locked => ",sharing=locked",
+            };
+            format!("type=cache,id={id},target={target}{}{sharing}{}", if *readonly { ",readonly" } else { "" }, file_options(file))
         }
         RunMount::Bind { from, source, target, rw } => {
             let from = match from {
@@ -176,11 +187,26 @@ fn mount(graph: &BuildGraph, mount: &RunMount) -> String {
             };
             format!("type=bind{from},source={source},target={target}{}", if *rw { ",rw" } else { "" })
         }
-        RunMount::Secret { id, target, required } => {
-            format!("type=secret,id={id},target={target}{}", if *required { ",required" } else { "" })
+        RunMount::Secret { id, target, required, file } => {
+            format!("type=secret,id={id},target={target}{}{}", if *required { ",required" } else { "" }, file_options(file))
         }
-        RunMount::Tmpfs { target } => format!("type=tmpfs,target={target}"),
+        RunMount::Tmpfs { target, size: None } => format!("type=tmpfs,target={target}"),
+        RunMount::Tmpfs { target, size: Some(size) } => format!("type=tmpfs,target={target},size={size}"),
     }
+}
+
+/// `,mode=…,uid=…,gid=…` for the options given.
+fn file_options(file: &MountFile) -> String {
+    let mut text = String::new();
+    if let Some(mode) = file.mode {
+        text.push_str(&format!(",mode={mode:o}"));
+    }
+    for (key, value) in [("uid", file.uid), ("gid", file.gid)] {
+        if let Some(value) = value {
+            text.push_str(&format!(",{key}={value}"));
+        }
+    }
+    text
 }
 
 fn healthcheck(check: &Healthcheck) -> String {
@@ -233,12 +259,12 @@ fn quoted(word: &Word) -> String {
     format!("\"{}\"", word.to_string().replace('"', "\\\""))
 }
 
-/// Heredoc bodies expand variables but take `\` and `$` literally otherwise.
+/// Heredoc bodies expand variables and drop a `\` before any character, so both are escaped.
 fn heredoc_body(word: &Word) -> String {
     word.0
         .iter()
         .map(|part| match part {
-            Part::Lit(text) => text.replace('$', "\\$"),
+            Part::Lit(text) => text.replace('\\', "\\\\").replace('$', "\\$"),
             other => Word(vec![other.clone()]).to_string(),
         })
         .collect()

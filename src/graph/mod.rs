@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use dump::{describe, to_dot, to_json};
-pub use word::{Part, Word};
+pub use word::{ExpandError, Part, Word};
 
 /// Index of a stage in [`BuildGraph::stages`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -163,6 +163,26 @@ pub struct RunOp {
     /// Left out of the JSON dump when it is the default, so older goldens stay as they are.
     #[serde(skip_serializing_if = "Security::is_sandbox")]
     pub security: Security,
+    /// `RUN <<NAME` alone: the command is that heredoc's body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heredoc: Option<RunHeredoc>,
+}
+
+/// A heredoc that is a RUN's whole command.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct RunHeredoc {
+    pub name: String,
+    /// The body starts with `#!`: as BuildKit does, it is written to
+    /// `/dev/pipes/NAME` (mode 0755) and the shell runs that file, so the
+    /// kernel hands it to the interpreter the first line names.
+    pub executable: bool,
+}
+
+impl RunHeredoc {
+    /// Where an executable body is mounted in the sandbox.
+    pub fn path(&self) -> String {
+        format!("/dev/pipes/{}", self.name)
+    }
 }
 
 /// `RUN --security=…`: `insecure` (BuildKit's name) runs the step without the
@@ -201,6 +221,11 @@ pub enum RunMount {
         id: String,
         target: String,
         readonly: bool,
+        /// Left out of the JSON dump when shared (the default), so older goldens stay as they are.
+        #[serde(skip_serializing_if = "Sharing::is_shared")]
+        sharing: Sharing,
+        #[serde(skip_serializing_if = "MountFile::is_unset")]
+        file: MountFile,
     },
     /// A path from a stage, an image or the context (`from` = None), read-only unless `rw`.
     Bind {
@@ -214,10 +239,52 @@ pub enum RunMount {
         id: String,
         target: String,
         required: bool,
+        #[serde(skip_serializing_if = "MountFile::is_unset")]
+        file: MountFile,
     },
     Tmpfs {
         target: String,
+        /// `size=`: at most this many bytes (the kernel's default, half of RAM, when unset).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
     },
+}
+
+/// A cache mount's `sharing=`, as BuildKit: steps running at once use one
+/// folder (shared), take turns (locked), or each get a folder of their own (private).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+impl Sharing {
+    /// The default.
+    pub fn is_shared(&self) -> bool {
+        *self == Sharing::Shared
+    }
+}
+
+/// `mode=`, `uid=`, `gid=` of a cache mount's folder or a secret's file;
+/// unset, BuildKit's defaults (0755 for a cache, 0400 for a secret; root).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct MountFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+}
+
+impl MountFile {
+    /// No option given.
+    pub fn is_unset(&self) -> bool {
+        *self == MountFile::default()
+    }
 }
 
 /// Where `COPY --from` / `--mount from=` reads.
@@ -239,11 +306,40 @@ pub struct CopyOp {
     pub chown: Option<Word>,
     pub chmod: Option<Word>,
     pub link: bool,
+    /// ADD `--checksum=sha256:…`: the digest a downloaded file (or the commit a git source) must have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Word>,
+    /// ADD `--keep-git-dir`: a git source keeps its `.git` folder.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub keep_git_dir: bool,
 }
 
 /// A `--chmod` value: an octal mode of at most 0o7777, as Docker takes it.
 pub fn parse_mode(text: &str) -> Option<u32> {
     u32::from_str_radix(text, 8).ok().filter(|mode| *mode <= 0o7777 && !text.starts_with('+'))
+}
+
+/// An ADD `--checksum` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checksum {
+    /// `sha256:<64 hex>`: the digest a downloaded file must have.
+    Sha256(crate::oci::Digest),
+    /// Hex digits: the commit (or a prefix of it) a git source must resolve to.
+    Commit(String),
+}
+
+/// Reads an ADD `--checksum`: `sha256:<64 hex digits>`, or a git commit's hex digits.
+pub fn parse_checksum(text: &str) -> Result<Checksum, String> {
+    match text.split_once(':') {
+        Some(("sha256", _)) => {
+            text.parse().map(Checksum::Sha256).map_err(|_| format!("--checksum={text}: expected sha256:<64 hex digits>"))
+        }
+        Some((algorithm, _)) => Err(format!("--checksum={text}: unsupported digest algorithm {algorithm:?} (expected sha256)")),
+        None if !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(Checksum::Commit(text.to_ascii_lowercase()))
+        }
+        None => Err(format!("--checksum={text}: expected sha256:<64 hex digits>, or a git commit")),
+    }
 }
 
 /// One source of a COPY/ADD.
@@ -432,6 +528,8 @@ mod tests {
             chown: None,
             chmod: None,
             link: false,
+            checksum: None,
+            keep_git_dir: false,
         })
     }
 

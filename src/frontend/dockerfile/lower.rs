@@ -11,8 +11,8 @@ use super::parser::{Flag, Line, Parsed};
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, Network, Op, Origin, RunMount, RunOp, Security,
-    Stage, StageId, Step, Word, did_you_mean,
+    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, MountFile, Network, Op, Origin, RunHeredoc, RunMount, RunOp,
+    Security, Sharing, Stage, StageId, Step, Word, did_you_mean,
 };
 
 /// Every instruction Docker knows.
@@ -176,7 +176,18 @@ impl<'a> Lowerer<'a> {
 
     fn expand_global(&mut self, line: &Line, text: &str) -> String {
         let word = self.word(line, text);
-        word.expand(&|n| self.global(n))
+        self.expand_word(line, &word)
+    }
+
+    /// Expands `word` now with the global args; a failure is an error at the arguments.
+    fn expand_word(&mut self, line: &Line, word: &Word) -> String {
+        match word.expand(&|n| self.global(n)) {
+            Ok(text) => text,
+            Err(e) => {
+                self.args_error(line, format!("failed to expand {word}: {e}"), "here", None);
+                String::new()
+            }
+        }
     }
 
     fn check_flags(&mut self, line: &Line, allowed: &[&str]) {
@@ -291,7 +302,13 @@ impl<'a> Lowerer<'a> {
             }
             if keyword == "ARG" && current.is_none() {
                 let decls = self.arg(line);
-                self.global_args.extend(decls.iter().cloned());
+                // As BuildKit: a default is expanded where it is declared, unless a build arg replaces it.
+                for decl in &decls {
+                    if let Some(default) = decl.default.as_ref().filter(|_| !self.build_args.contains_key(&decl.name)) {
+                        self.expand_word(line, default);
+                    }
+                    self.global_args.push(decl.clone());
+                }
                 graph.args.extend(decls);
                 continue;
             }
@@ -565,26 +582,20 @@ impl<'a> Lowerer<'a> {
                 Security::Sandbox
             }
         };
-        let command = match json_args(&line.args) {
-            Some(args) if line.heredocs.is_empty() => CommandLine::Exec(args),
-            _ => CommandLine::Shell(fold_heredocs(&line.args, &line.heredocs)),
+        let (command, heredoc) = match json_args(&line.args) {
+            Some(args) if line.heredocs.is_empty() => (CommandLine::Exec(args), None),
+            _ => {
+                let (script, heredoc) = fold_heredocs(&line.args, &line.heredocs);
+                (CommandLine::Shell(script), heredoc)
+            }
         };
-        RunOp { command, mounts, network, security }
+        RunOp { command, mounts, network, security, heredoc }
     }
 
     fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {
         let allowed: &[&str] =
             if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
         self.check_flags(line, allowed);
-        for unsupported in ["checksum", "keep-git-dir"] {
-            if let Some(f) = Self::flag(line, unsupported) {
-                self.errors.push(SourceError::new(
-                    format!("ADD --{unsupported} is not supported: strata does not fetch URLs or git repositories in ADD"),
-                    span(f.offset, unsupported.len() + 2),
-                    "not supported",
-                ));
-            }
-        }
         let keyword = if add { "ADD" } else { "COPY" };
         let raw: Vec<String> = match json_args(&line.args) {
             Some(args) => args.into_iter().map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))).collect(),
@@ -605,16 +616,22 @@ impl<'a> Lowerer<'a> {
             if word.starts_with("<<")
                 && let Some(doc) = heredocs.next()
             {
-                let content = if doc.quoted { Word::lit(doc.body.clone()) } else { lexer::heredoc_word(&doc.body, self.escape) };
+                let content = match doc.quoted {
+                    true => Word::lit(doc.body.clone()),
+                    false => lexer::heredoc_word(&doc.body).unwrap_or_else(|e| {
+                        self.error(line, format!("heredoc <<{}: {}", doc.name, e.message), "in this instruction's heredoc");
+                        Word::default()
+                    }),
+                };
                 sources.push(CopySource::Inline { name: doc.name.clone(), content });
                 continue;
             }
-            if word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@") {
+            if !add && (word.starts_with("http://") || word.starts_with("https://") || word.starts_with("git@")) {
                 self.args_error(
                     line,
-                    format!("{keyword} from a URL ({word}) is not supported"),
+                    format!("COPY from a URL ({word}) is not supported"),
                     "a URL",
-                    Some("download it into the build context first".into()),
+                    Some("ADD fetches URLs and git repositories".into()),
                 );
                 continue;
             }
@@ -641,7 +658,15 @@ impl<'a> Lowerer<'a> {
             word
         });
         let link = self.bool_flag(line, "link");
-        Some(CopyOp { add, from, sources, dest, chown, chmod, link })
+        let checksum = Self::flag(line, "checksum").and_then(|f| f.value.clone().map(|v| (f.offset, v))).map(|(offset, v)| {
+            let word = self.word(line, &v);
+            if let Some(Err(message)) = word.as_literal().map(|text| crate::graph::parse_checksum(&text)) {
+                self.errors.push(SourceError::new(message, span(offset, 11 + v.len()), "here"));
+            }
+            word
+        });
+        let keep_git_dir = add && self.bool_flag(line, "keep-git-dir");
+        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir })
     }
 
     fn healthcheck(&mut self, line: &Line) -> Option<Healthcheck> {
@@ -714,11 +739,12 @@ fn split_unquoted_eq(raw: &str) -> Option<(&str, &str)> {
     None
 }
 
-/// A lone `<<EOF` runs its body as the script; otherwise bodies follow the
-/// command as a POSIX shell reads heredocs.
-fn fold_heredocs(args: &str, heredocs: &[super::parser::Heredoc]) -> String {
+/// A lone `<<EOF` runs its body as the script (and is returned, to run a
+/// `#!` body as a file); otherwise bodies follow the command as a POSIX
+/// shell reads heredocs.
+fn fold_heredocs(args: &str, heredocs: &[super::parser::Heredoc]) -> (String, Option<RunHeredoc>) {
     if heredocs.is_empty() {
-        return args.to_string();
+        return (args.to_string(), None);
     }
     let markers = super::parser::heredoc_markers(args);
     let lone = heredocs.len() == 1 && markers.len() == 1 && {
@@ -729,7 +755,9 @@ fn fold_heredocs(args: &str, heredocs: &[super::parser::Heredoc]) -> String {
         forms.iter().any(|f| f == t)
     };
     if lone {
-        return heredocs[0].body.clone();
+        let body = heredocs[0].body.clone();
+        let executable = body.starts_with("#!");
+        return (body, Some(RunHeredoc { name: heredocs[0].name.clone(), executable }));
     }
     let mut script = args.to_string();
     for doc in heredocs {
@@ -737,7 +765,7 @@ fn fold_heredocs(args: &str, heredocs: &[super::parser::Heredoc]) -> String {
         script.push_str(&doc.body);
         script.push_str(&doc.name);
     }
-    script
+    (script, None)
 }
 
 /// Parses `type=cache,target=/x,…`; returns the mount and a `from=` to resolve.
@@ -745,9 +773,14 @@ fn parse_mount(spec: &str) -> Result<(RunMount, Option<String>), String> {
     let mut kind = "bind".to_string();
     let (mut target, mut id, mut source, mut from) = (None, None, None, None);
     let (mut readonly, mut rw, mut required) = (false, false, false);
+    let (mut sharing, mut file, mut size) = (None, MountFile::default(), None);
     for field in spec.split(',').filter(|f| !f.is_empty()) {
         let (key, value) = field.split_once('=').map_or((field, None), |(k, v)| (k, Some(v.to_string())));
         let truthy = value.as_deref().is_none_or(|v| v == "true");
+        let number = |radix: u32| {
+            let text = value.as_deref().unwrap_or_default();
+            u32::from_str_radix(text, radix).map_err(|_| format!("invalid value {text:?} for {key} in {spec:?}"))
+        };
         match key {
             "type" => kind = value.unwrap_or_default(),
             "target" | "dst" | "destination" => target = value,
@@ -757,14 +790,44 @@ fn parse_mount(spec: &str) -> Result<(RunMount, Option<String>), String> {
             "ro" | "readonly" => readonly = truthy,
             "rw" | "readwrite" => rw = truthy,
             "required" => required = truthy,
-            "sharing" | "mode" | "uid" | "gid" | "size" => {}
+            "sharing" => {
+                sharing = Some(match value.as_deref().unwrap_or_default().to_lowercase().as_str() {
+                    "shared" => Sharing::Shared,
+                    "private" => Sharing::Private,
+                    "locked" => Sharing::Locked,
+                    other => return Err(format!("unsupported sharing value {other:?} in {spec:?} (shared, private or locked)")),
+                })
+            }
+            "mode" => {
+                let mode = number(8)?;
+                if mode > 0o7777 {
+                    return Err(format!("invalid value for mode in {spec:?}: at most 7777"));
+                }
+                file.mode = Some(mode);
+            }
+            "uid" => file.uid = Some(number(10)?),
+            "gid" => file.gid = Some(number(10)?),
+            "size" => size = Some(byte_size(value.as_deref().unwrap_or_default()).ok_or(format!("invalid value for size in {spec:?}"))?),
             other => return Err(format!("unknown option {other:?} in {spec:?}")),
         }
+    }
+    // As BuildKit: each option only where it means something.
+    if !file.is_unset() && !matches!(kind.as_str(), "cache" | "secret") {
+        return Err(format!("mode, uid and gid are not allowed for type={kind} mounts (only cache and secret)"));
+    }
+    if sharing.is_some() && kind != "cache" {
+        return Err(format!("sharing is not allowed for type={kind} mounts (only cache)"));
+    }
+    if size.is_some() && kind != "tmpfs" {
+        return Err(format!("size is not allowed for type={kind} mounts (only tmpfs)"));
+    }
+    if required && kind != "secret" {
+        return Err(format!("required is not allowed for type={kind} mounts (only secret)"));
     }
     let mount = match kind.as_str() {
         "cache" => {
             let target = target.ok_or("type=cache needs target=")?;
-            RunMount::Cache { id: id.unwrap_or_else(|| target.clone()), target, readonly }
+            RunMount::Cache { id: id.unwrap_or_else(|| target.clone()), target, readonly, sharing: sharing.unwrap_or_default(), file }
         }
         "bind" => {
             let target = target.ok_or("type=bind needs target=")?;
@@ -774,12 +837,33 @@ fn parse_mount(spec: &str) -> Result<(RunMount, Option<String>), String> {
             let id =
                 id.or_else(|| target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string))).ok_or("type=secret needs id=")?;
             let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-            RunMount::Secret { id, target, required }
+            RunMount::Secret { id, target, required, file }
         }
-        "tmpfs" => RunMount::Tmpfs { target: target.ok_or("type=tmpfs needs target=")? },
+        "tmpfs" => RunMount::Tmpfs { target: target.ok_or("type=tmpfs needs target=")?, size },
         other => return Err(format!("unknown mount type {other:?} (cache, bind, secret or tmpfs)")),
     };
     Ok((mount, from))
+}
+
+/// A size as BuildKit reads `size=` (Docker's RAMInBytes): a number with an
+/// optional binary unit, `k`, `m`, `g`, `t` or `p`, optionally followed by `b`
+/// or `ib`, in any case (`128m` is 128 MiB).
+fn byte_size(text: &str) -> Option<u64> {
+    let lower = text.trim().to_lowercase();
+    let digits = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits);
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return None,
+    };
+    let value = number.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0)?;
+    let bytes = value * (1u64 << shift) as f64;
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 #[cfg(test)]
@@ -789,14 +873,48 @@ mod tests {
     #[test]
     fn lone_heredoc_is_the_script() {
         let doc = super::super::parser::Heredoc { name: "EOF".into(), body: "echo a\necho b\n".into(), quoted: false };
-        assert_eq!(fold_heredocs("<<EOF", std::slice::from_ref(&doc)), "echo a\necho b\n");
-        assert_eq!(fold_heredocs("cat <<EOF > /x", &[doc]), "cat <<EOF > /x\necho a\necho b\nEOF");
+        let lone = Some(RunHeredoc { name: "EOF".into(), executable: false });
+        assert_eq!(fold_heredocs("<<EOF", std::slice::from_ref(&doc)), ("echo a\necho b\n".into(), lone));
+        assert_eq!(fold_heredocs("cat <<EOF > /x", &[doc]), ("cat <<EOF > /x\necho a\necho b\nEOF".into(), None));
+        let script = super::super::parser::Heredoc { name: "PY".into(), body: "#!/usr/bin/python3\nprint(1)\n".into(), quoted: true };
+        let (body, heredoc) = fold_heredocs("<<'PY'", &[script]);
+        assert_eq!((body.as_str(), heredoc), ("#!/usr/bin/python3\nprint(1)\n", Some(RunHeredoc { name: "PY".into(), executable: true })));
     }
 
     #[test]
     fn mounts_parse_with_buildkit_keys() {
         let (m, _) = parse_mount("type=cache,target=/root/.cache,id=pip").unwrap();
-        assert_eq!(m, RunMount::Cache { id: "pip".into(), target: "/root/.cache".into(), readonly: false });
+        assert_eq!(
+            m,
+            RunMount::Cache {
+                id: "pip".into(),
+                target: "/root/.cache".into(),
+                readonly: false,
+                sharing: Sharing::Shared,
+                file: MountFile::default()
+            }
+        );
+        let (m, _) = parse_mount("type=cache,target=/c,sharing=locked,mode=0751,uid=1001,gid=1002").unwrap();
+        assert_eq!(
+            m,
+            RunMount::Cache {
+                id: "/c".into(),
+                target: "/c".into(),
+                readonly: false,
+                sharing: Sharing::Locked,
+                file: MountFile { mode: Some(0o751), uid: Some(1001), gid: Some(1002) }
+            }
+        );
+        let (m, _) = parse_mount("type=tmpfs,target=/t,size=128m").unwrap();
+        assert_eq!(m, RunMount::Tmpfs { target: "/t".into(), size: Some(128 << 20) });
+        assert_eq!(byte_size("64KiB"), Some(64 << 10));
+        assert_eq!(byte_size("1000"), Some(1000));
+        assert_eq!(byte_size("1x"), None);
+        for bad in ["type=bind,target=/b,uid=1", "type=tmpfs,target=/t,mode=700", "type=secret,id=a,sharing=locked", "type=cache,target=/c,size=1m"] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+        assert!(parse_mount("type=cache,target=/c,sharing=sometimes").unwrap_err().contains("sometimes"));
+        assert!(parse_mount("type=cache,target=/c,mode=9").is_err());
         let (m, from) = parse_mount("type=bind,from=build,source=/out,target=/in").unwrap();
         assert_eq!(from.as_deref(), Some("build"));
         assert!(matches!(m, RunMount::Bind { .. }));

@@ -203,7 +203,12 @@ impl Lowerer {
     fn expand(&mut self, text: &Text) -> String {
         let word = self.parse(text);
         self.check_global_names(&word, text);
-        word.expand(&|name| self.globals.get(name).cloned())
+        self.expand_word(&word)
+    }
+
+    /// A spec's words hold only literals and `{NAME}`s, which always expand.
+    fn expand_word(&self, word: &Word) -> String {
+        word.expand(&|name| self.globals.get(name).cloned()).unwrap_or_default()
     }
 
     fn lower(&mut self, spec: &Spec, build_args: &BuildArgs) -> BuildGraph {
@@ -212,7 +217,7 @@ impl Lowerer {
             let decl = self.arg_decl(arg);
             let value = match build_args.get(&decl.name) {
                 Some(value) => Some(value.clone()),
-                None => decl.default.as_ref().map(|word| word.expand(&|name| self.globals.get(name).cloned())),
+                None => decl.default.as_ref().map(|word| self.expand_word(word)),
             };
             if let Some(value) = value {
                 self.globals.insert(decl.name.clone(), value);
@@ -415,7 +420,7 @@ impl Lowerer {
                             Some(id) => self.expand(id),
                             None => target.clone(),
                         };
-                        RunMount::Cache { id, target, readonly: *readonly }
+                        RunMount::Cache { id, target, readonly: *readonly, sharing: Default::default(), file: Default::default() }
                     }
                     MountSpec::Bind { from, source, target, rw } => {
                         let from = match from {
@@ -432,13 +437,13 @@ impl Lowerer {
                             (None, None) => String::new(),
                         };
                         let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-                        RunMount::Secret { id, target, required: *required }
+                        RunMount::Secret { id, target, required: *required, file: Default::default() }
                     }
-                    MountSpec::Tmpfs { target } => RunMount::Tmpfs { target: self.expand(target) },
+                    MountSpec::Tmpfs { target } => RunMount::Tmpfs { target: self.expand(target), size: None },
                 })
             })
             .collect();
-        RunOp { command: run.command.clone(), mounts, network: run.network, security: run.security }
+        RunOp { command: run.command.clone(), mounts, network: run.network, security: run.security, heredoc: None }
     }
 
     fn copy(&mut self, copy: &CopySpec) -> CopyOp {
@@ -457,6 +462,8 @@ impl Lowerer {
             chown: copy.chown.as_ref().map(|c| self.word(c)),
             chmod: copy.chmod.as_ref().map(|c| self.word(c)),
             link: copy.link,
+            checksum: None,
+            keep_git_dir: false,
         }
     }
 }

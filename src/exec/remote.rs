@@ -1,0 +1,432 @@
+//! ADD's remote sources: files over HTTP(S) and git repositories. Knows
+//! nothing of layers: it turns a URL into a file (or a checkout) the COPY
+//! plan takes like any other source.
+//!
+//! A download streams into the store as a blob (sha256, so `--checksum` is
+//! checked as it lands, and a mismatch stores nothing) and its validators
+//! (ETag, Last-Modified) are recorded under `strata/downloads/`, so a rebuild
+//! asks the server whether it changed (`If-None-Match`, `If-Modified-Since`)
+//! and uses the stored bytes on 304. A git source is resolved to a commit
+//! (`git ls-remote`) and cloned only when its layer is not cached.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use ureq::http::StatusCode;
+
+use super::ExecError;
+use super::context::clean;
+use super::copy::CopyInput;
+use crate::graph::{Checksum, parse_checksum};
+use crate::oci::Digest;
+use crate::store::{Store, StoreError};
+
+/// The largest file ADD downloads.
+pub const MAX_DOWNLOAD: u64 = 8 << 30;
+/// A connection or a download that stays silent this long fails.
+const STALL: Duration = Duration::from_secs(120);
+
+/// A remote source that could not be fetched or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("fetch {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("fetch {url}: the server answered {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("fetch {url}: more than ADD's limit of {limit} bytes")]
+    TooLarge { url: String, limit: u64 },
+    #[error("ADD {url}: checksum mismatch: expected {expected}, got {actual}")]
+    ChecksumMismatch { url: String, expected: String, actual: String },
+    #[error("ADD: {0}")]
+    Checksum(String),
+    #[error("git {url}: {action} failed: {message}")]
+    Git { url: String, action: &'static str, message: String },
+    #[error("git {url}: no ref {reference:?} (expected a branch, a tag or a full commit)")]
+    NoSuchRef { url: String, reference: String },
+    #[error("git {url}: subdirectory {subdir:?} is not a directory of commit {commit}")]
+    NoSubdir { url: String, subdir: String, commit: String },
+}
+
+/// What a URL's last download left: the blob and the validators to ask about it again.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    url: String,
+    digest: Digest,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// A git source: `URL[#ref[:subdir]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitSource {
+    pub remote: String,
+    pub reference: Option<String>,
+    pub subdir: Option<String>,
+}
+
+/// Whether ADD fetches `source` over HTTP(S) (a git URL is not one of these).
+pub fn is_http(source: &str) -> bool {
+    (source.starts_with("http://") || source.starts_with("https://")) && git_source(source).is_none()
+}
+
+/// A git repository ADD clones: `git@host:path`, `ssh://`, `git://`, or an
+/// `http(s)://` URL whose path ends in `.git`, as BuildKit tells them apart.
+pub fn git_source(source: &str) -> Option<GitSource> {
+    let (url, fragment) = match source.split_once('#') {
+        Some((url, fragment)) => (url, Some(fragment)),
+        None => (source, None),
+    };
+    let is_git = if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
+        rest.split_once('/').is_some_and(|(_, path)| path.split('?').next().is_some_and(|p| p.ends_with(".git")))
+    } else {
+        url.starts_with("git@") || url.starts_with("ssh://") || url.starts_with("git://")
+    };
+    if !is_git {
+        return None;
+    }
+    let (reference, subdir) = match fragment.map(|f| f.split_once(':').unwrap_or((f, ""))) {
+        Some((reference, subdir)) => {
+            (Some(reference).filter(|r| !r.is_empty()).map(str::to_string), Some(subdir).filter(|s| !s.is_empty()).map(str::to_string))
+        }
+        None => (None, None),
+    };
+    Some(GitSource { remote: url.to_string(), reference, subdir })
+}
+
+/// The name a download takes in a destination folder: the URL path's last
+/// segment (percent-decoded), or `__unnamed__`, as BuildKit names it.
+pub fn file_name(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.split(['?', '#']).next().unwrap_or_default();
+    let path = path.split_once('/').map_or("", |(_, path)| path);
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+    let decoded = percent_decode(last);
+    if decoded.is_empty() || decoded == "." || decoded == ".." || decoded.contains('/') { "__unnamed__".to_string() } else { decoded }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_time(text: &str) -> Option<u64> {
+    let format = time::macros::format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
+    let parsed = time::PrimitiveDateTime::parse(text.trim(), format).ok()?;
+    u64::try_from(parsed.assume_utc().unix_timestamp()).ok()
+}
+
+fn agent() -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+        .accept_encoding("identity")
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(STALL))
+        .timeout_per_read(Some(STALL))
+        .build();
+    ureq::Agent::new_with_config(config)
+}
+
+/// Downloads `url` (or finds it unchanged) into the store; the blob's digest
+/// must be `expected` when given. Returns the source the plan takes and what
+/// the key needs beyond the file's content (its Last-Modified, which is its mtime).
+fn fetch(store: &Store, url: &str, expected: Option<&Digest>) -> Result<(CopyInput, String), ExecError> {
+    let records = store.strata_dir("downloads");
+    let record_path = records.join(Digest::of(url.as_bytes()).hex());
+    let known = fs::read(&record_path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+        .filter(|record| record.url == url && store.has_blob(&record.digest));
+    let mismatch = |actual: &Digest, expected: &Digest| RemoteError::ChecksumMismatch {
+        url: url.to_string(),
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    };
+    let record = match known {
+        // Pinned content already here: nothing to ask.
+        Some(record) if expected == Some(&record.digest) => record,
+        known => {
+            // A fragment names a part of the resource for the client; it is not sent.
+            let mut request = agent().get(url.split('#').next().unwrap_or(url));
+            if let Some(record) = &known {
+                if let Some(etag) = &record.etag {
+                    request = request.header("If-None-Match", etag);
+                }
+                if let Some(date) = &record.last_modified {
+                    request = request.header("If-Modified-Since", date);
+                }
+            }
+            let response = request.call().map_err(|e| RemoteError::Fetch { url: url.to_string(), message: e.to_string() })?;
+            match (response.status(), known) {
+                (StatusCode::NOT_MODIFIED, Some(record)) => {
+                    if let Some(expected) = expected {
+                        return Err(mismatch(&record.digest, expected).into());
+                    }
+                    record
+                }
+                (status, _) if status.is_success() => {
+                    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let (etag, last_modified) = (header("ETag"), header("Last-Modified"));
+                    let record = download(store, url, response, expected, etag, last_modified)?;
+                    fs::create_dir_all(&records).map_err(|e| ExecError::io("create", &records, e))?;
+                    store.write_file(
+                        &record_path,
+                        &serde_json::to_vec(&record).map_err(|source| ExecError::Encode { what: "download record", source })?,
+                    )?;
+                    record
+                }
+                (status, _) => return Err(RemoteError::Status { url: url.to_string(), status }.into()),
+            }
+        }
+    };
+    let mtime = record.last_modified.as_deref().and_then(http_time).unwrap_or(0);
+    let key = format!("url {} {}", record.digest, record.last_modified.as_deref().unwrap_or(""));
+    Ok((CopyInput::Download { url: url.to_string(), name: file_name(url), file: store.blob_path(&record.digest), mtime }, key))
+}
+
+/// Streams a response into a blob, at most `MAX_DOWNLOAD` bytes; a refused
+/// download leaves nothing behind (the blob writer's temp file goes with it).
+fn download(
+    store: &Store,
+    url: &str,
+    response: ureq::http::Response<ureq::Body>,
+    expected: Option<&Digest>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+) -> Result<Record, ExecError> {
+    let too_large = || RemoteError::TooLarge { url: url.to_string(), limit: MAX_DOWNLOAD };
+    if response.body().content_length().is_some_and(|len| len > MAX_DOWNLOAD) {
+        return Err(too_large().into());
+    }
+    let mut writer = store.blob_writer()?;
+    let mut body = response.into_body().into_reader().take(MAX_DOWNLOAD + 1);
+    let copied = io::copy(&mut body, &mut writer).map_err(|e| RemoteError::Fetch { url: url.to_string(), message: e.to_string() })?;
+    if copied > MAX_DOWNLOAD {
+        return Err(too_large().into());
+    }
+    let blob = writer.commit(expected).map_err(|e| match e {
+        StoreError::Corrupt { expected, actual } => ExecError::from(RemoteError::ChecksumMismatch {
+            url: url.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }),
+        other => other.into(),
+    })?;
+    Ok(Record { url: url.to_string(), digest: blob.digest, etag, last_modified })
+}
+
+/// Runs git with `args`, never prompting; returns its stdout.
+fn git(url: &str, action: &'static str, args: &[&str]) -> Result<String, RemoteError> {
+    let failed = |message: String| RemoteError::Git { url: url.to_string(), action, message };
+    let out = Command::new("git")
+        .args(["-c", "http.lowSpeedLimit=1", "-c", &format!("http.lowSpeedTime={}", STALL.as_secs())])
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("run git (is it installed?): {e}")))?;
+    if !out.status.success() {
+        return Err(failed(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn is_commit(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl GitSource {
+    /// The commit the ref names on the remote: a full commit as given, else
+    /// `git ls-remote`'s answer (a tag peeled to its commit), HEAD without a ref.
+    fn resolve(&self) -> Result<String, RemoteError> {
+        let wanted = self.reference.as_deref().unwrap_or("HEAD");
+        if is_commit(wanted) {
+            return Ok(wanted.to_ascii_lowercase());
+        }
+        let listed = git(&self.remote, "ls-remote", &["ls-remote", "--", &self.remote])?;
+        let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
+        let find = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(commit, _)| commit.to_string());
+        let candidates = [wanted.to_string(), format!("refs/{wanted}"), format!("refs/tags/{wanted}"), format!("refs/heads/{wanted}")];
+        candidates
+            .iter()
+            .find_map(|name| find(&format!("{name}^{{}}")).or_else(|| find(name)))
+            .ok_or_else(|| RemoteError::NoSuchRef { url: self.remote.clone(), reference: wanted.to_string() })
+    }
+
+    /// Clones the repository at `commit` into a new folder under `tmp`; returns
+    /// the folder (removed on drop) and the directory to copy (the subdir, if any).
+    fn checkout(&self, commit: &str, keep_git_dir: bool, tmp: &Path) -> Result<(tempfile::TempDir, PathBuf), ExecError> {
+        let scratch = tempfile::Builder::new().prefix("git-").tempdir_in(tmp).map_err(|e| ExecError::io("create temp dir in", tmp, e))?;
+        let repo = scratch.path().join("repo");
+        let repo_arg = repo.to_string_lossy().to_string();
+        git(&self.remote, "clone", &["clone", "--quiet", "--no-checkout", "--", &self.remote, &repo_arg])?;
+        git(&self.remote, "checkout", &["-C", &repo_arg, "-c", "advice.detachedHead=false", "checkout", "--quiet", commit])?;
+        if repo.join(".gitmodules").exists() {
+            git(&self.remote, "submodule update", &["-C", &repo_arg, "submodule", "update", "--init", "--recursive", "--quiet"])?;
+        }
+        if !keep_git_dir {
+            let dot_git = repo.join(".git");
+            fs::remove_dir_all(&dot_git).map_err(|e| ExecError::io("remove", &dot_git, e))?;
+        }
+        let no_subdir = || RemoteError::NoSubdir {
+            url: self.remote.clone(),
+            subdir: self.subdir.clone().unwrap_or_default(),
+            commit: commit.to_string(),
+        };
+        let root = match &self.subdir {
+            Some(subdir) => {
+                let rel = clean(Path::new(subdir)).ok_or_else(no_subdir)?;
+                let real = repo.join(rel).canonicalize().map_err(|_| no_subdir())?;
+                if !real.starts_with(repo.canonicalize().map_err(|e| ExecError::io("open", &repo, e))?) || !real.is_dir() {
+                    return Err(no_subdir().into());
+                }
+                real
+            }
+            None => repo.canonicalize().map_err(|e| ExecError::io("open", &repo, e))?,
+        };
+        Ok((scratch, root))
+    }
+}
+
+/// ADD's remote sources after resolution: what the key needs beyond the
+/// plan's content, and the git sources still to clone on a miss.
+#[derive(Default)]
+pub struct RemoteSources {
+    /// Each remote source's identity: a download's digest and Last-Modified, a git source's commit.
+    key: String,
+    git: Vec<(usize, GitSource, String)>,
+    keep_git_dir: bool,
+}
+
+impl RemoteSources {
+    /// Whether any source was remote.
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty()
+    }
+
+    /// The step's key inputs: the plan's content key, then each remote source's identity.
+    pub fn key_with(&self, content: &Digest) -> String {
+        if self.key.is_empty() { content.to_string() } else { format!("{content}\n{}", self.key) }
+    }
+
+    /// Whether a git source waits to be cloned.
+    pub fn has_checkouts(&self) -> bool {
+        !self.git.is_empty()
+    }
+
+    /// `sources` with every git source cloned; the folders live as long as the returned guards.
+    pub fn checkout(&self, sources: &[CopyInput], tmp: &Path) -> Result<(Vec<CopyInput>, Vec<tempfile::TempDir>), ExecError> {
+        let mut sources = sources.to_vec();
+        let mut guards = Vec::new();
+        for (index, git, commit) in &self.git {
+            let (guard, root) = git.checkout(commit, self.keep_git_dir, tmp)?;
+            if let Some(CopyInput::Checkout { dir, .. }) = sources.get_mut(*index) {
+                *dir = Some(root);
+            }
+            guards.push(guard);
+        }
+        Ok((sources, guards))
+    }
+}
+
+/// Resolves ADD's remote sources in place: a URL becomes its downloaded file,
+/// a git repository a checkout keyed by its commit (cloned by `checkout`).
+/// `--checksum` needs exactly one source, a URL (sha256) or a git repository (commit).
+pub fn resolve(store: &Store, sources: &mut [CopyInput], checksum: Option<&str>, keep_git_dir: bool) -> Result<RemoteSources, ExecError> {
+    let checksum = checksum.map(parse_checksum).transpose().map_err(RemoteError::Checksum)?;
+    let remote_count = sources.iter().filter(|s| matches!(s, CopyInput::Path(p) if is_http(p) || git_source(p).is_some())).count();
+    if checksum.is_some() && (sources.len() != 1 || remote_count != 1) {
+        let why = if sources.len() == 1 { "--checksum requires an HTTP(S) or git source" } else { "--checksum allows one source only" };
+        return Err(RemoteError::Checksum(why.into()).into());
+    }
+    let mut remote = RemoteSources { keep_git_dir, ..RemoteSources::default() };
+    for (index, source) in sources.iter_mut().enumerate() {
+        let CopyInput::Path(text) = source else { continue };
+        if let Some(git) = git_source(text) {
+            let commit = git.resolve()?;
+            if let Some(expected) = &checksum {
+                let matches = matches!(expected, Checksum::Commit(prefix) if commit.starts_with(prefix.as_str()));
+                if !matches {
+                    let expected = match expected {
+                        Checksum::Commit(prefix) => prefix.clone(),
+                        Checksum::Sha256(digest) => digest.to_string(),
+                    };
+                    return Err(RemoteError::ChecksumMismatch { url: text.clone(), expected, actual: commit }.into());
+                }
+            }
+            remote.key.push_str(&format!("git {commit} {} {keep_git_dir}\n", git.subdir.as_deref().unwrap_or("")));
+            *source = CopyInput::Checkout { url: text.clone(), dir: None };
+            remote.git.push((index, git, commit));
+        } else if is_http(text) {
+            let expected = match &checksum {
+                None => None,
+                Some(Checksum::Sha256(digest)) => Some(digest),
+                Some(Checksum::Commit(hex)) => {
+                    return Err(RemoteError::Checksum(format!("--checksum={hex}: expected sha256:<64 hex digits>")).into());
+                }
+            };
+            let (input, key) = fetch(store, text, expected)?;
+            remote.key.push_str(&key);
+            remote.key.push('\n');
+            *source = input;
+        }
+    }
+    Ok(remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_sources_are_told_from_downloads_as_buildkit_does() {
+        let git = git_source("https://example.com/a/repo.git#v1.2:sub/dir").expect("a git source");
+        assert_eq!(
+            git,
+            GitSource { remote: "https://example.com/a/repo.git".into(), reference: Some("v1.2".into()), subdir: Some("sub/dir".into()) }
+        );
+        assert_eq!(git_source("git@github.com:o/r.git").map(|g| g.remote), Some("git@github.com:o/r.git".into()));
+        assert!(git_source("ssh://host/r").is_some());
+        assert!(git_source("https://example.com/a/file.tar").is_none());
+        assert!(is_http("https://example.com/a/file.tar"));
+        assert!(!is_http("https://example.com/r.git"));
+        assert!(!is_http("file.txt"));
+    }
+
+    #[test]
+    fn a_download_is_named_after_the_url_path() {
+        assert_eq!(file_name("https://example.com/dir/file%20one.txt?x=1#frag"), "file one.txt");
+        assert_eq!(file_name("http://127.0.0.1:8080/a/b/"), "b");
+        assert_eq!(file_name("http://127.0.0.1:8080/"), "__unnamed__");
+        assert_eq!(file_name("http://127.0.0.1:8080"), "__unnamed__");
+        assert_eq!(file_name("http://h/a%2Fb"), "__unnamed__");
+    }
+
+    #[test]
+    fn http_dates_read_as_seconds() {
+        assert_eq!(http_time("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784111777));
+        assert_eq!(http_time("yesterday"), None);
+    }
+}

@@ -1,0 +1,383 @@
+//! ADD of remote sources (URLs and git repositories) against an HTTP server
+//! the test starts on 127.0.0.1, and builds whose Dockerfile or context comes
+//! on stdin. Tests named `buildkit_…` port the BuildKit test of that name
+//! (frontend/dockerfile/dockerfile_add_test.go, dockerfile_addgit_test.go).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use sha2::Digest as _;
+
+use crate::{TestStore, context, step_outcomes};
+
+/// One file the server hands out.
+#[derive(Clone, Default)]
+struct Resource {
+    body: Vec<u8>,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// A Content-Length to claim instead of the body's (the body is then not sent).
+    claimed_length: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, Resource>,
+    /// Files under `/git/` are served from this folder as they are (git's dumb protocol).
+    root: Option<PathBuf>,
+    /// Every request: path and the status answered.
+    log: Vec<(String, u16)>,
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 answering GET (conditionally, with
+/// ETag and Last-Modified) from a table of resources and a folder.
+struct HttpServer {
+    base: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl HttpServer {
+    fn start() -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        let base = format!("http://{}", listener.local_addr().expect("local address"));
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        HttpServer { base, state }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn set(&self, path: &str, resource: Resource) {
+        self.state.lock().expect("server state").files.insert(path.to_string(), resource);
+    }
+
+    fn serve_dir(&self, root: &Path) {
+        self.state.lock().expect("server state").root = Some(root.to_path_buf());
+    }
+
+    /// The statuses answered for `path`, in order.
+    fn statuses(&self, path: &str) -> Vec<u16> {
+        self.state.lock().expect("server state").log.iter().filter(|(p, _)| p == path).map(|(_, s)| *s).collect()
+    }
+
+    /// How many requests asked for a path starting with `prefix`.
+    fn requests_under(&self, prefix: &str) -> usize {
+        self.state.lock().expect("server state").log.iter().filter(|(p, _)| p.starts_with(prefix)).count()
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let Ok(read_half) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(read_half);
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").split('?').next().unwrap_or("/").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+            }
+        }
+        let mut state = state.lock().expect("server state");
+        let found = state.files.get(&path).cloned().or_else(|| {
+            let root = state.root.as_ref()?;
+            let rel = path.strip_prefix("/git/")?;
+            std::fs::read(root.join(rel)).ok().map(|body| Resource { body, ..Resource::default() })
+        });
+        let response = match found {
+            None => (404, Vec::new(), Resource::default()),
+            Some(r) => {
+                let unchanged = match (&r.etag, headers.get("if-none-match"), &r.last_modified, headers.get("if-modified-since")) {
+                    (Some(etag), Some(asked), _, _) => etag == asked,
+                    (None, None, Some(date), Some(asked)) => date == asked,
+                    _ => false,
+                };
+                if unchanged { (304, Vec::new(), r) } else { (200, r.body.clone(), r) }
+            }
+        };
+        state.log.push((path, response.0));
+        drop(state);
+        let (status, body, resource) = response;
+        let reason = match status {
+            200 => "OK",
+            304 => "Not Modified",
+            _ => "Not Found",
+        };
+        let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+        if let Some(etag) = &resource.etag {
+            head.push_str(&format!("ETag: {etag}\r\n"));
+        }
+        if let Some(date) = &resource.last_modified {
+            head.push_str(&format!("Last-Modified: {date}\r\n"));
+        }
+        if status != 304 {
+            head.push_str(&format!("Content-Length: {}\r\n", resource.claimed_length.unwrap_or(body.len() as u64)));
+        }
+        head.push_str("\r\n");
+        if out.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if resource.claimed_length.is_some() {
+            return;
+        }
+        if out.write_all(&body).is_err() {
+            return;
+        }
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+fn build_fails(store: &TestStore, dir: &Path) -> String {
+    let out = store.strata().args(["build", "--progress", "plain"]).arg(dir).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "build of {} succeeded but should fail\nstderr:\n{stderr}", dir.display());
+    stderr
+}
+
+/// Regular files left anywhere under the store's temp folder.
+fn temp_files(store: &TestStore) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(store.root().join("strata/tmp"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+const DATE: &str = "Wed, 01 Jan 2020 00:00:00 GMT";
+const DATE_SECONDS: i64 = 1_577_836_800;
+
+#[test]
+fn buildkit_test_dockerfile_add_from_url() {
+    let server = HttpServer::start();
+    server.set("/foo", Resource { body: b"content1".to_vec(), etag: Some("\"e1\"".into()), ..Resource::default() });
+    server.set("/", Resource { body: b"content2".to_vec(), last_modified: Some(DATE.into()), ..Resource::default() });
+    let store = TestStore::empty();
+    let dockerfile =
+        format!("FROM scratch\nADD {} /dest/\nADD {} /dest/\nADD {} /named\n", server.url("/foo"), server.url("/"), server.url("/foo"));
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    store.build(ctx.path(), &["-t", "add-url"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("add-url:latest", unpacked.path());
+    assert_eq!(std::fs::read(root.join("dest/foo")).expect("dest/foo"), b"content1");
+    assert_eq!(std::fs::read(root.join("named")).expect("named"), b"content1", "a destination without / is the file's path");
+    let unnamed = root.join("dest/__unnamed__");
+    assert_eq!(std::fs::read(&unnamed).expect("dest/__unnamed__"), b"content2");
+    let meta = std::fs::metadata(&unnamed).expect("stat");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "a download is mode 0600");
+    assert_eq!(meta.mtime(), DATE_SECONDS, "mtime from Last-Modified");
+    assert_eq!(std::fs::metadata(root.join("dest/foo")).expect("stat").mtime(), 0, "no Last-Modified: mtime 0, as BuildKit");
+
+    // Again: the server is asked whether the files changed, says 304, and every step is cached.
+    let (_, stderr) = store.build(ctx.path(), &["-t", "add-url"]);
+    assert!(step_outcomes(&stderr).iter().filter(|(step, _)| step.contains("ADD")).all(|(_, cached)| *cached), "{stderr}");
+    // /foo is added twice: downloaded once, then each use asks whether it changed.
+    assert_eq!(server.statuses("/foo"), [200, 304, 304, 304]);
+    assert_eq!(server.statuses("/"), [200, 304]);
+}
+
+#[test]
+fn add_url_downloads_again_when_the_server_has_a_new_version() {
+    let server = HttpServer::start();
+    server.set("/f.txt", Resource { body: b"one".to_vec(), etag: Some("\"1\"".into()), ..Resource::default() });
+    let store = TestStore::empty();
+    let ctx = context(&[("Dockerfile", &format!("FROM scratch\nADD {} /f.txt\n", server.url("/f.txt")))]);
+    store.build(ctx.path(), &["-t", "changing"]);
+    server.set("/f.txt", Resource { body: b"two".to_vec(), etag: Some("\"2\"".into()), ..Resource::default() });
+    let (_, stderr) = store.build(ctx.path(), &["-t", "changing"]);
+    let outcomes = step_outcomes(&stderr);
+    assert!(outcomes.iter().any(|(step, cached)| step.contains("ADD") && !cached), "{stderr}");
+    assert_eq!(server.statuses("/f.txt"), [200, 200], "the stale ETag is asked about and the new bytes sent");
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("changing:latest", unpacked.path());
+    assert_eq!(std::fs::read(root.join("f.txt")).expect("f.txt"), b"two");
+}
+
+#[test]
+fn buildkit_test_add_url_chmod() {
+    let server = HttpServer::start();
+    server.set("/foo", Resource { body: b"content1".to_vec(), ..Resource::default() });
+    let store = TestStore::empty();
+    let url = server.url("/foo");
+    let dockerfile = format!(
+        "FROM scratch\nADD --chmod=644 {url} /tmp/foo1\nADD --chmod=0413 {url} /tmp/foo2\nARG mode\nADD --chmod=${{mode}} --chown=1000:1001 {url} /tmp/foo3\n"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    store.build(ctx.path(), &["-t", "url-chmod", "--build-arg", "mode=400"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("url-chmod:latest", unpacked.path());
+    let mode = |name: &str| std::fs::metadata(root.join("tmp").join(name)).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!([mode("foo1"), mode("foo2"), mode("foo3")], [0o644, 0o413, 0o400]);
+    let foo3 = std::fs::metadata(root.join("tmp/foo3")).expect("stat");
+    assert_eq!((foo3.uid(), foo3.gid()), (1000, 1001));
+}
+
+#[test]
+fn buildkit_test_dockerfile_add_archive_from_url_is_not_extracted() {
+    let ctx = context(&[("inside.txt", "inside")]);
+    let tar = Command::new("tar").arg("-czf").arg("-").arg("-C").arg(ctx.path()).arg("inside.txt").output().expect("run tar");
+    assert!(tar.status.success());
+    let server = HttpServer::start();
+    server.set("/a.tar.gz", Resource { body: tar.stdout.clone(), ..Resource::default() });
+    let store = TestStore::empty();
+    let build = context(&[("Dockerfile", &format!("FROM scratch\nADD {} /x/\n", server.url("/a.tar.gz")))]);
+    store.build(build.path(), &["-t", "remote-tar"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("remote-tar:latest", unpacked.path());
+    assert_eq!(std::fs::read(root.join("x/a.tar.gz")).expect("the archive as a file"), tar.stdout);
+    assert!(!root.join("x/inside.txt").exists(), "a remote archive is not extracted");
+}
+
+#[test]
+fn buildkit_test_add_checksum() {
+    let server = HttpServer::start();
+    server.set("/foo", Resource { body: b"content1".to_vec(), etag: Some("\"x\"".into()), ..Resource::default() });
+    let url = server.url("/foo");
+    let good = sha256(b"content1");
+    let store = TestStore::empty();
+
+    let valid = context(&[("Dockerfile", &format!("FROM scratch\nADD --checksum={good} {url} /tmp/foo\n"))]);
+    store.build(valid.path(), &[]);
+    let from_env = context(&[(
+        "Dockerfile",
+        &format!("FROM scratch\nENV DIGEST={good}\nENV LINK={url}\nADD --checksum=${{DIGEST}} ${{LINK}} /tmp/foo\n"),
+    )]);
+    store.build(from_env.path(), &[]);
+
+    let fresh = TestStore::empty();
+    let wrong = sha256(b"");
+    let mismatch = context(&[("Dockerfile", &format!("FROM scratch\nADD --checksum={wrong} {url} /tmp/foo\n"))]);
+    let stderr = build_fails(&fresh, mismatch.path());
+    assert!(stderr.contains(&url) && stderr.contains(&wrong) && stderr.contains(&good) && stderr.contains("checksum mismatch"), "{stderr}");
+    let hex = good.trim_start_matches("sha256:");
+    assert!(!fresh.root().join("blobs/sha256").join(hex).exists(), "refused bytes are not kept");
+    assert_eq!(temp_files(&fresh), Vec::<PathBuf>::new(), "nothing half-written stays");
+
+    let md5 = context(&[("Dockerfile", &format!("FROM scratch\nADD --checksum=md5:7e55db001d319a94b0b713529a756623 {url} /tmp/foo\n"))]);
+    assert!(build_fails(&store, md5.path()).contains("unsupported digest algorithm"));
+    let no_algorithm = context(&[("Dockerfile", &format!("FROM scratch\nARG SUM={}\nADD --checksum=$SUM {url} /tmp/foo\n", hex))]);
+    assert!(build_fails(&store, no_algorithm.path()).contains("expected sha256:"));
+    let local = context(&[
+        ("foo", "local file"),
+        ("Dockerfile", &format!("FROM scratch\nADD --checksum={} foo /tmp/foo\n", sha256(b"local file"))),
+    ]);
+    assert!(build_fails(&store, local.path()).contains("--checksum requires an HTTP(S) or git source"));
+}
+
+#[test]
+fn add_url_refuses_a_missing_file_and_a_file_over_the_limit() {
+    let server = HttpServer::start();
+    server.set("/huge", Resource { claimed_length: Some(9 << 30), ..Resource::default() });
+    let store = TestStore::empty();
+    let missing = context(&[("Dockerfile", &format!("FROM scratch\nADD {} /x\n", server.url("/nothing-here")))]);
+    let stderr = build_fails(&store, missing.path());
+    assert!(stderr.contains(&server.url("/nothing-here")) && stderr.contains("404"), "{stderr}");
+    let huge = context(&[("Dockerfile", &format!("FROM scratch\nADD {} /x\n", server.url("/huge")))]);
+    let stderr = build_fails(&store, huge.path());
+    assert!(stderr.contains(&server.url("/huge")) && stderr.contains("limit"), "{stderr}");
+    assert_eq!(temp_files(&store), Vec::<PathBuf>::new());
+}
+
+/// A repository with two commits (tag `v1` on the first, `main` on the
+/// second), cloned bare into `served/repo.git` for git's dumb HTTP protocol.
+fn git_repository(dir: &Path) -> Option<(String, String)> {
+    let git = |cwd: &Path, args: &[&str]| -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipping: git is not installed (apt-get install git)");
+        return None;
+    }
+    let work = dir.join("work");
+    std::fs::create_dir_all(work.join("sub")).expect("mkdir");
+    git(&work, &["init", "-q"]);
+    std::fs::write(work.join("a.txt"), "one").expect("write");
+    std::fs::write(work.join("sub/s.txt"), "in sub").expect("write");
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-qm", "first"]);
+    git(&work, &["tag", "-a", "v1", "-m", "v1"]);
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(work.join("a.txt"), "two").expect("write");
+    git(&work, &["commit", "-qam", "second"]);
+    let second = git(&work, &["rev-parse", "HEAD"]);
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    git(&served, &["clone", "-q", "--bare", work.to_str().expect("utf-8 path"), "repo.git"]);
+    git(&served.join("repo.git"), &["update-server-info"]);
+    Some((first, second))
+}
+
+#[test]
+fn buildkit_test_add_git() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((first, _)) = git_repository(dir.path()) else { return };
+    let server = HttpServer::start();
+    server.serve_dir(&dir.path().join("served"));
+    let repo = server.url("/git/repo.git");
+    let store = TestStore::empty();
+    let dockerfile = format!(
+        "FROM scratch\nADD {repo}#v1 /v1\nADD {repo} /head/\nADD --keep-git-dir {repo}#main /kept\nADD {repo}#v1:sub /sub\nADD --checksum={first} {repo}#v1 /pinned\n"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    store.build(ctx.path(), &["-t", "add-git"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("add-git:latest", unpacked.path());
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    assert_eq!(read("v1/a.txt"), "one");
+    assert_eq!(read("v1/sub/s.txt"), "in sub");
+    assert!(!root.join("v1/.git").exists(), "no .git without --keep-git-dir");
+    assert_eq!(read("head/a.txt"), "two");
+    assert_eq!(read("kept/a.txt"), "two");
+    assert!(root.join("kept/.git").is_dir(), "--keep-git-dir keeps .git");
+    assert_eq!(read("sub/s.txt"), "in sub");
+    assert!(!root.join("sub/a.txt").exists(), "#ref:dir copies that folder only");
+    assert_eq!(read("pinned/a.txt"), "one");
+
+    // Again: the refs are listed, nothing is cloned, every step is cached.
+    let objects = server.requests_under("/git/repo.git/objects/");
+    let (_, stderr) = store.build(ctx.path(), &["-t", "add-git"]);
+    assert!(step_outcomes(&stderr).iter().filter(|(step, _)| step.contains("ADD")).all(|(_, cached)| *cached), "{stderr}");
+    assert_eq!(server.requests_under("/git/repo.git/objects/"), objects, "a cached git source is not cloned");
+
+    let wrong = context(&[("Dockerfile", &format!("FROM scratch\nADD --checksum={} {repo}#v1 /x\n", "0".repeat(40)))]);
+    let stderr = build_fails(&store, wrong.path());
+    assert!(stderr.contains("checksum mismatch") && stderr.contains(&first), "{stderr}");
+    let no_ref = context(&[("Dockerfile", &format!("FROM scratch\nADD {repo}#no-such-branch /x\n"))]);
+    let stderr = build_fails(&store, no_ref.path());
+    assert!(stderr.contains("no-such-branch") && stderr.contains(&repo), "{stderr}");
+}
