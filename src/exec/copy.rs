@@ -260,11 +260,7 @@ impl LayerPlan {
                 CopyInput::Path(pattern) => {
                     let rel = clean(Path::new(pattern)).ok_or_else(|| ExecError::OutsideContext(pattern.clone()))?;
                     // A wildcard that matches nothing copies nothing, as in BuildKit.
-                    let matches = if has_wildcard(pattern) {
-                        root.glob(&rel)?
-                    } else {
-                        vec![rel]
-                    };
+                    let matches = if has_wildcard(pattern) { root.glob(&rel)? } else { vec![rel] };
                     for rel in matches {
                         let real = root.resolve(&rel, pattern)?;
                         let meta = fs::metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;

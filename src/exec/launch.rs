@@ -110,7 +110,7 @@ impl Launch<'_> {
         let mut points: Vec<String> =
             ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"].iter().map(|s| s.to_string()).collect();
         for m in &self.mounts {
-            let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target }) = m;
+            let (SandboxMount::Bind { target, .. } | SandboxMount::Layers { target, .. } | SandboxMount::Tmpfs { target, .. }) = m;
             points.push(target.trim_start_matches('/').to_string());
         }
         // The mount points the image lacks, and the directories made only to hold them.
@@ -135,6 +135,7 @@ impl Launch<'_> {
             cwd: self.cwd.clone(),
             uid: ids.uid,
             gid: ids.gid,
+            groups: ids.groups.clone(),
             hostname,
             network_none,
             user_namespace: !nix::unistd::geteuid().is_root(),

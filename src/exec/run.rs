@@ -18,7 +18,7 @@ use super::launch::{Launch, changes_to_layer};
 use super::sandbox::{SandboxMount, SandboxSpec};
 use super::{ExecCx, ExecError, ImageState, KeyInputs, StepOutcome, users};
 use crate::graph::args::PROXY_ARGS;
-use crate::graph::{CommandLine, CopyFrom, Network, RunHeredoc, RunMount, RunOp, Security};
+use crate::graph::{CommandLine, CopyFrom, MountFile, Network, RunHeredoc, RunMount, RunOp, Security, Sharing};
 
 /// How many output lines a failure message repeats.
 const TAIL_LINES: usize = 10;
@@ -77,8 +77,12 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     let mut binds = Vec::new();
     for mount in &run.mounts {
         match mount {
-            RunMount::Cache { id, target, readonly } => {
+            RunMount::Cache { id, target, readonly, sharing, file } => {
                 inputs.field("mount", "cache").field("id", id).field("target", target).field("readonly", flag(*readonly));
+                if !sharing.is_shared() {
+                    inputs.field("sharing", sharing_name(*sharing));
+                }
+                file_inputs(&mut inputs, file);
             }
             RunMount::Bind { from, source, target, rw } => {
                 inputs.field("mount", "bind").field("source", source).field("target", target).field("rw", flag(*rw));
@@ -91,11 +95,15 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
                 };
                 binds.push(bind);
             }
-            RunMount::Secret { id, target, required } => {
+            RunMount::Secret { id, target, required, file } => {
                 inputs.field("mount", "secret").field("id", id).field("target", target).field("required", flag(*required));
+                file_inputs(&mut inputs, file);
             }
-            RunMount::Tmpfs { target } => {
+            RunMount::Tmpfs { target, size } => {
                 inputs.field("mount", "tmpfs").field("target", target);
+                if let Some(size) = size {
+                    inputs.field("size", size.to_string());
+                }
             }
         }
     }
@@ -124,6 +132,67 @@ fn set_attrs(path: &Path, attrs: RootAttrs) -> Result<(), ExecError> {
 
 fn flag(on: bool) -> &'static str {
     if on { "true" } else { "false" }
+}
+
+fn sharing_name(sharing: Sharing) -> &'static str {
+    match sharing {
+        Sharing::Shared => "shared",
+        Sharing::Private => "private",
+        Sharing::Locked => "locked",
+    }
+}
+
+/// A mount's `mode`, `uid` and `gid`, those given (none given keeps older keys as they were).
+fn file_inputs(inputs: &mut KeyInputs, file: &MountFile) {
+    if let Some(mode) = file.mode {
+        inputs.field("mode", format!("{mode:o}"));
+    }
+    for (key, value) in [("uid", file.uid), ("gid", file.gid)] {
+        if let Some(value) = value {
+            inputs.field(key, value.to_string());
+        }
+    }
+}
+
+/// Gives a mount's folder or file BuildKit's mode and owner: those given, else
+/// `mode` and root. Rootless, the owner stays the caller (root inside).
+fn set_file_attrs(path: &Path, file: &MountFile, mode: u32) -> Result<(), ExecError> {
+    let uid = file.uid.unwrap_or(0);
+    let gid = file.gid.unwrap_or(0);
+    set_attrs(path, RootAttrs { mode: file.mode.unwrap_or(mode), uid, gid })
+}
+
+/// A cache mount's folder for one step, and the lock it holds until the step
+/// ends. Shared users hold the lock shared; a locked one waits for the lock
+/// alone; a private one takes the first of the id's folders no step holds
+/// (`<id>`, `<id>-1`, …), so steps running at once never share it.
+fn cache_folder(store: &crate::store::Store, id: &str, sharing: Sharing) -> Result<(PathBuf, fs::File), ExecError> {
+    let base = store.root().join("strata/cache-mounts").join(crate::oci::Digest::of(id.as_bytes()).hex());
+    let mut instance = 0;
+    loop {
+        let dir = if instance == 0 { base.clone() } else { PathBuf::from(format!("{}-{instance}", base.display())) };
+        let lock_path = dir.with_extension("lock");
+        fs::create_dir_all(&dir).map_err(|e| ExecError::io("create cache mount", &dir, e))?;
+        let lock = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| ExecError::io("open cache mount lock", &lock_path, e))?;
+        let taken = match sharing {
+            Sharing::Shared => lock.lock_shared().map(|()| true),
+            Sharing::Locked => lock.lock().map(|()| true),
+            Sharing::Private => match lock.try_lock() {
+                Ok(()) => Ok(true),
+                Err(fs::TryLockError::WouldBlock) => Ok(false),
+                Err(fs::TryLockError::Error(e)) => Err(e),
+            },
+        };
+        if taken.map_err(|e| ExecError::io("lock cache mount", &lock_path, e))? {
+            return Ok((dir, lock));
+        }
+        instance += 1;
+    }
 }
 
 fn network_name(network: Network) -> &'static str {
@@ -217,12 +286,17 @@ fn run_in_sandbox(
         tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
     let dir = RunDir(dir.keep());
     let mut mounts = Vec::new();
+    // Held until the step ends: the cache mounts' locks.
+    let mut cache_locks = Vec::new();
     let mut binds = binds.into_iter();
     for mount in &run.mounts {
         match mount {
-            RunMount::Cache { id, target, readonly } => {
-                let cache_dir = cx.store.root().join("strata/cache-mounts").join(crate::oci::Digest::of(id.as_bytes()).hex());
-                fs::create_dir_all(&cache_dir).map_err(|e| ExecError::io("create cache mount", &cache_dir, e))?;
+            RunMount::Cache { id, target, readonly, sharing, file } => {
+                let (cache_dir, lock) = cache_folder(cx.store, id, *sharing)?;
+                cache_locks.push(lock);
+                if !file.is_unset() {
+                    set_file_attrs(&cache_dir, file, 0o755)?;
+                }
                 mounts.push(SandboxMount::Bind { source: cache_dir, target: absolute(target, cwd), readonly: *readonly });
             }
             RunMount::Bind { source, target, rw, .. } => {
@@ -267,9 +341,12 @@ fn run_in_sandbox(
                     None => mounts.push(SandboxMount::Layers { lowerdirs, target, scratch }),
                 }
             }
-            RunMount::Secret { id, target, required } => match cx.secrets.get(id) {
+            RunMount::Secret { id, target, required, file } => match cx.secrets.get(id) {
                 Some(src) => {
-                    let source = src.canonicalize().map_err(|e| ExecError::io("open secret", src, e))?;
+                    // A copy in the step's own folder carries the mode and owner BuildKit gives (0400 root).
+                    let source = dir.0.join(format!("secret-{}", mounts.len()));
+                    fs::copy(src, &source).map_err(|e| ExecError::io("open secret", src, e))?;
+                    set_file_attrs(&source, file, 0o400)?;
                     mounts.push(SandboxMount::Bind { source, target: absolute(target, cwd), readonly: true });
                 }
                 None if *required => {
@@ -277,7 +354,7 @@ fn run_in_sandbox(
                 }
                 None => {}
             },
-            RunMount::Tmpfs { target } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd) }),
+            RunMount::Tmpfs { target, size } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd), size: *size }),
         }
     }
     if let Some((heredoc, body)) = executable_heredoc(run) {

@@ -32,20 +32,15 @@ pub use syscalls::{Host, Syscalls};
 #[serde(rename_all = "snake_case")]
 pub enum SandboxMount {
     /// A host path bound at `target`.
-    Bind {
-        source: PathBuf,
-        target: String,
-        readonly: bool,
-    },
+    Bind { source: PathBuf, target: String, readonly: bool },
     /// An overlay of directories (top first) at `target`: another stage's filesystem or a
     /// bound directory. Read-only, unless `scratch` holds a throw-away upper layer for writes.
-    Layers {
-        lowerdirs: Vec<PathBuf>,
-        target: String,
-        scratch: Option<PathBuf>,
-    },
+    Layers { lowerdirs: Vec<PathBuf>, target: String, scratch: Option<PathBuf> },
     Tmpfs {
         target: String,
+        /// At most this many bytes (`size=`); unset, the kernel's default.
+        #[serde(default)]
+        size: Option<u64>,
     },
 }
 
@@ -69,6 +64,9 @@ pub struct SandboxSpec {
     pub cwd: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (the primary one first); none given means `gid` alone.
+    #[serde(default)]
+    pub groups: Vec<u32>,
     pub hostname: String,
     pub network_none: bool,
     /// Enter a user namespace mapping the caller to root (rootless builds).
@@ -453,10 +451,12 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
                         .or_fail(format!("mount {target}"))?;
                 }
             }
-            SandboxMount::Tmpfs { target } => {
+            SandboxMount::Tmpfs { target, size } => {
                 let path = mount_point(sys, root, target, true)?;
                 let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                sys.mount(Some(Path::new("tmpfs")), &path, Some("tmpfs"), flags, None).or_fail(format!("mount tmpfs {target}"))?;
+                let options = size.map(|bytes| format!("size={bytes}"));
+                sys.mount(Some(Path::new("tmpfs")), &path, Some("tmpfs"), flags, options.as_deref())
+                    .or_fail(format!("mount tmpfs {target}"))?;
             }
         }
     }
@@ -478,7 +478,9 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
     }
     // With one mapped id, setgroups is denied in the namespace: the groups stay as they are.
     if !spec.user_namespace || spec.maps_from_outside {
-        sys.setgroups(&[Gid::from_raw(spec.gid)]).or_fail("set supplementary groups")?;
+        let groups: Vec<Gid> =
+            if spec.groups.is_empty() { vec![spec.gid] } else { spec.groups.clone() }.into_iter().map(Gid::from_raw).collect();
+        sys.setgroups(&groups).or_fail("set supplementary groups")?;
     }
     sys.setgid(Gid::from_raw(spec.gid)).or_fail("set group id")?;
     sys.setuid(Uid::from_raw(spec.uid)).or_fail("set user id")?;
@@ -578,6 +580,7 @@ mod tests {
             cwd: "/app".into(),
             uid: 0,
             gid: 0,
+            groups: Vec::new(),
             hostname: "strata".into(),
             network_none: false,
             user_namespace: false,
@@ -586,7 +589,7 @@ mod tests {
             mounts: vec![
                 SandboxMount::Bind { source: PathBuf::from("/s/cache"), target: "/cache".into(), readonly: false },
                 SandboxMount::Layers { lowerdirs: vec![PathBuf::from("/s/snapshots/c")], target: "/from".into(), scratch: None },
-                SandboxMount::Tmpfs { target: "/tmp".into() },
+                SandboxMount::Tmpfs { target: "/tmp".into(), size: Some(1 << 20) },
             ],
         }
     }
@@ -686,6 +689,22 @@ mod tests {
             let rearm = position(&calls, &Call::DieWithParent);
             assert!(setgid < rearm && setuid < rearm, "{calls:#?}");
         }
+    }
+
+    #[test]
+    fn a_tmpfs_mount_is_limited_to_its_size() {
+        let calls = plan(&spec(), true, recorder());
+        let mounts = mount_at(&calls, "/r/tmp");
+        assert!(matches!(mounts[..], [Call::Mount { data: Some(d), .. }] if d == "size=1048576"), "{mounts:?}");
+    }
+
+    #[test]
+    fn the_process_gets_the_users_supplementary_groups() {
+        let calls = plan(&SandboxSpec { uid: 1000, gid: 1000, groups: vec![1000, 50, 10], ..spec() }, true, recorder());
+        let groups = position(&calls, &Call::SetGroups(vec![1000, 50, 10]));
+        assert!(groups < position(&calls, &Call::SetGid(1000)), "{calls:#?}");
+        let calls = plan(&SandboxSpec { uid: 1000, gid: 1000, ..spec() }, true, recorder());
+        position(&calls, &Call::SetGroups(vec![1000]));
     }
 
     #[test]

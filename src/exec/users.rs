@@ -11,6 +11,10 @@ pub struct UserIds {
     pub uid: u32,
     pub gid: u32,
     pub home: Option<String>,
+    /// A process's groups (`setgroups`): the primary group, then, when no
+    /// group was named, every /etc/group entry listing the user, as Docker
+    /// gives them. Empty for an owner (`--chown`, WORKDIR).
+    pub groups: Vec<u32>,
 }
 
 fn read_db(view: &RootfsView, path: &str) -> String {
@@ -52,14 +56,39 @@ pub fn resolve_user(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError>
             }
         },
     };
-    Ok(UserIds { uid, gid, home })
+    Ok(UserIds { uid, gid, home, groups: Vec::new() })
 }
 
-/// `resolve_user`, with an empty spec meaning root.
+/// The ids a process runs with for `spec` (a USER), as Docker and runc give
+/// them: an empty spec is root; a uid the image's /etc/passwd lacks has group
+/// 0 (not its own number, as an owner would); without an explicit group the
+/// process also gets the supplementary groups /etc/group lists the user in.
 pub fn resolve_user_or_root(view: &RootfsView, spec: &str) -> Result<UserIds, ExecError> {
-    if spec.is_empty() {
-        let home = find(&read_db(view, "/etc/passwd"), "root").and_then(|f| f.get(5).cloned()).or(Some("/root".into()));
-        return Ok(UserIds { uid: 0, gid: 0, home });
+    let mut ids = resolve_user(view, if spec.is_empty() { "0" } else { spec })?;
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    let passwd = read_db(view, "/etc/passwd");
+    // The user's name: as given, or the one /etc/passwd gives its uid.
+    let name = if user.is_empty() || user.parse::<u32>().is_ok() { passwd_name(&passwd, ids.uid) } else { Some(user.to_string()) };
+    if name.is_none() && group.is_empty() {
+        ids.gid = 0;
     }
-    resolve_user(view, spec)
+    if spec.is_empty() && ids.home.is_none() {
+        ids.home = Some("/root".into());
+    }
+    ids.groups = vec![ids.gid];
+    if let Some(name) = name.filter(|_| group.is_empty()) {
+        for fields in read_db(view, "/etc/group").lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+            let listed = fields.get(3).is_some_and(|members| members.split(',').any(|m| m.trim() == name));
+            if let Some(gid) = fields.get(2).and_then(|g| g.parse::<u32>().ok()).filter(|g| listed && !ids.groups.contains(g)) {
+                ids.groups.push(gid);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The name /etc/passwd gives `uid`.
+fn passwd_name(passwd: &str, uid: u32) -> Option<String> {
+    let uid = uid.to_string();
+    passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.get(2) == Some(&uid.as_str())).map(|f| f[0].to_string())
 }

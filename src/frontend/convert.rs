@@ -5,7 +5,8 @@
 use std::fmt::Write as _;
 
 use crate::graph::{
-    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, MountFile, Network, Op, Part, RunMount, Security, Sharing, StageId, Word,
+    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, MountFile, Network, Op, Part, RunMount, Security, Sharing, StageId,
+    Word,
 };
 
 /// The graph as a KDL spec.

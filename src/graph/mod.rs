@@ -228,12 +228,7 @@ pub enum RunMount {
         file: MountFile,
     },
     /// A path from a stage, an image or the context (`from` = None), read-only unless `rw`.
-    Bind {
-        from: Option<CopyFrom>,
-        source: String,
-        target: String,
-        rw: bool,
-    },
+    Bind { from: Option<CopyFrom>, source: String, target: String, rw: bool },
     /// A secret given with `--secret id=…,src=…`; never part of a layer or a cache key.
     Secret {
         id: String,

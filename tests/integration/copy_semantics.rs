@@ -283,3 +283,139 @@ fn user_additional_gids() {
     let expected: String = cases.iter().map(|(user, ids)| format!("{user}={ids}\n")).collect();
     assert_eq!(read(&root.join("out/ids")), expected);
 }
+
+// ---- RUN --mount options ----
+
+/// BuildKit's testCacheMountUser, and the options in the step's key.
+#[test]
+fn cache_mount_user() {
+    if !require_root("cache_mount_user") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let dockerfile = |mode: &str| {
+        format!(
+            "FROM busybox:latest\nRUN --mount=type=cache,target=/mycache,uid=1001,gid=1002,mode={mode} stat -c '%u %g %a' /mycache > /seen\n"
+        )
+    };
+    let (_keep, root) = build_and_unpack(&store, &[], &dockerfile("0751"), "cacheuser");
+    assert_eq!(read(&root.join("seen")), "1001 1002 751\n");
+    // Another mode is another step: it runs again rather than reusing the first result.
+    let (_keep, root) = build_and_unpack(&store, &[], &dockerfile("0700"), "cacheuser");
+    assert_eq!(read(&root.join("seen")), "1001 1002 700\n");
+}
+
+/// BuildKit's testMountTmpfsSize.
+#[test]
+fn mount_tmpfs_size() {
+    if !require_root("mount_tmpfs_size") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let dockerfile = "FROM busybox:latest\nRUN --mount=type=tmpfs,target=/dev/shm,size=128m grep ' /dev/shm ' /proc/mounts > /tmpfssize\n";
+    let (_keep, root) = build_and_unpack(&store, &[], dockerfile, "tmpfssize");
+    let line = read(&root.join("tmpfssize"));
+    assert!(line.contains("size=131072k"), "{line}");
+}
+
+/// A secret is a 0400 file of root's unless mode, uid and gid say otherwise.
+#[test]
+fn secret_mount_mode_and_owner() {
+    if !require_root("secret_mount_mode_and_owner") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let (_secret, spec) = crate::secret_file("token-value");
+    let dockerfile = "FROM busybox:latest\n\
+         RUN --mount=type=secret,id=tok stat -c '%u %g %a' /run/secrets/tok > /default && mkdir -m 777 /out\n\
+         USER app\n\
+         RUN --mount=type=secret,id=tok,target=/home/app/tok,mode=0440,uid=1000,gid=50 \
+             stat -c '%u %g %a' /home/app/tok > /out/given && cat /home/app/tok >> /out/given\n";
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    store.build(ctx.path(), &["-t", "secretmode", "--secret", &spec]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("secretmode:latest", unpacked.path());
+    assert_eq!(read(&root.join("default")), "0 0 400\n");
+    assert_eq!(read(&root.join("out/given")), "1000 50 440\ntoken-value");
+}
+
+#[test]
+fn a_missing_secret_fails_only_when_required() {
+    if !require_root("a_missing_secret_fails_only_when_required") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\n")]);
+    store.build(ctx.path(), &["-t", "optional-secret"]);
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=secret,id=absent,required=true true\n")]);
+    let out = store.strata().args(["build", "--progress", "plain"]).arg(ctx.path()).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("\"absent\"") && stderr.contains("Dockerfile:2"), "the error names the secret and the step:\n{stderr}");
+}
+
+/// Two stages built at once, each with one RUN using cache `data` with
+/// `sharing` (and cache `sig`, shared, to see each other): each step marks
+/// itself in both, waits (at most 5 s) for the other's mark in `sig`, and
+/// records whether it met the other (seen started, and not done before this
+/// step began) and the marks its `data` folder holds.
+fn concurrent_cache_steps(sharing: &str) -> (String, String) {
+    let store = TestStore::with_busybox();
+    let step = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=data,target=/data,sharing={sharing} --mount=type=cache,id=sig,target=/sig \
+             if [ -e /sig/{other}-done ]; then late=1; else late=0; fi; touch /data/{me} /sig/{me}; \
+             i=0; while [ ! -e /sig/{other} ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+             if [ -e /sig/{other} ] && [ $late = 0 ]; then echo met; else echo alone; fi > /seen; \
+             ls /data >> /seen && rm /data/{me} && touch /sig/{me}-done\n"
+        )
+    };
+    let dockerfile = format!(
+        "FROM busybox:latest AS a\n{}FROM busybox:latest AS b\n{}FROM busybox:latest\nCOPY --from=a /seen /a\nCOPY --from=b /seen /b\n",
+        step("a", "b"),
+        step("b", "a")
+    );
+    let (_keep, root) = build_and_unpack_with(&store, &dockerfile, "sharing", &["--jobs", "2"]);
+    (read(&root.join("a")), read(&root.join("b")))
+}
+
+fn build_and_unpack_with(store: &TestStore, dockerfile: &str, tag: &str, extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    let mut args = vec!["-t", tag];
+    args.extend_from_slice(extra);
+    store.build(ctx.path(), &args);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack(&format!("{tag}:latest"), unpacked.path());
+    (unpacked, root)
+}
+
+/// sharing=shared: two steps at once use one folder (which proves they ran at once).
+#[test]
+fn cache_mount_shared_steps_run_together_in_one_folder() {
+    if !require_root("cache_mount_shared_steps_run_together_in_one_folder") {
+        return;
+    }
+    let (a, b) = concurrent_cache_steps("shared");
+    assert!(a.starts_with("met\n") && b.starts_with("met\n"), "a: {a:?}, b: {b:?}");
+    assert!(a.contains("a\nb\n") || b.contains("a\nb\n"), "one folder holds both marks: a: {a:?}, b: {b:?}");
+}
+
+/// sharing=locked: one step at a time holds the folder.
+#[test]
+fn cache_mount_locked_steps_take_turns() {
+    if !require_root("cache_mount_locked_steps_take_turns") {
+        return;
+    }
+    let (a, b) = concurrent_cache_steps("locked");
+    assert_eq!((a.as_str(), b.as_str()), ("alone\na\n", "alone\nb\n"));
+}
+
+/// sharing=private: steps running at once each get a folder of their own.
+#[test]
+fn cache_mount_private_steps_get_their_own_folder() {
+    if !require_root("cache_mount_private_steps_get_their_own_folder") {
+        return;
+    }
+    let (a, b) = concurrent_cache_steps("private");
+    assert_eq!((a.as_str(), b.as_str()), ("met\na\n", "met\nb\n"));
+}

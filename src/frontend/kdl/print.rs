@@ -265,7 +265,7 @@ fn command(command: &CommandLine) -> String {
 
 fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
     match mount {
-        RunMount::Cache { id, target, readonly } => {
+        RunMount::Cache { id, target, readonly, .. } => {
             let mut text = format!("mount type=\"cache\" target={}", string(&escape_braces(target)));
             if id != target {
                 let _ = write!(text, " id={}", string(&escape_braces(id)));
@@ -292,14 +292,14 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
             }
             text
         }
-        RunMount::Secret { id, target, required } => {
+        RunMount::Secret { id, target, required, .. } => {
             let mut text = format!("mount type=\"secret\" id={} target={}", string(&escape_braces(id)), string(&escape_braces(target)));
             if *required {
                 text.push_str(" required=#true");
             }
             text
         }
-        RunMount::Tmpfs { target } => format!("mount type=\"tmpfs\" target={}", string(&escape_braces(target))),
+        RunMount::Tmpfs { target, .. } => format!("mount type=\"tmpfs\" target={}", string(&escape_braces(target))),
     }
 }
 
