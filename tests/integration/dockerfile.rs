@@ -1,5 +1,7 @@
 //! Golden tests of the Dockerfile front end: `fixtures/dockerfile/<case>/Dockerfile`
-//! → `strata graph --format json` must equal `graph.json`, and every
+//! and `fixtures/dockerfile-parser/<case>/Dockerfile` (BuildKit's parser
+//! testfiles, in our own words) → `strata graph --format json` must equal
+//! `graph.json`, and every
 //! `fixtures/dockerfile-invalid/<case>/Dockerfile` must fail with `error.txt`.
 //! Regenerate with `STRATA_BLESS=1 cargo test --test integration dockerfile`.
 
@@ -22,7 +24,10 @@ fn cases(folder: &str) -> Vec<PathBuf> {
 fn valid_dockerfiles_lower_to_their_golden_graphs() {
     let store = tempfile::tempdir().expect("temp dir");
     let mut checked = 0;
-    for case in cases("dockerfile").into_iter().chain([fixtures().join("web-ping"), fixtures().join("multistage")]) {
+    // `dockerfile-parser/` holds one case of our own per BuildKit parser testfile (see its README).
+    let parser_cases = cases("dockerfile-parser");
+    assert!(parser_cases.len() >= 33, "only {} parser cases", parser_cases.len());
+    for case in cases("dockerfile").into_iter().chain(parser_cases).chain([fixtures().join("web-ping"), fixtures().join("multistage")]) {
         let out = strata(store.path()).args(["graph", "--format", "json"]).arg(case.join("Dockerfile")).output().expect("run strata");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{}: strata graph failed:\n{stderr}", case.display());

@@ -11,8 +11,8 @@ use super::parser::{Flag, Line, Parsed};
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, MountFile, Network, Op, Origin, RunHeredoc, RunMount, RunOp,
-    Security, Sharing, Stage, StageId, Step, Word, did_you_mean,
+    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, MountFile, Network, Op, Origin, RunHeredoc,
+    RunMount, RunOp, Security, Sharing, Stage, StageId, Step, Word, did_you_mean,
 };
 
 /// Every instruction Docker knows.
@@ -157,6 +157,12 @@ impl<'a> Lowerer<'a> {
                 Vec::new()
             }
         }
+    }
+
+    /// The arguments split on blanks only, each then read as one word, as
+    /// BuildKit reads EXPOSE and VOLUME: `"/a b"` is two words, both unterminated.
+    fn blank_separated_words(&mut self, line: &Line) -> Vec<Word> {
+        line.args.split_whitespace().map(|raw| self.word(line, raw)).collect()
     }
 
     fn word(&mut self, line: &Line, text: &str) -> Word {
@@ -457,6 +463,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn instruction(&mut self, line: &Line, keyword: &str) -> Option<Op> {
+        let json_form = matches!(keyword, "RUN" | "CMD" | "ENTRYPOINT" | "SHELL" | "COPY" | "ADD" | "VOLUME");
+        if json_form && json_non_strings(&line.args) {
+            self.args_error(line, "when using JSON array syntax, arrays must be comprised of strings only", "not all strings", None);
+            return None;
+        }
         let no_flags = !matches!(keyword, "RUN" | "COPY" | "ADD" | "HEALTHCHECK");
         if no_flags {
             self.check_flags(line, &[]);
@@ -483,10 +494,10 @@ impl<'a> Lowerer<'a> {
             "ARG" => Op::Arg(self.arg(line)),
             "LABEL" => Op::Label(self.pairs(line, "LABEL")),
             "MAINTAINER" => Op::Maintainer(line.args.clone()),
-            "EXPOSE" => Op::Expose(self.words(line, &line.args)),
+            "EXPOSE" => Op::Expose(self.blank_separated_words(line)),
             "VOLUME" => Op::Volume(match json_args(&line.args) {
                 Some(paths) => paths.into_iter().map(Word::lit).collect(),
-                None => self.words(line, &line.args),
+                None => self.blank_separated_words(line),
             }),
             "USER" => {
                 let words = self.words(line, &line.args);
@@ -599,7 +610,8 @@ impl<'a> Lowerer<'a> {
         let keyword = if add { "ADD" } else { "COPY" };
         let raw: Vec<String> = match json_args(&line.args) {
             Some(args) => args.into_iter().map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\""))).collect(),
-            None => lexer::raw_words(&line.args, self.escape).into_iter().map(|(_, w)| w).collect(),
+            // As BuildKit: split on blanks only (see `blank_separated_words`).
+            None => line.args.split_whitespace().map(str::to_string).collect(),
         };
         if raw.len() < 2 {
             self.args_error(
@@ -723,6 +735,13 @@ impl<'a> Lowerer<'a> {
         }
         Some(check)
     }
+}
+
+/// Whether `args` is a JSON array holding something other than strings, which
+/// BuildKit refuses rather than reading it as a shell command.
+fn json_non_strings(args: &str) -> bool {
+    let trimmed = args.trim_start();
+    trimmed.starts_with('[') && serde_json::from_str::<Vec<serde_json::Value>>(trimmed).is_ok_and(|v| v.iter().any(|x| !x.is_string()))
 }
 
 /// Splits `key=value` at the first `=` outside quotes.
@@ -910,7 +929,12 @@ mod tests {
         assert_eq!(byte_size("64KiB"), Some(64 << 10));
         assert_eq!(byte_size("1000"), Some(1000));
         assert_eq!(byte_size("1x"), None);
-        for bad in ["type=bind,target=/b,uid=1", "type=tmpfs,target=/t,mode=700", "type=secret,id=a,sharing=locked", "type=cache,target=/c,size=1m"] {
+        for bad in [
+            "type=bind,target=/b,uid=1",
+            "type=tmpfs,target=/t,mode=700",
+            "type=secret,id=a,sharing=locked",
+            "type=cache,target=/c,size=1m",
+        ] {
             assert!(parse_mount(bad).is_err(), "{bad}");
         }
         assert!(parse_mount("type=cache,target=/c,sharing=sometimes").unwrap_err().contains("sometimes"));

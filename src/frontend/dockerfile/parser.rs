@@ -171,9 +171,11 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         let mut current = trimmed.to_string();
         let mut current_offset = keyword_offset;
         loop {
-            let end = current.trim_end();
+            // As BuildKit: an escape before trailing blanks continues the line,
+            // unless it is itself escaped (`\\` at the end is a backslash).
+            let end = current.trim_end_matches([' ', '\t']);
             pieces.push((joined.len(), current_offset));
-            match end.strip_suffix(escape) {
+            match end.strip_suffix(escape).filter(|head| !head.ends_with(escape)) {
                 Some(head) => {
                     joined.push_str(head);
                     // The next line that is neither empty nor a comment continues it.
@@ -212,12 +214,18 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         while let Some(flag) = rest.strip_prefix("--") {
             let end = flag.find(char::is_whitespace).unwrap_or(flag.len());
             let word = &flag[..end];
+            let next = flag[end..].trim_start();
+            // A lone `--` ends the flags (BuildKit); it is not an argument.
+            if word.is_empty() {
+                consumed += rest.len() - next.len();
+                rest = next;
+                break;
+            }
             let (name, value) = match word.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (word.to_string(), None),
             };
             flags.push(Flag { name, value, offset: source_offset(&pieces, base + consumed) });
-            let next = flag[end..].trim_start();
             consumed += rest.len() - next.len();
             rest = next;
         }
@@ -281,6 +289,13 @@ mod tests {
     }
 
     #[test]
+    fn an_escaped_escape_at_the_end_does_not_continue_the_line() {
+        let (parsed, _) = parse("FROM a\nENV C tail\\\\\nENV D next\nENV E a\\\n\\\nb\n");
+        let args: Vec<&str> = parsed.lines.iter().map(|l| l.args.as_str()).collect();
+        assert_eq!(args, ["a", "C tail\\\\", "D next", "E ab"]);
+    }
+
+    #[test]
     fn escape_directive_switches_to_backtick() {
         let (parsed, _) = parse("# escape=`\nFROM a\nRUN dir c:\\ `\n  && echo");
         assert_eq!(parsed.escape, '`');
@@ -304,5 +319,9 @@ mod tests {
         let line = &parsed.lines[0];
         assert_eq!(line.flags.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["from", "chown", "link"]);
         assert_eq!(line.args, "a b");
+        let (parsed, _) = parse("COPY --chmod=644 -- --a b\nCOPY -- c d");
+        assert_eq!(parsed.lines[0].flags.len(), 1);
+        assert_eq!((parsed.lines[0].args.as_str(), parsed.lines[1].args.as_str()), ("--a b", "c d"));
+        assert_eq!(parsed.lines[0].args_offset(0), "COPY --chmod=644 -- ".len());
     }
 }
