@@ -92,6 +92,7 @@ impl Drop for HostSleeper {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_step_is_confined_like_a_docker_container() {
     if !require_root("run_step_is_confined_like_a_docker_container") {
         return;
@@ -109,6 +110,7 @@ fn run_step_is_confined_like_a_docker_container() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn strata_run_is_confined_and_privileged_opts_out() {
     if !require_root("strata_run_is_confined_and_privileged_opts_out") {
         return;
@@ -130,6 +132,7 @@ fn strata_run_is_confined_and_privileged_opts_out() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn security_insecure_needs_the_allow_entitlement() {
     if !require_root("security_insecure_needs_the_allow_entitlement") {
         return;
@@ -149,6 +152,7 @@ fn security_insecure_needs_the_allow_entitlement() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn security_insecure_with_allow_runs_unconfined() {
     if !require_root("security_insecure_with_allow_runs_unconfined") {
         return;
@@ -170,6 +174,7 @@ fn security_insecure_with_allow_runs_unconfined() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn rootless_run_step_is_confined_too() {
     if !require_root("rootless_run_step_is_confined_too") {
         return;

@@ -714,6 +714,7 @@ fn mismatch_signature(cached: &serde_json::Value, fresh: &serde_json::Value) -> 
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn cache_equals_no_cache_under_random_edits() {
     if !require_root("cache_equals_no_cache_under_random_edits") {
         return;
@@ -863,6 +864,7 @@ fn out_before_and_after(store: &TestStore, ctx: &Path, edit: impl FnOnce(&Path))
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_bind_mount_of_a_context_file_misses_when_the_file_changes() {
     if !require_root("run_bind_mount_of_a_context_file_misses_when_the_file_changes") {
         return;
@@ -875,6 +877,7 @@ fn run_bind_mount_of_a_context_file_misses_when_the_file_changes() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_bind_mount_of_a_context_directory_misses_when_a_file_in_it_changes() {
     if !require_root("run_bind_mount_of_a_context_directory_misses_when_a_file_in_it_changes") {
         return;
@@ -890,6 +893,7 @@ fn run_bind_mount_of_a_context_directory_misses_when_a_file_in_it_changes() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_bind_mount_of_the_whole_context_misses_when_a_file_changes() {
     if !require_root("run_bind_mount_of_the_whole_context_misses_when_a_file_changes") {
         return;
@@ -901,6 +905,7 @@ fn run_bind_mount_of_the_whole_context_misses_when_a_file_changes() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_bind_mount_of_a_context_file_misses_when_its_mode_changes() {
     if !require_root("run_bind_mount_of_a_context_file_misses_when_its_mode_changes") {
         return;
@@ -918,6 +923,7 @@ fn run_bind_mount_of_a_context_file_misses_when_its_mode_changes() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_mount_from_an_image_misses_when_the_tag_moves() {
     if !require_root("run_mount_from_an_image_misses_when_the_tag_moves") {
         return;
@@ -939,6 +945,7 @@ fn run_mount_from_an_image_misses_when_the_tag_moves() {
 /// belong to 1234 (and the cache, keyed by the real owners, kept the older,
 /// right listing: cached and --no-cache builds differed).
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_bind_mount_of_a_context_folder_with_dockerignore_rules_keeps_owners_and_modes() {
     if !require_root("run_bind_mount_of_a_context_folder_with_dockerignore_rules_keeps_owners_and_modes") {
         return;

@@ -79,6 +79,7 @@ fn cache_reuses_unchanged_steps_and_rebuilds_after_a_change() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn multistage_builds_only_what_the_target_needs() {
     if !require_root("multistage_builds_only_what_the_target_needs") {
         return;
@@ -244,6 +245,7 @@ fn metadata_instructions_land_in_the_config_as_docker_writes_them() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn onbuild_triggers_run_when_the_image_is_a_base() {
     if !require_root("onbuild_triggers_run_when_the_image_is_a_base") {
         return;

@@ -148,6 +148,7 @@ RUN rm -rf /d/sub && mkdir /d/sub && echo b > /d/sub/g && rm /x && rm -r /todir 
  && rm /empty && mkdir /empty && rm /etc/group\n";
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn mounted_tree_equals_umoci_unpack() {
     if !fuse_usable("mounted_tree_equals_umoci_unpack") {
         return;
@@ -175,6 +176,7 @@ fn mounted_tree_equals_umoci_unpack() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn a_huge_directory_lists_completely_and_stably() {
     if !fuse_usable("a_huge_directory_lists_completely_and_stably") {
         return;
@@ -195,6 +197,7 @@ fn a_huge_directory_lists_completely_and_stably() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn readers_unmounts_removal_and_stale_mounts() {
     if !fuse_usable("readers_unmounts_removal_and_stale_mounts") {
         return;
@@ -226,6 +229,7 @@ fn readers_unmounts_removal_and_stale_mounts() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn a_killed_server_leaves_a_stale_mount_that_is_cleared() {
     if !fuse_usable("a_killed_server_leaves_a_stale_mount_that_is_cleared") {
         return;
@@ -255,6 +259,7 @@ fn a_killed_server_leaves_a_stale_mount_that_is_cleared() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn layer_view_and_diff_show_what_a_step_changed() {
     if !fuse_usable("layer_view_and_diff_show_what_a_step_changed") {
         return;
@@ -277,6 +282,7 @@ fn layer_view_and_diff_show_what_a_step_changed() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn a_truncated_layer_fails_at_mount_time() {
     if !fuse_usable("a_truncated_layer_fails_at_mount_time") {
         return;
@@ -300,6 +306,7 @@ fn a_truncated_layer_fails_at_mount_time() {
 /// mount itself here: `mknod /tmp/fuse c 10 229 && chmod 0666 /tmp/fuse && unshare -m sh -c
 /// 'mount --bind /tmp/fuse /dev/fuse && target/debug/deps/integration-* mount::an_ordinary'`.
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn an_ordinary_user_gets_a_clear_fuse_error_or_a_mount() {
     if !fuse_usable("an_ordinary_user_gets_a_clear_fuse_error_or_a_mount") {
         return;
@@ -520,6 +527,7 @@ fn stacked_layers() -> Vec<(Vec<u8>, Compression)> {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn stacked_hand_made_layers_equal_umoci_unpack() {
     if !fuse_usable("stacked_hand_made_layers_equal_umoci_unpack") {
         return;
@@ -552,6 +560,7 @@ fn stacked_hand_made_layers_equal_umoci_unpack() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn unsafe_paths_and_corrupt_layers_are_refused_at_mount_time() {
     if !fuse_usable("unsafe_paths_and_corrupt_layers_are_refused_at_mount_time") {
         return;
@@ -586,6 +595,7 @@ fn unsafe_paths_and_corrupt_layers_are_refused_at_mount_time() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn sparse_files_larger_than_4_gib_read_back_exactly() {
     if !fuse_usable("sparse_files_larger_than_4_gib_read_back_exactly") {
         return;
@@ -648,6 +658,7 @@ fn sparse_files_larger_than_4_gib_read_back_exactly() {
 /// Regression: a server whose mount was unmounted from outside unmounted the
 /// path again as it exited, taking down a new mount made there meanwhile.
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn a_remount_survives_the_previous_server_exiting() {
     if !fuse_usable("a_remount_survives_the_previous_server_exiting") {
         return;
@@ -663,6 +674,7 @@ fn a_remount_survives_the_previous_server_exiting() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_fuse), ignore = "needs root, /dev/fuse and fusermount3")]
 fn a_foreground_mount_unmounts_cleanly_on_sigterm_and_sigint() {
     if !fuse_usable("a_foreground_mount_unmounts_cleanly_on_sigterm_and_sigint") {
         return;

@@ -46,6 +46,7 @@ fn run_rm(store: &TestStore, args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn proxy_build_args_reach_run_without_an_arg_and_stay_out_of_the_image_and_the_cache_key() {
     if !require_root("proxy_build_args_reach_run_without_an_arg_and_stay_out_of_the_image_and_the_cache_key") {
         return;
@@ -67,6 +68,7 @@ fn proxy_build_args_reach_run_without_an_arg_and_stay_out_of_the_image_and_the_c
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn changes_to_etc_hosts_and_resolv_conf_stay_out_of_the_layer() {
     if !require_root("changes_to_etc_hosts_and_resolv_conf_stay_out_of_the_layer") {
         return;
@@ -90,6 +92,7 @@ fn changes_to_etc_hosts_and_resolv_conf_stay_out_of_the_layer() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn mount_targets_and_their_contents_stay_out_of_the_layer() {
     if !require_root("mount_targets_and_their_contents_stay_out_of_the_layer") {
         return;
@@ -116,6 +119,7 @@ fn mount_targets_and_their_contents_stay_out_of_the_layer() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn directories_made_for_nested_mount_targets_stay_out_of_the_layer() {
     if !require_root("directories_made_for_nested_mount_targets_stay_out_of_the_layer") {
         return;
@@ -134,6 +138,7 @@ fn directories_made_for_nested_mount_targets_stay_out_of_the_layer() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_bind_mount_is_read_only_by_default() {
     if !require_root("a_bind_mount_is_read_only_by_default") {
         return;
@@ -151,6 +156,7 @@ fn a_bind_mount_is_read_only_by_default() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_bind_mount_with_rw_is_writable_and_its_writes_are_discarded() {
     if !require_root("a_bind_mount_with_rw_is_writable_and_its_writes_are_discarded") {
         return;
@@ -171,6 +177,7 @@ fn a_bind_mount_with_rw_is_writable_and_its_writes_are_discarded() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_file_created_and_removed_in_one_run_leaves_no_trace() {
     if !require_root("a_file_created_and_removed_in_one_run_leaves_no_trace") {
         return;
@@ -188,6 +195,7 @@ fn a_file_created_and_removed_in_one_run_leaves_no_trace() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn fifos_set_id_bits_owners_and_mode_changes_survive() {
     if !require_root("fifos_set_id_bits_owners_and_mode_changes_survive") {
         return;
@@ -213,6 +221,7 @@ fn fifos_set_id_bits_owners_and_mode_changes_survive() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn shell_changes_shell_form_and_exec_form_bypasses_it() {
     if !require_root("shell_changes_shell_form_and_exec_form_bypasses_it") {
         return;
@@ -235,6 +244,7 @@ fn shell_changes_shell_form_and_exec_form_bypasses_it() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn user_with_a_group_name_runs_with_that_gid() {
     if !require_root("user_with_a_group_name_runs_with_that_gid") {
         return;
@@ -251,6 +261,7 @@ fn user_with_a_group_name_runs_with_that_gid() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_failing_run_shows_the_last_lines_of_long_output() {
     if !require_root("a_failing_run_shows_the_last_lines_of_long_output") {
         return;
@@ -266,6 +277,7 @@ fn a_failing_run_shows_the_last_lines_of_long_output() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn strata_run_appends_arguments_to_the_entrypoint() {
     if !require_root("strata_run_appends_arguments_to_the_entrypoint") {
         return;
@@ -277,6 +289,7 @@ fn strata_run_appends_arguments_to_the_entrypoint() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn strata_run_rm_keeps_no_run_and_changes_no_image() {
     if !require_root("strata_run_rm_keeps_no_run_and_changes_no_image") {
         return;

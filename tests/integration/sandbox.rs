@@ -21,6 +21,7 @@ fn run_out(store: &TestStore, args: &[&str]) -> (i32, String) {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn layers_record_changes_deletions_and_links() {
     if !require_root("layers_record_changes_deletions_and_links") {
         return;
@@ -60,6 +61,7 @@ fn layers_record_changes_deletions_and_links() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_is_isolated_from_the_host() {
     if !require_root("run_is_isolated_from_the_host") {
         return;
@@ -89,6 +91,7 @@ fn run_is_isolated_from_the_host() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_sees_user_workdir_env_and_args() {
     if !require_root("run_sees_user_workdir_env_and_args") {
         return;
@@ -104,6 +107,7 @@ fn run_sees_user_workdir_env_and_args() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn cache_mounts_persist_and_secrets_stay_out_of_the_store() {
     if !require_root("cache_mounts_persist_and_secrets_stay_out_of_the_store") {
         return;
@@ -132,6 +136,7 @@ fn cache_mounts_persist_and_secrets_stay_out_of_the_store() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn bind_mounts_read_other_stages() {
     if !require_root("bind_mounts_read_other_stages") {
         return;
@@ -147,6 +152,7 @@ fn bind_mounts_read_other_stages() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_failing_run_reports_step_code_and_output_and_tags_nothing() {
     if !require_root("a_failing_run_reports_step_code_and_output_and_tags_nothing") {
         return;
@@ -165,6 +171,7 @@ fn a_failing_run_reports_step_code_and_output_and_tags_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_commit_ps_and_rm() {
     if !require_root("run_commit_ps_and_rm") {
         return;
@@ -188,6 +195,7 @@ fn run_commit_ps_and_rm() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn rootless_build_runs_as_an_ordinary_user() {
     if !require_root("rootless_build_runs_as_an_ordinary_user") {
         return;
@@ -252,6 +260,7 @@ fn rootless_build_runs_as_an_ordinary_user() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_it_gives_an_interactive_shell_on_a_terminal() {
     if !require_root("run_it_gives_an_interactive_shell_on_a_terminal") {
         return;
@@ -280,6 +289,7 @@ fn run_it_gives_an_interactive_shell_on_a_terminal() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn interrupting_a_build_cleans_up_and_tags_nothing() {
     if !require_root("interrupting_a_build_cleans_up_and_tags_nothing") {
         return;

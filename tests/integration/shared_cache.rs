@@ -91,6 +91,7 @@ fn stored_layers(registry: &Registry) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_fresh_machine_hits_every_step_and_downloads_only_the_final_layers() {
     if !require_root("a_fresh_machine_hits_every_step_and_downloads_only_the_final_layers") {
         return;
@@ -142,6 +143,7 @@ fn a_fresh_machine_hits_every_step_and_downloads_only_the_final_layers() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn eight_machines_export_to_one_ref_at_once_and_a_ninth_hits_all_their_steps() {
     if !require_root("eight_machines_export_to_one_ref_at_once_and_a_ninth_hits_all_their_steps") {
         return;
@@ -173,6 +175,7 @@ fn eight_machines_export_to_one_ref_at_once_and_a_ninth_hits_all_their_steps() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_deleted_or_altered_layer_is_a_miss_and_a_correct_build() {
     if !require_root("a_deleted_or_altered_layer_is_a_miss_and_a_correct_build") {
         return;
@@ -204,6 +207,7 @@ fn a_deleted_or_altered_layer_is_a_miss_and_a_correct_build() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_local_cache_directory_round_trips_and_skopeo_reads_it() {
     if !require_root("a_local_cache_directory_round_trips_and_skopeo_reads_it") {
         return;

@@ -8,6 +8,7 @@ fn layers(store: &TestStore, image: &str) -> serde_json::Value {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn copy_snapshotter_gives_the_same_layers_as_overlay() {
     if !require_root("copy_snapshotter_gives_the_same_layers_as_overlay") {
         return;
@@ -41,6 +42,7 @@ image "changes:latest" from="busybox:latest" {
 /// snapshot appear twice in the overlay's lowerdirs; overlayfs refused it
 /// (ELOOP) and every later RUN fell back to the slow copy snapshotter.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn identical_run_layers_still_mount_as_overlay() {
     if !require_root("identical_run_layers_still_mount_as_overlay") {
         return;

@@ -40,6 +40,7 @@ fn status_of(store: &TestStore, name: &str) -> String {
 /// running (setuid cleared the parent-death signal), and a run whose `strata run`
 /// was killed showed as Running in `ps -a` until `rm`.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_killed_or_interrupted_run_leaves_nothing_running() {
     if !require_root("a_killed_or_interrupted_run_leaves_nothing_running") {
         return;
@@ -79,6 +80,7 @@ fn a_killed_or_interrupted_run_leaves_nothing_running() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn detached_runs_log_stop_kill_exec_and_report_their_exit_after_the_fact() {
     if !require_root("detached_runs_log_stop_kill_exec_and_report_their_exit_after_the_fact") {
         return;
@@ -146,6 +148,7 @@ fn detached_runs_log_stop_kill_exec_and_report_their_exit_after_the_fact() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn entrypoint_attach_and_the_management_spellings() {
     if !require_root("entrypoint_attach_and_the_management_spellings") {
         return;
@@ -175,6 +178,7 @@ fn entrypoint_attach_and_the_management_spellings() {
 
 /// The seed tutorial, as its reader types it with `alias docker=strata`.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn the_seed_tutorial_end_to_end() {
     if !require_root("the_seed_tutorial_end_to_end") {
         return;
