@@ -73,8 +73,10 @@ pub enum BuildError {
     Step { origin: Origin, stage: String, instruction: String, source: Box<ExecError> },
     #[error("base image {name:?} of stage {stage} is not in the store; load it with `strata load -i …` or build it first")]
     MissingBase { name: String, stage: String, source: StoreError },
-    #[error("base image {name:?} of stage {stage}")]
-    Base { name: String, stage: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("{origin}: base image {name:?} of stage {stage}")]
+    Base { name: String, stage: String, origin: Origin, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since 1970-01-01")]
+    SourceDateEpoch { value: String },
     #[error("tag {tag:?}: {reason}")]
     BadTag { tag: String, reason: String },
 }
@@ -121,13 +123,15 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
             });
         }
     }
+    let epoch = source_date_epoch(graph, opts)?;
+    let build_args = with_target_stage(graph, &roots, &opts.build_args);
     let context = BuildContext::open(&opts.context)?;
     let _build_lock = store.lock_build()?;
     let bases = resolve_bases(store, graph, &plan, opts)?;
     let results: Mutex<HashMap<StageId, Arc<ImageState>>> = Mutex::new(HashMap::new());
     let finished = |id: StageId| results.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
     let deps = plan.iter().map(|id| (*id, graph.dependencies(*id))).collect();
-    let cx_parts: CxParts = (&context, &finished);
+    let cx_parts: CxParts = (&context, &finished, &build_args, epoch);
     scheduler::run(deps, opts.jobs.max(1), |id| {
         let state = build_stage(store, graph, opts, progress, cx_parts, &bases, id)?;
         results.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::new(state));
@@ -165,14 +169,38 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
     Ok(built)
 }
 
-type CxParts<'a> = (&'a BuildContext, &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync));
+/// What every stage of one build shares: the context, the finished stages,
+/// the build args (with TARGETSTAGE) and SOURCE_DATE_EPOCH.
+type CxParts<'a> = (&'a BuildContext, &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync), &'a BuildArgs, Option<u64>);
+
+/// SOURCE_DATE_EPOCH as BuildKit reads it: a `--build-arg`, else a global
+/// `ARG` default, else the environment. A value that is not a number of
+/// seconds fails the build.
+fn source_date_epoch(graph: &BuildGraph, opts: &BuildOptions) -> Result<Option<u64>, BuildError> {
+    match crate::graph::args::global_value("SOURCE_DATE_EPOCH", &opts.build_args, &graph.args) {
+        Some(value) => value.trim().parse().map(Some).map_err(|_| BuildError::SourceDateEpoch { value }),
+        None => Ok(crate::exec::source_date_epoch()),
+    }
+}
+
+/// The build args with BuildKit's TARGETSTAGE: the name of the stage being
+/// built (`default` for an unnamed last stage), which a stage sees once it
+/// declares `ARG TARGETSTAGE`. A `--build-arg TARGETSTAGE=…` is kept.
+fn with_target_stage(graph: &BuildGraph, roots: &[StageId], build_args: &BuildArgs) -> BuildArgs {
+    let mut args = build_args.clone();
+    if let [root] = roots {
+        let name = graph.stages[root.0].name.clone().unwrap_or_else(|| "default".to_string());
+        args.entry("TARGETSTAGE".to_string()).or_insert(name);
+    }
+    args
+}
 
 fn build_stage(
     store: &Store,
     graph: &BuildGraph,
     opts: &BuildOptions,
     progress: &dyn Progress,
-    (context, finished): CxParts,
+    (context, finished, build_args, epoch): CxParts,
     bases: &HashMap<String, StoredImage>,
     id: StageId,
 ) -> Result<ImageState, BuildError> {
@@ -195,9 +223,9 @@ fn build_stage(
         store,
         context,
         graph,
-        build_args: &opts.build_args,
+        build_args,
         no_cache: opts.no_cache,
-        epoch: crate::exec::source_date_epoch(),
+        epoch,
         secrets: &opts.secrets,
         stage: finished,
         output: &output,
@@ -205,9 +233,14 @@ fn build_stage(
     };
     let mut state = match &stage.base {
         Base::Scratch => ImageState::scratch(),
-        Base::Stage(base) => ImageState::from_stage(
-            finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?.as_ref(),
-        ),
+        Base::Stage(base) => {
+            let mut state = ImageState::from_stage(
+                finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?.as_ref(),
+            );
+            // A stage built on another runs that stage's ONBUILD triggers, as on an image.
+            run_onbuild_triggers(&mut state, &cx, opts, &label, stage.origin.clone())?;
+            state
+        }
         Base::Image(name) => {
             let image = match bases.get(name) {
                 Some(image) => image.clone(),
@@ -257,32 +290,33 @@ fn resolve_bases(
         let stage = &graph.stages[id.0];
         let mut names = Vec::new();
         if let Base::Image(name) = &stage.base {
-            names.push(name);
+            names.push((name, &stage.origin));
         }
         for step in &stage.steps {
             match &step.op {
                 Op::Copy(copy) => {
                     if let Some(CopyFrom::Image(name)) = &copy.from {
-                        names.push(name);
+                        names.push((name, &step.origin));
                     }
                 }
                 Op::Run(run) => {
                     for mount in &run.mounts {
                         if let RunMount::Bind { from: Some(CopyFrom::Image(name)), .. } = mount {
-                            names.push(name);
+                            names.push((name, &step.origin));
                         }
                     }
                 }
                 _ => {}
             }
         }
-        for name in names {
+        for (name, origin) in names {
             if resolved.contains_key(name) {
                 continue;
             }
             let image = resolver.resolve(store, name).map_err(|source| BuildError::Base {
                 name: name.clone(),
                 stage: graph.stage_label(*id),
+                origin: origin.clone(),
                 source,
             })?;
             resolved.insert(name.clone(), image);
@@ -315,7 +349,7 @@ fn note_unconfined(progress: &dyn Progress, step_id: usize, op: &Op) {
     }
 }
 
-/// Runs a base image's ONBUILD triggers first, as Docker does, then clears them.
+/// Runs a base's ONBUILD triggers first, as Docker does, then clears them.
 fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions, stage: &str, origin: Origin) -> Result<(), BuildError> {
     let Some(triggers) = state.config.config.on_build.take() else { return Ok(()) };
     for trigger in triggers {
