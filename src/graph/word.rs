@@ -187,6 +187,28 @@ impl Word {
         }
         Ok(())
     }
+
+    /// Writes a word nested in `${NAME:-…}`, where quotes are read too.
+    fn fmt_nested(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for part in &self.0 {
+            match part {
+                Part::Lit(text) => write_escaped(f, text, &['$', '\\', '"', '\''])?,
+                other => fmt::Display::fmt(&Word(vec![other.clone()]), f)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `text` with a `\` before each of `special`.
+fn write_escaped(f: &mut fmt::Formatter<'_>, text: &str, special: &[char]) -> fmt::Result {
+    for c in text.chars() {
+        if special.contains(&c) {
+            f.write_str("\\")?;
+        }
+        write!(f, "{c}")?;
+    }
+    Ok(())
 }
 
 /// Renders in Dockerfile syntax: `$` and `\` in literals escaped, variables as `${NAME}`.
@@ -195,18 +217,20 @@ impl fmt::Display for Word {
         let colon = |c: bool| if c { ":" } else { "" };
         for part in &self.0 {
             match part {
-                Part::Lit(text) => {
-                    for c in text.chars() {
-                        if matches!(c, '$' | '\\') {
-                            f.write_str("\\")?;
-                        }
-                        write!(f, "{c}")?;
-                    }
-                }
+                Part::Lit(text) => write_escaped(f, text, &['$', '\\'])?,
                 Part::Var(name) => write!(f, "${{{name}}}")?,
-                Part::Default { name, colon: c, word } => write!(f, "${{{name}{}-{word}}}", colon(*c))?,
-                Part::Alt { name, colon: c, word } => write!(f, "${{{name}{}+{word}}}", colon(*c))?,
-                Part::Required { name, colon: c, message } => write!(f, "${{{name}{}?{message}}}", colon(*c))?,
+                Part::Default { name, colon: c, word: nested }
+                | Part::Alt { name, colon: c, word: nested }
+                | Part::Required { name, colon: c, message: nested } => {
+                    let op = match part {
+                        Part::Default { .. } => '-',
+                        Part::Alt { .. } => '+',
+                        _ => '?',
+                    };
+                    write!(f, "${{{name}{}{op}", colon(*c))?;
+                    nested.fmt_nested(f)?;
+                    f.write_str("}")?;
+                }
                 Part::TrimPrefix { name, longest, pattern } | Part::TrimSuffix { name, longest, pattern } => {
                     let op = if matches!(part, Part::TrimPrefix { .. }) { "#" } else { "%" };
                     write!(f, "${{{name}{op}{}", if *longest { op } else { "" })?;

@@ -29,6 +29,8 @@ struct Lexer<'a> {
     text: &'a str,
     /// How many `${NAME:-…}` words enclose the position.
     depth: usize,
+    /// Quotes are read (not in a heredoc body, where they are content).
+    quotes: bool,
 }
 
 fn push_lit(parts: &mut Vec<Part>, c: char) {
@@ -61,50 +63,8 @@ impl Lexer<'_> {
             }
             self.pos += 1;
             match c {
-                '\'' => loop {
-                    match self.peek() {
-                        None => return Err(self.error("unterminated single quote")),
-                        Some('\'') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            self.pos += 1;
-                            push_lit(&mut parts, c);
-                        }
-                    }
-                },
-                '"' => loop {
-                    match self.peek() {
-                        None => return Err(self.error("unterminated double quote")),
-                        Some('"') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        Some('$') => {
-                            self.pos += 1;
-                            self.variable(&mut parts)?;
-                        }
-                        Some(c) if c == self.escape => {
-                            self.pos += 1;
-                            match self.peek() {
-                                Some(n @ ('"' | '$')) => {
-                                    self.pos += 1;
-                                    push_lit(&mut parts, n);
-                                }
-                                Some(n) if n == self.escape => {
-                                    self.pos += 1;
-                                    push_lit(&mut parts, n);
-                                }
-                                _ => push_lit(&mut parts, c),
-                            }
-                        }
-                        Some(c) => {
-                            self.pos += 1;
-                            push_lit(&mut parts, c);
-                        }
-                    }
-                },
+                '\'' => self.single_quoted(&mut parts)?,
+                '"' => self.double_quoted(&mut parts, false)?,
                 '$' => self.variable(&mut parts)?,
                 c if c == self.escape => match self.peek() {
                     Some(n) => {
@@ -117,6 +77,58 @@ impl Lexer<'_> {
             }
         }
         Ok(Word(parts))
+    }
+
+    /// After a `'`: everything up to the next `'` as it is.
+    fn single_quoted(&mut self, parts: &mut Vec<Part>) -> Result<(), LexError> {
+        loop {
+            match self.peek() {
+                None => return Err(self.error("unterminated single quote")),
+                Some('\'') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(c) => {
+                    self.pos += 1;
+                    push_lit(parts, c);
+                }
+            }
+        }
+    }
+
+    /// After a `"`: variables expanded, the escape taken before `"`, `$` and
+    /// itself only; a pattern (`raw`) keeps every escape it reads.
+    fn double_quoted(&mut self, parts: &mut Vec<Part>, raw: bool) -> Result<(), LexError> {
+        loop {
+            match self.peek() {
+                None => return Err(self.error("unterminated double quote")),
+                Some('"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some('$') => {
+                    self.pos += 1;
+                    self.variable(parts)?;
+                }
+                Some(c) if c == self.escape => {
+                    self.pos += 1;
+                    if raw {
+                        push_lit(parts, c);
+                    }
+                    match self.peek() {
+                        Some(n) if n == '"' || n == '$' || n == self.escape => {
+                            self.pos += 1;
+                            push_lit(parts, n);
+                        }
+                        _ => push_lit(parts, c),
+                    }
+                }
+                Some(c) => {
+                    self.pos += 1;
+                    push_lit(parts, c);
+                }
+            }
+        }
     }
 
     fn name(&mut self) -> String {
@@ -231,6 +243,15 @@ impl Lexer<'_> {
                     self.pos += 1;
                     self.variable(&mut parts)?;
                 }
+                // As BuildKit: quotes inside `${…}` are read, except in a heredoc body.
+                Some('\'') if self.quotes => {
+                    self.pos += 1;
+                    self.single_quoted(&mut parts)?;
+                }
+                Some('"') if self.quotes => {
+                    self.pos += 1;
+                    self.double_quoted(&mut parts, raw)?;
+                }
                 Some(c) if c == self.escape => {
                     self.pos += 1;
                     if raw {
@@ -251,7 +272,7 @@ impl Lexer<'_> {
 }
 
 fn lexer(text: &str, escape: char) -> Lexer<'_> {
-    Lexer { chars: text.char_indices().collect(), pos: 0, escape, text, depth: 0 }
+    Lexer { chars: text.char_indices().collect(), pos: 0, escape, text, depth: 0, quotes: true }
 }
 
 /// Splits `text` into words (quotes removed, variables kept).
@@ -278,7 +299,7 @@ pub fn single_word(text: &str, escape: char) -> Result<Word, LexError> {
 /// references, and a backslash (always `\`, whatever the escape directive)
 /// dropped before any character, a newline included; quotes are content.
 pub fn heredoc_word(text: &str) -> Result<Word, LexError> {
-    let mut lx = lexer(text, '\\');
+    let mut lx = Lexer { quotes: false, ..lexer(text, '\\') };
     let mut parts = Vec::new();
     while let Some(c) = lx.peek() {
         lx.pos += 1;
@@ -393,6 +414,16 @@ mod tests {
         let (pattern, replacement) = (Word(vec![lit(r"a\/b")]), Word(vec![var("E")]));
         assert_eq!(w[3], Word(vec![Part::Replace { name: name("D"), all: true, pattern, replacement }]));
         assert_eq!(w[4], Word(vec![Part::Required { name: name("F"), colon: false, message: Word::default() }]));
+    }
+
+    #[test]
+    fn quotes_inside_a_default_are_read_as_buildkit_reads_them() {
+        let default = |word: Vec<Part>| Word(vec![Part::Default { name: "X".into(), colon: true, word: Word(word) }]);
+        assert_eq!(single_word(r#"${X:-"a b"}"#, '\\').unwrap(), default(vec![lit("a b")]));
+        assert_eq!(single_word(r#"${X:-'$Y'"$Z"}"#, '\\').unwrap(), default(vec![lit("$Y"), var("Z")]));
+        assert_eq!(words(r#"${X:-"a b"} c"#, '\\').unwrap().len(), 2);
+        // In a heredoc body quotes are content.
+        assert_eq!(heredoc_word(r#"${X:-"a"}"#).unwrap(), default(vec![lit(r#""a""#)]));
     }
 
     #[test]
@@ -535,7 +566,8 @@ mod tests {
     fn word_strategy() -> impl Strategy<Value = Word> {
         let name = "[A-Za-z_][A-Za-z0-9_]{0,6}";
         let literal = "[a-z0-9 $\\\\/._:-]{1,8}";
-        let nested = proptest::collection::vec(literal.prop_map(Part::Lit), 0..2).prop_map(Word);
+        // Quotes are read inside `${…}`, so nested literals may hold them.
+        let nested = proptest::collection::vec("[a-z0-9 $\\\\/._:'\"-]{1,8}".prop_map(Part::Lit), 0..2).prop_map(Word);
         let part = prop_oneof![
             literal.prop_map(Part::Lit),
             name.prop_map(Part::Var),
