@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use miette::miette;
 
 use strata::build::{BuildError, BuiltImage};
+use strata::graph::CacheSettings;
 use strata::registry::Options;
 use strata::registry::cache::{self, BuildCache, CacheTo, Location};
 use strata::store::Store;
@@ -37,10 +38,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn from_flags(cache_to: Option<&str>, cache_from: &[String]) -> miette::Result<Shared> {
-        let to = cache_to.map(cache::parse_cache_to).transpose().map_err(|e| miette!("{e}"))?;
-        let sources =
-            cache_from.iter().map(|s| cache::parse_cache_from(s)).collect::<Result<Vec<Location>, String>>().map_err(|e| miette!("{e}"))?;
+    /// From the flags and the build file's own settings (`file`'s `cache` block):
+    /// `--cache-to` replaces the file's `to`; `--cache-from` sources are tried before the file's.
+    pub fn from_flags(cache_to: Option<&str>, cache_from: &[String], settings: &CacheSettings, file: &str) -> miette::Result<Shared> {
+        let to = match (cache_to, &settings.to) {
+            (Some(flag), _) => Some(cache::parse_cache_to(flag).map_err(|e| miette!("--cache-to {flag}: {e}"))?),
+            (None, Some(spec)) => Some(cache::parse_cache_to(spec).map_err(|e| miette!("{file}: cache to {spec:?}: {e}"))?),
+            (None, None) => None,
+        };
+        let flags = cache_from.iter().map(|flag| cache::parse_cache_from(flag).map_err(|e| miette!("--cache-from {flag}: {e}")));
+        let spec = settings.from.iter().map(|spec| cache::parse_cache_from(spec).map_err(|e| miette!("{file}: cache from {spec:?}: {e}")));
+        let sources = flags.chain(spec).collect::<miette::Result<Vec<Location>>>()?;
         if to.is_none() && sources.is_empty() {
             return Ok(Shared { cache: None, to: None });
         }
@@ -86,9 +94,9 @@ impl Shared {
 
 pub fn prune(args: &PruneArgs) -> miette::Result<ExitCode> {
     let location = if args.reference.contains('=') {
-        cache::parse_cache_to(&args.reference).map_err(|e| miette!("{e}"))?.location
+        cache::parse_cache_to(&args.reference).map_err(|e| miette!("cache prune {}: {e}", args.reference))?.location
     } else {
-        cache::parse_cache_from(&args.reference).map_err(|e| miette!("{e}"))?
+        cache::parse_cache_from(&args.reference).map_err(|e| miette!("cache prune {}: {e}", args.reference))?
     };
     let older_than = match &args.older_than {
         Some(text) => {

@@ -223,10 +223,11 @@ fn build_input(
 }
 
 fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
-    let shared = cache::Shared::from_flags(args.cache_to.as_deref(), &args.cache_from)?;
-    let store = shared.attach(open_store()?);
+    let store = open_store()?;
     let build_args = args::parse_build_args(&args.build_args)?;
     let (context, file, graph, _stdin_context) = build_input(&args, &store, &build_args)?;
+    let shared = cache::Shared::from_flags(args.cache_to.as_deref(), &args.cache_from, &graph.cache, &file)?;
+    let store = shared.attach(store);
     let tags =
         args.tags.iter().map(|t| t.parse::<ImageRef>().map_err(|e| failed(e, format!("-t {t}")))).collect::<miette::Result<Vec<_>>>()?;
     let mut secrets = std::collections::BTreeMap::new();

@@ -28,6 +28,24 @@ pub struct BuildGraph {
     /// Named images to produce (KDL `image` nodes). Empty for a Dockerfile,
     /// whose default target is its last stage.
     pub images: Vec<ImageTarget>,
+    /// Shared build caches the build file asks for (a KDL `cache` block).
+    #[serde(skip_serializing_if = "CacheSettings::is_empty")]
+    pub cache: CacheSettings,
+}
+
+/// Where a build reads and writes shared cache, in `--cache-from` / `--cache-to`
+/// syntax (`type=registry,ref=…`); the flags, where given, come first.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheSettings {
+    /// Sources, tried in order.
+    pub from: Vec<String>,
+    pub to: Option<String>,
+}
+
+impl CacheSettings {
+    pub fn is_empty(&self) -> bool {
+        self.from.is_empty() && self.to.is_none()
+    }
 }
 
 /// An image a spec asks for: the stage that makes it and its tags.

@@ -81,18 +81,18 @@ pub struct CacheTo {
 }
 
 /// Reads `type=registry,ref=REG/REPO[,mode=min|max][,compression=gzip|zstd|none]`
-/// or `type=local,dest=DIR[,…]`.
+/// or `type=local,dest=DIR[,…]`; an error says what is wrong, the caller where it was written.
 pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
-    let fields = fields(spec, "--cache-to")?;
-    let mut to = CacheTo { location: location(spec, &fields, "dest", "--cache-to")?, mode: Mode::Min, compression: Compression::Gzip };
+    let fields = fields(spec)?;
+    let mut to = CacheTo { location: location(&fields, "dest")?, mode: Mode::Min, compression: Compression::Gzip };
     for (name, value) in &fields {
         match (name.as_str(), value.as_str()) {
             ("type" | "ref" | "dest", _) => {}
             ("mode", "min") => to.mode = Mode::Min,
             ("mode", "max") => to.mode = Mode::Max,
-            ("mode", other) => return Err(format!("--cache-to {spec}: mode={other}: expected min or max")),
-            ("compression", value) => to.compression = value.parse().map_err(|e| format!("--cache-to {spec}: {e}"))?,
-            (other, _) => return Err(format!("--cache-to {spec}: unknown field {other:?}")),
+            ("mode", other) => return Err(format!("mode={other}: expected min or max")),
+            ("compression", value) => to.compression = value.parse()?,
+            (other, _) => return Err(format!("unknown field {other:?}")),
         }
     }
     Ok(to)
@@ -100,40 +100,40 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
 
 /// Reads `type=registry,ref=REG/REPO` or `type=local,src=DIR` (a bare `REG/REPO` is a registry).
 pub fn parse_cache_from(spec: &str) -> Result<Location, String> {
-    let fields = fields(spec, "--cache-from")?;
+    let fields = fields(spec)?;
     for (name, _) in &fields {
         if !["type", "ref", "src"].contains(&name.as_str()) {
-            return Err(format!("--cache-from {spec}: unknown field {name:?}"));
+            return Err(format!("unknown field {name:?}"));
         }
     }
-    location(spec, &fields, "src", "--cache-from")
+    location(&fields, "src")
 }
 
-fn fields(spec: &str, flag: &str) -> Result<Vec<(String, String)>, String> {
+fn fields(spec: &str) -> Result<Vec<(String, String)>, String> {
     if !spec.contains('=') {
         return Ok(vec![("type".into(), "registry".into()), ("ref".into(), spec.into())]);
     }
     spec.split(',')
         .map(|field| match field.split_once('=') {
             Some((name, value)) => Ok((name.trim().to_string(), value.trim().to_string())),
-            None => Err(format!("{flag} {spec}: expected NAME=VALUE, found {field:?}")),
+            None => Err(format!("expected NAME=VALUE, found {field:?}")),
         })
         .collect()
 }
 
-fn location(spec: &str, fields: &[(String, String)], dir_field: &str, flag: &str) -> Result<Location, String> {
+fn location(fields: &[(String, String)], dir_field: &str) -> Result<Location, String> {
     let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
     match get("type").as_deref() {
         Some("registry") | None => {
-            let text = get("ref").ok_or_else(|| format!("{flag} {spec}: missing ref="))?;
-            let reference = super::parse_reference(&text).map_err(|e| format!("{flag} {spec}: {e}"))?;
+            let text = get("ref").ok_or_else(|| "missing ref=".to_string())?;
+            let reference = super::parse_reference(&text).map_err(|e| e.to_string())?;
             Ok(Location::Registry { registry: reference.domain().to_string(), repository: reference.repository() })
         }
         Some("local") => {
-            let dir = get(dir_field).ok_or_else(|| format!("{flag} {spec}: type=local needs {dir_field}=DIR"))?;
+            let dir = get(dir_field).ok_or_else(|| format!("type=local needs {dir_field}=DIR"))?;
             Ok(Location::Local(PathBuf::from(dir)))
         }
-        Some(other) => Err(format!("{flag} {spec}: unknown type {other:?} (registry, local)")),
+        Some(other) => Err(format!("unknown type {other:?} (registry, local)")),
     }
 }
 

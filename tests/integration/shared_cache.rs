@@ -237,3 +237,38 @@ fn a_local_cache_directory_round_trips_and_skopeo_reads_it() {
     assert_eq!(id_a, id_b, "{stderr}");
     assert!(steps.iter().all(|(_, cached)| *cached), "{steps:?}");
 }
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn a_kdl_spec_names_its_cache_and_a_fresh_machine_hits_every_step_from_it() {
+    if !require_root("a_kdl_spec_names_its_cache_and_a_fresh_machine_hits_every_step_from_it") {
+        return;
+    }
+    let dir = context(&[
+        (
+            "app.kdl",
+            "arg \"CACHE\"\n\
+             cache {\n    from \"type=local,src={CACHE}\"\n    to \"type=local,dest={CACHE},mode=max\"\n}\n\
+             stage \"builder\" from=\"busybox:latest\" {\n    copy \"lib.txt\" \"/src/\"\n    run \"cat /src/lib.txt > /out-lib\"\n}\n\
+             image \"app\" from=\"busybox:latest\" {\n    copy \"/out-lib\" \"/app/lib\" from=\"builder\"\n}\n",
+        ),
+        ("lib.txt", "lib 1\n"),
+    ]);
+    let cache = tempfile::tempdir().expect("cache dir");
+    let spec = dir.path().join("app.kdl");
+    let arg = format!("CACHE={}", cache.path().display());
+    let a = machine();
+    let (id_a, _, _) = build(&a, &spec, &["--build-arg", &arg]);
+    assert!(cache.path().join("index.json").exists(), "the spec's `to` exported the cache");
+    let b = machine();
+    let (id_b, steps, stderr) = build(&b, &spec, &["--build-arg", &arg]);
+    assert_eq!(id_a, id_b, "{stderr}");
+    assert!(!steps.is_empty() && steps.iter().all(|(_, cached)| *cached), "every step is CACHED from the spec's `from`: {steps:?}");
+
+    // A value the cache flags would refuse is refused, naming the spec.
+    std::fs::write(&spec, "cache {\n    to \"type=ftp,ref=x\"\n}\nimage \"app\" from=\"busybox:latest\" {\n    cmd \"true\"\n}\n")
+        .expect("write spec");
+    let out = b.strata().args(["build", "-q"]).arg(&spec).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("app.kdl") && stderr.contains("unknown type \"ftp\""), "{stderr}");
+}

@@ -13,8 +13,8 @@ use super::schema::{ArgSpec, ArgValue, CopySpec, HealthcheckSpec, MountSpec, Run
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::{SourceError, SourceErrors};
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageTarget, Op, Origin, Part, RunMount, RunOp,
-    Stage, StageId, Word, did_you_mean,
+    ArgDecl, Base, BuildGraph, CacheSettings, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageTarget, Op, Origin, Part,
+    RunMount, RunOp, Stage, StageId, Word, did_you_mean,
 };
 
 impl Spec {
@@ -298,6 +298,11 @@ impl Lowerer {
             };
             graph.stages.push(stage);
         }
+
+        graph.cache = CacheSettings {
+            from: spec.cache.from.iter().map(|text| self.expand(text)).collect(),
+            to: spec.cache.to.as_ref().map(|text| self.expand(text)),
+        };
 
         if let Err(GraphError::Cycle(path)) = graph.check() {
             let first = path.first().and_then(|name| graph.find_stage(name));

@@ -7,13 +7,14 @@ use std::time::Duration;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
 use super::schema::{
-    ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec, Spec,
-    StageKind, StageSpec, Step, StepSpec, Text,
+    ArgSpec, ArgValue, CacheSpec, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec,
+    Spec, StageKind, StageSpec, Step, StepSpec, Text,
 };
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::did_you_mean;
 
-const TOP_LEVEL: &[&str] = &["arg", "stage", "image"];
+const TOP_LEVEL: &[&str] = &["arg", "stage", "image", "cache"];
+const CACHE_EXAMPLE: &str = "cache { from \"type=registry,ref=HOST/REPO\"; to \"type=registry,ref=HOST/REPO,mode=max\" }";
 const STEPS: &[&str] = &[
     "run",
     "copy",
@@ -109,6 +110,7 @@ impl Parser {
                 }
                 "stage" => spec.stages.push(self.parse_stage(node, false)),
                 "image" => spec.stages.push(self.parse_stage(node, true)),
+                "cache" => self.parse_cache(node, &mut spec.cache),
                 name => {
                     let error = SourceError::new(format!("unknown node `{name}`"), Some(node.name().span()), "unknown node");
                     let error = if STEPS.contains(&name) {
@@ -121,6 +123,37 @@ impl Parser {
             }
         }
         spec
+    }
+
+    /// `cache { from "…"; to "…" }`: any number of sources, one destination.
+    fn parse_cache(&mut self, node: &KdlNode, cache: &mut CacheSpec) {
+        self.check_node(node, &[], true);
+        if !self.args(node).is_empty() {
+            self.error(SourceError::new("`cache` takes no arguments, only a block", Some(node.span()), "here").help(CACHE_EXAMPLE));
+        }
+        for child in node.children().map(|block| block.nodes()).unwrap_or_default() {
+            match child.name().value() {
+                "from" => cache.from.extend(self.plain(child, "from \"type=registry,ref=registry.example/app-cache\"")),
+                "to" => {
+                    let to = self.plain(child, "to \"type=registry,ref=registry.example/app-cache,mode=max\"");
+                    if cache.to.is_some() {
+                        self.error(
+                            SourceError::new("a second `to` in `cache`", Some(child.span()), "second destination")
+                                .help("a build exports its cache to one place"),
+                        );
+                    }
+                    cache.to = cache.to.take().or(to);
+                }
+                name => {
+                    let error = SourceError::new(format!("unknown node `{name}` in `cache`"), Some(child.name().span()), "unknown node");
+                    let error = match did_you_mean(name, ["from", "to"]) {
+                        Some(near) => error.did_you_mean(Some(near)),
+                        None => error.help(CACHE_EXAMPLE),
+                    };
+                    self.error(error);
+                }
+            }
+        }
     }
 
     /// Reports properties not in `allowed`, and a children block if `children` is false.

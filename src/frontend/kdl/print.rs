@@ -64,6 +64,16 @@ pub fn to_kdl(graph: &BuildGraph) -> String {
         out.push_str(&arg_node(&arg.name, arg.default.as_ref()));
         out.push('\n');
     }
+    if !graph.cache.is_empty() {
+        out.push_str("cache {\n");
+        for from in &graph.cache.from {
+            out.push_str(&format!("    from {}\n", string(from)));
+        }
+        if let Some(to) = &graph.cache.to {
+            out.push_str(&format!("    to {}\n", string(to)));
+        }
+        out.push_str("}\n");
+    }
     let linked: Vec<StageId> = graph
         .stages
         .iter()

@@ -41,6 +41,14 @@ impl From<String> for Text {
 pub struct Spec {
     pub args: Vec<ArgSpec>,
     pub stages: Vec<StageSpec>,
+    pub cache: CacheSpec,
+}
+
+/// `cache { from "type=…"; to "type=…" }`: the build's shared caches.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CacheSpec {
+    pub from: Vec<Text>,
+    pub to: Option<Text>,
 }
 
 /// `arg "NAME" default=…`, at the top level or inside a stage.
