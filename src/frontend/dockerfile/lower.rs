@@ -765,14 +765,9 @@ fn fold_heredocs(args: &str, heredocs: &[super::parser::Heredoc]) -> (String, Op
     if heredocs.is_empty() {
         return (args.to_string(), None);
     }
-    let markers = super::parser::heredoc_markers(args);
-    let lone = heredocs.len() == 1 && markers.len() == 1 && {
-        let t = args.trim();
-        let (name, strip, quoted) = &markers[0];
-        let q = if *quoted { "\"" } else { "" };
-        let forms = [format!("<<{}{q}{name}{q}", if *strip { "-" } else { "" }), format!("<<{}'{name}'", if *strip { "-" } else { "" })];
-        forms.iter().any(|f| f == t)
-    };
+    // Lone as BuildKit reads it: the arguments are one marker and nothing else.
+    let markers = super::parser::heredoc_markers(args.trim());
+    let lone = heredocs.len() == 1 && matches!(markers.as_slice(), [marker] if marker.span == (0..args.trim().len()));
     if lone {
         let body = heredocs[0].body.clone();
         let executable = body.starts_with("#!");
@@ -893,7 +888,9 @@ mod tests {
     fn lone_heredoc_is_the_script() {
         let doc = super::super::parser::Heredoc { name: "EOF".into(), body: "echo a\necho b\n".into(), quoted: false };
         let lone = Some(RunHeredoc { name: "EOF".into(), executable: false });
-        assert_eq!(fold_heredocs("<<EOF", std::slice::from_ref(&doc)), ("echo a\necho b\n".into(), lone));
+        for args in ["<<EOF", "<<-'EOF'", "<< EOF", "3<<\"EOF\""] {
+            assert_eq!(fold_heredocs(args, std::slice::from_ref(&doc)), ("echo a\necho b\n".into(), lone.clone()), "{args}");
+        }
         assert_eq!(fold_heredocs("cat <<EOF > /x", &[doc]), ("cat <<EOF > /x\necho a\necho b\nEOF".into(), None));
         let script = super::super::parser::Heredoc { name: "PY".into(), body: "#!/usr/bin/python3\nprint(1)\n".into(), quoted: true };
         let (body, heredoc) = fold_heredocs("<<'PY'", &[script]);

@@ -70,8 +70,22 @@ fn takes_heredocs(keyword: &str) -> bool {
     matches!(keyword.to_ascii_uppercase().as_str(), "RUN" | "COPY" | "ADD")
 }
 
-/// Heredoc markers in an instruction's arguments: (name, strip tabs, quoted).
-pub fn heredoc_markers(args: &str) -> Vec<(String, bool, bool)> {
+/// A heredoc marker in an instruction's arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub name: String,
+    /// `<<-`: leading tabs are stripped from the body and the terminator.
+    pub strip: bool,
+    /// `<<"EOF"` or `<<'EOF'`: the body is taken literally.
+    pub quoted: bool,
+    /// Where the marker is in the arguments, a file descriptor before it included.
+    pub span: std::ops::Range<usize>,
+}
+
+/// Heredoc markers in an instruction's arguments. As BuildKit reads them, a
+/// marker starts a word (`3<<EOF` names a file descriptor; `cat<<EOF` and
+/// `<<<` are not markers) and blanks may follow `<<` or `<<-`.
+pub fn heredoc_markers(args: &str) -> Vec<Marker> {
     let mut out = Vec::new();
     let bytes = args.as_bytes();
     let mut quote: Option<u8> = None;
@@ -82,10 +96,16 @@ pub fn heredoc_markers(args: &str) -> Vec<(String, bool, bool)> {
             Some(q) if c == q => quote = None,
             Some(_) => {}
             None if c == b'"' || c == b'\'' => quote = Some(c),
-            None if c == b'<' && bytes.get(i + 1) == Some(&b'<') && bytes.get(i + 2) != Some(&b'<') => {
+            None if c == b'<' && bytes.get(i + 1) == Some(&b'<') => {
+                let digits = bytes[..i].iter().rev().take_while(|b| b.is_ascii_digit()).count();
+                let word_start = i - digits;
+                let starts_word = word_start == 0 || bytes[word_start - 1].is_ascii_whitespace();
                 let mut j = i + 2;
                 let strip = bytes.get(j) == Some(&b'-');
                 if strip {
+                    j += 1;
+                }
+                while bytes.get(j).is_some_and(|b| *b == b' ' || *b == b'\t') {
                     j += 1;
                 }
                 let q = bytes.get(j).copied().filter(|b| *b == b'"' || *b == b'\'');
@@ -96,10 +116,15 @@ pub fn heredoc_markers(args: &str) -> Vec<(String, bool, bool)> {
                 while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
                     j += 1;
                 }
-                if j > start && (q.is_none() || bytes.get(j).copied() == q) {
-                    out.push((args[start..j].to_string(), strip, q.is_some()));
-                    i = if q.is_some() { j + 1 } else { j };
+                if starts_word && j > start && bytes.get(i + 2) != Some(&b'<') && (q.is_none() || bytes.get(j).copied() == q) {
+                    let end = if q.is_some() { j + 1 } else { j };
+                    out.push(Marker { name: args[start..j].to_string(), strip, quoted: q.is_some(), span: word_start..end });
+                    i = end;
                     continue;
+                }
+                // Not a marker: step over the whole run of `<`.
+                while bytes.get(i + 1) == Some(&b'<') {
+                    i += 1;
                 }
             }
             None => {}
@@ -233,7 +258,7 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         let args_start = base + consumed;
         let mut heredocs = Vec::new();
         if takes_heredocs(&keyword) {
-            for (name, strip, quoted) in heredoc_markers(&args) {
+            for Marker { name, strip, quoted, .. } in heredoc_markers(&args) {
                 let mut body = String::new();
                 let mut terminated = false;
                 while i < physical.len() {
@@ -311,6 +336,17 @@ mod tests {
         assert_eq!((docs[0].name.as_str(), docs[0].body.as_str(), docs[0].quoted), ("one", "first\n", false));
         assert_eq!((docs[1].name.as_str(), docs[1].body.as_str(), docs[1].quoted), ("two", "second $X\n", true));
         assert_eq!(parsed.lines[2].keyword, "RUN");
+    }
+
+    #[test]
+    fn heredoc_markers_start_a_word_as_in_buildkit() {
+        let names = |args: &str| heredoc_markers(args).into_iter().map(|m| (m.name, m.strip, m.quoted)).collect::<Vec<_>>();
+        assert_eq!(names("<< EOF"), [("EOF".to_string(), false, false)]);
+        assert_eq!(names("cat <<- 'A' 3<<\"B\""), [("A".to_string(), true, true), ("B".to_string(), false, true)]);
+        assert!(names("cat<<EOF").is_empty());
+        assert!(names("cat <<<EOF").is_empty());
+        assert!(names("echo '<<EOF'").is_empty());
+        assert_eq!(heredoc_markers("3<<EOF")[0].span, 0..6);
     }
 
     #[test]
