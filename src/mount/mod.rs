@@ -86,21 +86,13 @@ pub fn umount(dir: &Path) -> Result<(), MountError> {
     if !mounted {
         return Err(MountError::Fuse(format!("{} is not mounted", dir.display())));
     }
-    let busy = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).contains("busy");
-    let first = Command::new("fusermount3").arg("-u").arg(dir).output();
-    if first.as_ref().is_ok_and(|o| o.status.success()) {
-        return Ok(());
-    }
-    let lazy = is_stale(dir) || first.as_ref().is_ok_and(busy);
-    let fusermount = if lazy { Command::new("fusermount3").arg("-uz").arg(dir).output() } else { first };
-    if fusermount.as_ref().is_ok_and(|o| o.status.success()) {
-        return Ok(());
-    }
+    // Always lazily: a mount nobody uses goes at once, a busy one leaves the tree now and
+    // goes when its last reader closes; a stale one (its server killed) goes too.
     if nix::unistd::geteuid().is_root() {
-        let flags = if lazy { nix::mount::MntFlags::MNT_DETACH } else { nix::mount::MntFlags::empty() };
-        return nix::mount::umount2(dir, flags).map_err(|e| MountError::io("unmount", dir, e.into()));
+        return nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).map_err(|e| MountError::io("unmount", dir, e.into()));
     }
-    let reason = match fusermount {
+    let reason = match Command::new("fusermount3").arg("-uz").arg(dir).output() {
+        Ok(out) if out.status.success() => return Ok(()),
         Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
         Err(e) => format!("fusermount3: {e} (install fuse3)"),
     };
