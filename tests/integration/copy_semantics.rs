@@ -419,3 +419,16 @@ fn cache_mount_private_steps_get_their_own_folder() {
     let (a, b) = concurrent_cache_steps("private");
     assert_eq!((a.as_str(), b.as_str()), ("met\na\n", "met\nb\n"));
 }
+
+/// A spec has no property for these options yet: converting refuses rather than drop them.
+#[test]
+fn mount_options_a_spec_cannot_hold_are_refused_by_convert() {
+    let store = TestStore::empty();
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=tmpfs,target=/t,size=1m true\n")]);
+    let out = store.strata().args(["convert", "--to", "kdl"]).arg(ctx.path().join("Dockerfile")).output().expect("run strata convert");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("size"), "{stderr}");
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=tmpfs,target=/t true\n")]);
+    store.strata().args(["convert", "--to", "kdl"]).arg(ctx.path().join("Dockerfile")).assert().success();
+}

@@ -19,6 +19,9 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
                 Op::Run(run) if run.heredoc.as_ref().is_some_and(|h| h.executable) => {
                     return Err("a RUN heredoc starting with #! runs as a script file, which a spec cannot express".into());
                 }
+                Op::Run(run) if run.mounts.iter().any(has_buildkit_options) => {
+                    return Err("a RUN --mount with sharing, mode, uid, gid or size, which a spec cannot express yet".into());
+                }
                 Op::Copy(copy) => {
                     for source in &copy.sources {
                         match source {
@@ -55,6 +58,16 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether a mount carries options the spec has no property for.
+fn has_buildkit_options(mount: &RunMount) -> bool {
+    match mount {
+        RunMount::Cache { sharing, file, .. } => !sharing.is_shared() || !file.is_unset(),
+        RunMount::Secret { file, .. } => !file.is_unset(),
+        RunMount::Tmpfs { size, .. } => size.is_some(),
+        RunMount::Bind { .. } => false,
+    }
 }
 
 /// The graph as a KDL spec (see [`check`] for what is lost when it fails).
