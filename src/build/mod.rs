@@ -174,10 +174,12 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
 type CxParts<'a> = (&'a BuildContext, &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync), &'a BuildArgs, Option<u64>);
 
 /// SOURCE_DATE_EPOCH as BuildKit reads it: a `--build-arg`, else a global
-/// `ARG` default, else the environment. A value that is not a number of
-/// seconds fails the build.
+/// `ARG` default, else the environment. `context` asks for the context's own
+/// time, which a local folder does not have: no epoch. Any other value that
+/// is not a number of seconds fails the build.
 fn source_date_epoch(graph: &BuildGraph, opts: &BuildOptions) -> Result<Option<u64>, BuildError> {
     match crate::graph::args::global_value("SOURCE_DATE_EPOCH", &opts.build_args, &graph.args) {
+        Some(value) if value == "context" => Ok(None),
         Some(value) => value.trim().parse().map(Some).map_err(|_| BuildError::SourceDateEpoch { value }),
         None => Ok(crate::exec::source_date_epoch()),
     }

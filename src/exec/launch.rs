@@ -57,8 +57,9 @@ impl Launch<'_> {
             let spec_path = attempt_dir(dir, copied).join("spec.json");
             let spec = serde_json::to_vec(&prepared.spec).map_err(|source| ExecError::Encode { what: "the sandbox spec", source })?;
             fs::write(&spec_path, spec).map_err(|e| ExecError::io("write", &spec_path, e))?;
-            let exe = std::env::current_exe().map_err(|e| ExecError::io("find the strata binary", Path::new("/proc/self/exe"), e))?;
-            let mut command = Command::new(exe);
+            // The running binary itself, not its path: a path names nothing once the
+            // file is replaced (a package upgrade, a rebuild) while a build runs.
+            let mut command = Command::new("/proc/self/exe");
             command.arg("__sandbox").arg(&spec_path);
             if !self.confined {
                 command.arg(sandbox::UNCONFINED_ARG);

@@ -149,6 +149,7 @@ fn buildkit_test_dockerfile_add_archive_wildcard() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_dockerfile_add_chown_expand() {
     if !require_root("buildkit_test_dockerfile_add_chown_expand") {
         return;
@@ -182,6 +183,7 @@ fn buildkit_test_global_arg() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_multi_args() {
     if !require_root("buildkit_test_multi_args") {
         return;
@@ -202,6 +204,7 @@ COPY --from=build /result .
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_quoted_meta_args() {
     if !require_root("buildkit_test_quoted_meta_args") {
         return;
@@ -223,6 +226,7 @@ COPY --from=build /result .
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_target_stage_name_arg() {
     if !require_root("buildkit_test_target_stage_name_arg") {
         return;
@@ -256,6 +260,7 @@ COPY --from=common /names/ /
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_builtin_args() {
     if !require_root("buildkit_test_builtin_args") {
         return;
@@ -286,6 +291,7 @@ COPY --from=build /result /
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_empty_string_arg_in_env() {
     if !require_root("buildkit_test_empty_string_arg_in_env") {
         return;
@@ -301,6 +307,7 @@ fn buildkit_test_empty_string_arg_in_env() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_env_empty_formatting() {
     if !require_root("buildkit_test_env_empty_formatting") {
         return;
@@ -332,6 +339,7 @@ fn buildkit_test_default_shell_and_path() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_ignore_entrypoint() {
     if !require_root("buildkit_test_ignore_entrypoint") {
         return;
@@ -341,6 +349,7 @@ fn buildkit_test_ignore_entrypoint() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_invalid_json_commands() {
     if !require_root("buildkit_test_invalid_json_commands") {
         return;
@@ -355,6 +364,7 @@ fn buildkit_test_invalid_json_commands() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_dockerfile_invalid_command() {
     if !require_root("buildkit_test_dockerfile_invalid_command") {
         return;
@@ -376,6 +386,7 @@ fn buildkit_test_dockerfile_invalid_instruction() {
 // ---- dockerfile_core_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_dockerfile_dirs() {
     if !require_root("buildkit_test_dockerfile_dirs") {
         return;
@@ -457,6 +468,7 @@ fn buildkit_test_dockerfile_copy_from_args() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_empty_dest_dir() {
     if !require_root("buildkit_test_empty_dest_dir") {
         return;
@@ -472,6 +484,7 @@ fn buildkit_test_empty_dest_dir() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_preserve_dest_dir_slash() {
     if !require_root("buildkit_test_preserve_dest_dir_slash") {
         return;
@@ -484,6 +497,7 @@ fn buildkit_test_preserve_dest_dir_slash() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_link_dot_dest_dir() {
     if !require_root("buildkit_test_copy_link_dot_dest_dir") {
         return;
@@ -496,6 +510,7 @@ fn buildkit_test_copy_link_dot_dest_dir() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_link_empty_dest_dir() {
     if !require_root("buildkit_test_copy_link_empty_dest_dir") {
         return;
@@ -511,6 +526,7 @@ fn buildkit_test_copy_link_empty_dest_dir() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_wildcard_cache() {
     if !require_root("buildkit_test_copy_wildcard_cache") {
         return;
@@ -534,6 +550,7 @@ fn buildkit_test_copy_wildcard_cache() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_chown_create_dest() {
     if !require_root("buildkit_test_copy_chown_create_dest") {
         return;
@@ -564,6 +581,7 @@ fn buildkit_test_copy_through_symlink_context() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_through_symlink_multi_stage() {
     if !require_root("buildkit_test_copy_through_symlink_multi_stage") {
         return;
@@ -617,6 +635,7 @@ fn buildkit_test_copy_symlinks() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_chown() {
     if !require_root("buildkit_test_copy_chown") {
         return;
@@ -649,6 +668,7 @@ COPY --from=base /report /
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_chmod() {
     if !require_root("buildkit_test_copy_chmod") {
         return;
@@ -759,6 +779,7 @@ COPY tree/top t6
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_copy_relative() {
     if !require_root("buildkit_test_copy_relative") {
         return;
@@ -860,6 +881,7 @@ fn buildkit_test_dockerignore_override() {
 // ---- dockerfile_heredoc_test.go (backslashes and #! scripts: dockerfile.rs) ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_basic_heredoc() {
     if !require_root("buildkit_test_run_basic_heredoc") {
         return;
@@ -873,6 +895,7 @@ fn buildkit_test_run_basic_heredoc() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_fake_heredoc() {
     if !require_root("buildkit_test_run_fake_heredoc") {
         return;
@@ -886,6 +909,7 @@ fn buildkit_test_run_fake_heredoc() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_complex_heredoc() {
     if !require_root("buildkit_test_run_complex_heredoc") {
         return;
@@ -925,6 +949,7 @@ COPY --from=build /results /
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_heredoc_indent() {
     if !require_root("buildkit_test_heredoc_indent") {
         return;
@@ -955,6 +980,7 @@ fn buildkit_test_heredoc_indent() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_heredoc_var_substitution() {
     if !require_root("buildkit_test_heredoc_var_substitution") {
         return;
@@ -1066,6 +1092,7 @@ fn buildkit_test_exported_history() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_exported_history_flatten_args() {
     if !require_root("buildkit_test_exported_history_flatten_args") {
         return;
@@ -1104,6 +1131,7 @@ fn buildkit_test_dockerfile_scratch_config() {
 // ---- dockerfile_mount_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_mount_context() {
     if !require_root("buildkit_test_mount_context") {
         return;
@@ -1114,6 +1142,7 @@ fn buildkit_test_mount_context() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_mount_tmpfs() {
     if !require_root("buildkit_test_mount_tmpfs") {
         return;
@@ -1139,6 +1168,7 @@ fn buildkit_test_mount_invalid() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_mount_rw_cache() {
     if !require_root("buildkit_test_mount_rw_cache") {
         return;
@@ -1154,6 +1184,7 @@ fn buildkit_test_mount_rw_cache() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_cache_mount_default_id() {
     if !require_root("buildkit_test_cache_mount_default_id") {
         return;
@@ -1229,6 +1260,7 @@ fn buildkit_test_mount_from_error() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_mount_duplicate() {
     if !require_root("buildkit_test_mount_duplicate") {
         return;
@@ -1246,6 +1278,7 @@ fn buildkit_test_mount_duplicate() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_cache_mount_parallel() {
     if !require_root("buildkit_test_cache_mount_parallel") {
         return;
@@ -1260,6 +1293,7 @@ fn buildkit_test_cache_mount_parallel() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_cache_mount_source_escape() {
     if !require_root("buildkit_test_cache_mount_source_escape") {
         return;
@@ -1274,6 +1308,7 @@ fn buildkit_test_cache_mount_source_escape() {
 // ---- dockerfile_multistage_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_multi_stage_implicit_from() {
     if !require_root("buildkit_test_multi_stage_implicit_from") {
         return;
@@ -1327,6 +1362,7 @@ fn buildkit_test_empty_stages() {
 // ---- dockerfile_onbuild_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_on_build_cleared() {
     if !require_root("buildkit_test_on_build_cleared") {
         return;
@@ -1342,6 +1378,7 @@ fn buildkit_test_on_build_cleared() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_on_build_with_child_stage() {
     if !require_root("buildkit_test_on_build_with_child_stage") {
         return;
@@ -1360,6 +1397,7 @@ fn buildkit_test_on_build_with_child_stage() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_on_build_inherited_stage_run() {
     if !require_root("buildkit_test_on_build_inherited_stage_run") {
         return;
@@ -1417,6 +1455,7 @@ fn buildkit_test_on_build_new_deps() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_on_build_with_cache_mount() {
     if !require_root("buildkit_test_on_build_with_cache_mount") {
         return;
@@ -1436,6 +1475,7 @@ fn buildkit_test_on_build_with_cache_mount() {
 // ---- dockerfile_runnetwork_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_no_network() {
     if !require_root("buildkit_test_run_no_network") {
         return;
@@ -1447,6 +1487,7 @@ fn buildkit_test_run_no_network() {
 // ---- dockerfile_runsecurity_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_security_default() {
     if !require_root("buildkit_test_run_security_default") {
         return;
@@ -1456,6 +1497,7 @@ fn buildkit_test_run_security_default() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_security_sandbox() {
     if !require_root("buildkit_test_run_security_sandbox") {
         return;
@@ -1465,6 +1507,7 @@ fn buildkit_test_run_security_sandbox() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_security_insecure() {
     if !require_root("buildkit_test_run_security_insecure") {
         return;
@@ -1535,6 +1578,14 @@ fn buildkit_test_source_date_epoch_dockerfile_default_invalid() {
     assert!(stderr.contains("invalid SOURCE_DATE_EPOCH") && stderr.contains("not-seconds"), "{stderr}");
 }
 
+#[test]
+fn buildkit_test_source_date_epoch_context_local_unset() {
+    let case = Case::new(&[("Dockerfile", "FROM scratch\nCOPY Dockerfile .\n")]);
+    case.build(&["--build-arg", "SOURCE_DATE_EPOCH=context", "-t", "epoch-context"]);
+    let written = std::fs::metadata(case.dir().join("Dockerfile")).expect("stat Dockerfile").mtime();
+    assert_eq!(case.unpack("epoch-context").meta("Dockerfile").mtime(), written, "a local context gives no epoch: mtimes stay");
+}
+
 // ---- dockerfile_workdir_test.go ----
 
 #[test]
@@ -1560,6 +1611,7 @@ fn buildkit_test_workdir_source_date_epoch_reproducible() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_workdir_user() {
     if !require_root("buildkit_test_workdir_user") {
         return;
@@ -1579,6 +1631,7 @@ fn buildkit_test_workdir_copy_ignore_relative() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_workdir_exists() {
     if !require_root("buildkit_test_workdir_exists") {
         return;
@@ -1593,6 +1646,7 @@ fn buildkit_test_workdir_exists() {
 // ---- dockerfile_cache_test.go ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_reproducible_ids() {
     if !require_root("buildkit_test_reproducible_ids") {
         return;
@@ -1605,6 +1659,7 @@ fn buildkit_test_reproducible_ids() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_no_cache() {
     if !require_root("buildkit_test_no_cache") {
         return;
@@ -1648,6 +1703,7 @@ fn buildkit_test_cache_mount_mode_no_cache() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_wildcard_rename_cache() {
     if !require_root("buildkit_test_wildcard_rename_cache") {
         return;

@@ -305,3 +305,37 @@ fn strata_run_rm_keeps_no_run_and_changes_no_image() {
     let left: Vec<_> = std::fs::read_dir(&runs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "{}: {left:?}", runs.display());
 }
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn run_steps_start_after_the_strata_binary_file_is_replaced() {
+    if !require_root("run_steps_start_after_the_strata_binary_file_is_replaced") {
+        return;
+    }
+    use std::io::Write;
+    let store = TestStore::with_busybox();
+    let ctx = context(&[]);
+    let bin = tempfile::tempdir().expect("temp dir");
+    let copy = bin.path().join("strata");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("strata"), &copy).expect("copy strata");
+    let mut child = Command::new(&copy)
+        .env("STRATA_ROOT", store.root())
+        .env("NO_COLOR", "1")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args(["build", "--progress", "plain", "-f", "-", "-t", "replaced"])
+        .arg(ctx.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start strata build");
+    // The build reads its Dockerfile to the end of stdin before any step: the
+    // file it started from is gone (as an upgrade or a rebuild replaces it) first.
+    std::fs::remove_file(&copy).expect("remove the binary file");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(b"FROM busybox\nRUN echo ran > /proof\n").expect("write Dockerfile");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait for strata build");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_dir, root) = unpack(&store, "replaced");
+    assert_eq!(std::fs::read_to_string(root.join("proof")).expect("read /proof"), "ran\n");
+}
