@@ -98,7 +98,7 @@ pub fn install_interrupt_handler() {
 }
 
 /// Whether the user asked the build to stop.
-pub fn interrupted() -> bool {
+fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 

@@ -357,8 +357,6 @@ pub struct BuildCache {
     steps: Mutex<Vec<(Digest, Digest, CacheEntry)>>,
     /// Fast keys of COPY steps and the keys they stand for.
     aliases: Mutex<Vec<(Digest, Digest)>>,
-    lookups: AtomicUsize,
-    hits: AtomicUsize,
 }
 
 impl BuildCache {
@@ -381,8 +379,6 @@ impl BuildCache {
             failed: Mutex::new(HashSet::new()),
             steps: Mutex::new(Vec::new()),
             aliases: Mutex::new(Vec::new()),
-            lookups: AtomicUsize::new(0),
-            hits: AtomicUsize::new(0),
         }
     }
 
@@ -392,11 +388,6 @@ impl BuildCache {
         let new = failed > *seen;
         *seen = failed;
         new
-    }
-
-    /// Lookups made and hits found so far.
-    pub fn stats(&self) -> (usize, usize) {
-        (self.lookups.load(Ordering::SeqCst), self.hits.load(Ordering::SeqCst))
     }
 
     /// The entry tagged for `key` in one source; for an alias (`alias`), the entry and the key it names.
@@ -688,7 +679,6 @@ fn export_one(
 impl BuildCache {
     /// The first source's entry for `key` whose layer has not failed.
     fn find(&self, key: &Digest, alias: bool) -> Option<(Digest, CacheEntry)> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
         for (source, (location, backend)) in self.sources.iter().enumerate() {
             let Some(backend) = backend else { continue };
             match self.lookup_in(source, backend, key, alias) {
@@ -702,7 +692,6 @@ impl BuildCache {
                     {
                         layers.entry(diff_id.clone()).or_insert_with(|| found.clone());
                     }
-                    self.hits.fetch_add(1, Ordering::SeqCst);
                     return Some((named, found.entry));
                 }
                 Ok(None) => {}

@@ -62,10 +62,6 @@ impl RootfsView {
         RootfsView { layers }
     }
 
-    pub fn layers(&self) -> &[PathBuf] {
-        &self.layers
-    }
-
     /// The snapshots as overlay lowerdirs: top first, each once. Overlayfs
     /// refuses a directory given twice (ELOOP), and a layer repeated higher up
     /// (two identical RUN results) re-applies everything its lower twin did,
