@@ -524,14 +524,21 @@ impl<'a> Lowerer<'a> {
             "STOPSIGNAL" => Op::StopSignal(self.word(line, &line.args)),
             "HEALTHCHECK" => Op::Healthcheck(self.healthcheck(line)?),
             "ONBUILD" => {
-                let trigger = line.args.trim().to_string();
+                // As BuildKit stores it: the instruction, then each heredoc's body and terminator.
+                let mut trigger = line.args.trim().to_string();
+                for doc in &line.heredocs {
+                    trigger.push('\n');
+                    trigger.push_str(&doc.body);
+                    trigger.push_str(&doc.name);
+                }
                 // Checked now, as Docker does, though it runs in another build.
                 let (parsed, mut errors) = super::parser::parse(&trigger);
                 let (_, lower_errors) = Lowerer::new(&self.file, self.escape, self.build_args).lower_trigger(&parsed);
                 errors.extend(lower_errors);
                 let failed = !errors.is_empty();
                 for mut e in errors {
-                    e.span = e.span.map(|s| (line.args_offset(s.offset()), s.len()).into());
+                    // A problem inside a heredoc body is shown at the end of the arguments.
+                    e.span = e.span.map(|s| (line.args_offset(s.offset().min(line.args.len())), s.len().min(line.args.len())).into());
                     self.errors.push(e);
                 }
                 if failed {

@@ -84,6 +84,16 @@ mod tests {
     }
 
     #[test]
+    fn an_onbuild_trigger_keeps_its_heredoc_as_buildkit_stores_it() {
+        let g = graph("FROM a\nONBUILD RUN <<EOF\necho hi\nEOF\nRUN true\n");
+        let Op::Onbuild(trigger) = &g.stages[0].steps[0].op else { panic!("not ONBUILD") };
+        assert_eq!(trigger, "RUN <<EOF\necho hi\nEOF");
+        assert_eq!(g.stages[0].steps.len(), 2);
+        let Op::Run(run) = parse_trigger(trigger).expect("a trigger") else { panic!("not RUN") };
+        assert_eq!(run.command, crate::graph::CommandLine::Shell("echo hi\n".into()));
+    }
+
+    #[test]
     fn unknown_directive_ends_the_directives() {
         // `# escape=` after an unknown directive is a comment: `\` still continues lines.
         let g = graph("# foo=bar\n# escape=`\nFROM a\nRUN echo \\\n  hi\n");

@@ -65,9 +65,10 @@ pub struct Parsed {
 /// Parser directives BuildKit knows; `# other=x` is a comment.
 const DIRECTIVES: [&str; 3] = ["syntax", "escape", "check"];
 
-/// Instructions whose arguments may start heredocs.
-fn takes_heredocs(keyword: &str) -> bool {
-    matches!(keyword.to_ascii_uppercase().as_str(), "RUN" | "COPY" | "ADD")
+/// Instructions whose arguments may start heredocs: RUN, COPY and ADD, also as an ONBUILD trigger.
+fn takes_heredocs(keyword: &str, args: &str) -> bool {
+    let heredoc_keyword = |k: &str| matches!(k.to_ascii_uppercase().as_str(), "RUN" | "COPY" | "ADD");
+    heredoc_keyword(keyword) || (keyword.eq_ignore_ascii_case("ONBUILD") && args.split_whitespace().next().is_some_and(heredoc_keyword))
 }
 
 /// A heredoc marker in an instruction's arguments.
@@ -257,7 +258,7 @@ pub fn parse(text: &str) -> (Parsed, Vec<SourceError>) {
         let args = rest.trim_end().to_string();
         let args_start = base + consumed;
         let mut heredocs = Vec::new();
-        if takes_heredocs(&keyword) {
+        if takes_heredocs(&keyword, &args) {
             for Marker { name, strip, quoted, .. } in heredoc_markers(&args) {
                 let mut body = String::new();
                 let mut terminated = false;
