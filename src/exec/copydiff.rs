@@ -26,18 +26,26 @@ fn set_times_and_owner(path: &Path, meta: &fs::Metadata) {
 /// removed and made again, which the layer records as opaque, as overlayfs does.
 const COPIED_MARK: &str = "user.strata.copied";
 
-/// Whether the copied root's directories carry `COPIED_MARK` (the filesystem took the xattr).
-pub type DirInodes = bool;
+/// Whether a copied root can tell which directories a step removed and made again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirMarks {
+    /// Every copied directory carries `COPIED_MARK`: one found without it was remade (opaque).
+    Marked,
+    /// The file system refused the mark (or nothing was copied): no directory counts as remade.
+    #[default]
+    Unmarked,
+}
 
 /// Copies the merged image into `dest`, keeping owners, modes, mtimes, links and devices.
-pub fn materialize(view: &RootfsView, dest: &Path) -> Result<DirInodes, ExecError> {
+pub fn materialize(view: &RootfsView, dest: &Path) -> Result<DirMarks, ExecError> {
     let mut links: HashMap<(u64, u64), std::path::PathBuf> = HashMap::new();
-    let mut dirs = true;
-    copy_dir(view, Path::new(""), dest, &mut links, &mut dirs)?;
+    let mut marked = true;
+    copy_dir(view, Path::new(""), dest, &mut links, &mut marked)?;
     if let Some(meta) = view.lookup(Path::new("")).and_then(|r| fs::metadata(r).ok()) {
         let _ = fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777));
     }
-    Ok(dirs)
+    Ok(if marked { DirMarks::Marked } else { DirMarks::Unmarked })
 }
 
 fn copy_dir(
@@ -45,7 +53,7 @@ fn copy_dir(
     rel: &Path,
     dest: &Path,
     links: &mut HashMap<(u64, u64), std::path::PathBuf>,
-    dirs: &mut DirInodes,
+    marked: &mut bool,
 ) -> Result<(), ExecError> {
     for (name, real) in view.read_dir(rel) {
         let child_rel = rel.join(&name);
@@ -55,8 +63,8 @@ fn copy_dir(
         let io = |action, e| ExecError::io(action, &target, e);
         if ft.is_dir() {
             fs::create_dir(&target).map_err(|e| io("create", e))?;
-            *dirs &= xattr_set(&target, COPIED_MARK, b"1").is_ok();
-            copy_dir(view, &child_rel, dest, links, dirs)?;
+            *marked &= xattr_set(&target, COPIED_MARK, b"1").is_ok();
+            copy_dir(view, &child_rel, dest, links, marked)?;
             fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(|e| io("chmod", e))?;
         } else if ft.is_symlink() {
             let link = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
@@ -123,29 +131,29 @@ pub fn diff_to_layer(
     store: &Store,
     view: &RootfsView,
     root: &Path,
-    dirs: &DirInodes,
+    marks: DirMarks,
     skip: &[String],
     clamp: Option<u64>,
     ids: &Option<super::idmap::IdMap>,
 ) -> Result<(Digest, u64), ExecError> {
     let layer = LayerWriter::new(store, clamp)?;
-    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new(), dirs, ids: *ids };
+    let mut walk = Walk { layer, first_of_inode: HashMap::new(), pending: Vec::new(), marks, ids: *ids };
     diff_dir(view, root, Path::new(""), skip, &mut walk)?;
     Ok(walk.layer.finish()?)
 }
 
 /// The diff in progress. Directories whose own attributes did not change are
 /// written only once something below them is, as overlay copies them up.
-struct Walk<'a> {
+struct Walk {
     layer: LayerWriter,
     /// Owners as the container sees them (rootless).
     ids: Option<super::idmap::IdMap>,
-    dirs: &'a DirInodes,
+    marks: DirMarks,
     first_of_inode: HashMap<(u64, u64), std::path::PathBuf>,
     pending: Vec<(std::path::PathBuf, Attrs)>,
 }
 
-impl Walk<'_> {
+impl Walk {
     fn flush(&mut self) -> std::io::Result<()> {
         for (path, attrs) in self.pending.drain(..) {
             self.layer.dir(&path, attrs)?;
@@ -154,7 +162,7 @@ impl Walk<'_> {
     }
 }
 
-fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &mut Walk<'_>) -> Result<(), ExecError> {
+fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &mut Walk) -> Result<(), ExecError> {
     let old: HashMap<_, _> = view.read_dir(rel).into_iter().collect();
     let dir = root.join(rel);
     let mut names: Vec<_> = fs::read_dir(&dir).map_err(|e| ExecError::io("list", &dir, e))?.flatten().map(|e| e.file_name()).collect();
@@ -187,7 +195,7 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
         if ft.is_dir() {
             let depth = walk.pending.len();
             walk.pending.push((path.clone(), a));
-            let remade = *walk.dirs && old_meta.as_ref().is_some_and(|(_, m)| m.is_dir()) && xattr_get(&new_path, COPIED_MARK).is_none();
+            let remade = walk.marks == DirMarks::Marked && old_meta.as_ref().is_some_and(|(_, m)| m.is_dir()) && xattr_get(&new_path, COPIED_MARK).is_none();
             if is_new_or_changed || remade {
                 walk.pending.pop();
                 walk.flush().map_err(wrap)?;

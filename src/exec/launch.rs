@@ -93,7 +93,7 @@ impl Launch<'_> {
             fs::create_dir_all(d).map_err(|e| ExecError::io("create", d, e))?;
         }
         let mut lowerdirs: Vec<PathBuf> = if copied_root { Vec::new() } else { view.overlay_lowerdirs() };
-        let dir_inodes = if copied_root { super::copydiff::materialize(view, &rootfs)? } else { Default::default() };
+        let dir_marks = if copied_root { super::copydiff::materialize(view, &rootfs)? } else { Default::default() };
         if !copied_root && lowerdirs.is_empty() {
             let empty = dir.join("empty");
             fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
@@ -144,7 +144,7 @@ impl Launch<'_> {
             etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
             mounts: self.mounts.clone(),
         };
-        Ok(Prepared { spec, mount_points, dir_inodes })
+        Ok(Prepared { spec, mount_points, dir_marks })
     }
 }
 
@@ -154,14 +154,14 @@ pub struct Changes<'a> {
     pub dir: &'a Path,
     pub copied_root: bool,
     pub mount_points: &'a [String],
-    pub dir_inodes: &'a copydiff::DirInodes,
+    pub dir_marks: copydiff::DirMarks,
 }
 
 impl Launched {
     /// What the command changed.
     pub fn changes(&self) -> Changes<'_> {
         let p = &self.prepared;
-        Changes { dir: &self.dir, copied_root: p.spec.copied_root, mount_points: &p.mount_points, dir_inodes: &p.dir_inodes }
+        Changes { dir: &self.dir, copied_root: p.spec.copied_root, mount_points: &p.mount_points, dir_marks: p.dir_marks }
     }
 }
 
@@ -172,7 +172,7 @@ pub fn changes_to_layer(store: &Store, view: &RootfsView, changes: &Changes, epo
     if changes.copied_root {
         let root = changes.dir.join("root");
         let skip = stubs_to_skip(&root, changes.mount_points, view);
-        copydiff::diff_to_layer(store, view, &root, changes.dir_inodes, &skip, epoch, &ids_on_disk())
+        copydiff::diff_to_layer(store, view, &root, changes.dir_marks, &skip, epoch, &ids_on_disk())
     } else {
         let upper = changes.dir.join("upper");
         let skip = stubs_to_skip(&upper, changes.mount_points, view);
@@ -239,7 +239,7 @@ pub struct Prepared {
     /// Image paths created only to mount over; not changes of the command.
     pub mount_points: Vec<String>,
     /// With a copied root: its directories' inodes before the command ran.
-    pub dir_inodes: copydiff::DirInodes,
+    pub dir_marks: copydiff::DirMarks,
 }
 
 fn rootless_hint() -> &'static str {

@@ -146,7 +146,7 @@ pub fn run(store: &Store, req: &RunRequest) -> Result<RunOutcome, RuntimeError> 
         exit_code: None,
         mount_points: Vec::new(),
         copied_root: false,
-        dir_inodes: Default::default(),
+        dir_marks: Default::default(),
         started: None,
         finished: None,
         owner: None,
@@ -232,7 +232,7 @@ fn execute(store: &Store, req: &RunRequest, dir: &Path, mut record: RunRecord, o
         // Recorded before the command starts, so `ps -a` shows it while it runs.
         record.mount_points.clone_from(&prepared.mount_points);
         record.copied_root = prepared.spec.copied_root;
-        record.dir_inodes.clone_from(&prepared.dir_inodes);
+        record.dir_marks = prepared.dir_marks;
         let spec = &prepared.spec;
         record.exec = Some(ExecContext {
             env: spec.env.clone(),
@@ -497,7 +497,7 @@ pub fn commit(store: &Store, name: &str, tag: Option<&ImageRef>) -> Result<(Desc
     let view = state.view(store)?;
     let attempt = attempt_dir(&dir, record.copied_root);
     let changes =
-        Changes { dir: &attempt, copied_root: record.copied_root, mount_points: &record.mount_points, dir_inodes: &record.dir_inodes };
+        Changes { dir: &attempt, copied_root: record.copied_root, mount_points: &record.mount_points, dir_marks: record.dir_marks };
     let layer = changes_to_layer(store, &view, &changes, crate::exec::source_date_epoch())?;
     state.push_history(record.command.join(" "), timestamp(None), Some(layer));
     if let Some(last) = state.config.history.last_mut() {

@@ -81,7 +81,7 @@ pub struct RunRecord {
     #[serde(default)]
     pub copied_root: bool,
     #[serde(default)]
-    pub dir_inodes: crate::exec::copydiff::DirInodes,
+    pub dir_marks: crate::exec::copydiff::DirMarks,
     /// When the command started and ended (RFC 3339).
     #[serde(default)]
     pub started: Option<String>,
@@ -194,7 +194,7 @@ mod tests {
             exit_code: None,
             mount_points: Vec::new(),
             copied_root: false,
-            dir_inodes: Default::default(),
+            dir_marks: Default::default(),
             started: None,
             finished: None,
             owner: owner.or(Some(ProcessId { pid: i32::MAX, start: 0 })),
