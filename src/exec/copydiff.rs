@@ -195,7 +195,9 @@ fn diff_dir(view: &RootfsView, root: &Path, rel: &Path, skip: &[String], walk: &
         if ft.is_dir() {
             let depth = walk.pending.len();
             walk.pending.push((path.clone(), a));
-            let remade = walk.marks == DirMarks::Marked && old_meta.as_ref().is_some_and(|(_, m)| m.is_dir()) && xattr_get(&new_path, COPIED_MARK).is_none();
+            let remade = walk.marks == DirMarks::Marked
+                && old_meta.as_ref().is_some_and(|(_, m)| m.is_dir())
+                && xattr_get(&new_path, COPIED_MARK).is_none();
             if is_new_or_changed || remade {
                 walk.pending.pop();
                 walk.flush().map_err(wrap)?;
