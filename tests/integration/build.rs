@@ -528,11 +528,6 @@ fn an_unknown_base_image_is_named_with_a_hint() {
 
 // ---- kill -9 and concurrent processes on one store ----
 
-/// Files under `strata/tmp` (temp files of blobs being written).
-fn temp_files(root: &Path) -> Vec<std::fs::DirEntry> {
-    std::fs::read_dir(root.join("strata/tmp")).expect("strata/tmp").flatten().collect()
-}
-
 #[test]
 fn a_build_killed_while_writing_a_layer_leaves_no_partial_blob_or_tag() {
     use std::os::unix::process::ExitStatusExt;
@@ -556,7 +551,7 @@ fn a_build_killed_while_writing_a_layer_leaves_no_partial_blob_or_tag() {
         .expect("start build");
     // Kill it as soon as the layer's temp file has data in it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !temp_files(store.root()).iter().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)) {
+    while !crate::store_temp_files(store.root()).iter().any(|e| e.metadata().is_ok_and(|m| m.len() > 0)) {
         assert!(child.try_wait().expect("poll build").is_none(), "the build ended before it could be killed");
         assert!(std::time::Instant::now() < deadline, "the layer was never written");
         std::thread::sleep(std::time::Duration::from_millis(1));
@@ -570,7 +565,7 @@ fn a_build_killed_while_writing_a_layer_leaves_no_partial_blob_or_tag() {
     store.build(ctx.path(), &["-t", "killed"]);
     assert!(store.ok(&["images"]).contains("killed"));
     store.ok(&["system", "prune"]);
-    assert!(temp_files(store.root()).is_empty(), "prune left temp files");
+    assert!(crate::store_temp_files(store.root()).is_empty(), "prune left temp files");
     whole_blobs(store.root());
 }
 

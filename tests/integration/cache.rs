@@ -71,7 +71,7 @@ fn add_of_an_archive_is_keyed_by_its_bytes_and_extracted_under_the_store() {
     if crate::require_root("add_of_an_archive_is_keyed_by_its_bytes_and_extracted_under_the_store (run)") {
         assert_eq!((code, out.as_str()), (Some(0), "two\n"));
     }
-    let leftovers: Vec<_> = std::fs::read_dir(store.root().join("strata/tmp")).expect("tmp").flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = crate::store_temp_files(store.root()).iter().map(|e| e.path()).collect();
     assert!(leftovers.is_empty(), "extracted data is removed after the build: {leftovers:?}");
 }
 

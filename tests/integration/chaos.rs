@@ -104,8 +104,7 @@ fn has_registry() -> bool {
 
 /// Whether a process's temp folder in the store holds anything (a write is under way).
 fn tmp_busy(root: &Path) -> bool {
-    let writers = std::fs::read_dir(root.join("strata/tmp")).into_iter().flatten().flatten();
-    writers.into_iter().any(|w| std::fs::read_dir(w.path()).is_ok_and(|mut d| d.next().is_some()))
+    !crate::store_temp_files(root).is_empty()
 }
 
 #[test]

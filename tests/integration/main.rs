@@ -231,3 +231,17 @@ pub fn rootless_user(test: &str) -> Option<&'static str> {
     }
     Some(user)
 }
+
+/// What the store's temp folders hold: the entries in each process's
+/// `strata/tmp/<pid>-<start>/`, and anything else left directly in `strata/tmp/`.
+pub fn store_temp_files(root: &Path) -> Vec<std::fs::DirEntry> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root.join("strata/tmp")).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
+            found.extend(std::fs::read_dir(entry.path()).into_iter().flatten().flatten());
+        } else {
+            found.push(entry);
+        }
+    }
+    found
+}

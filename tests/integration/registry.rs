@@ -186,8 +186,7 @@ fn blob_names(store: &TestStore) -> Vec<String> {
 
 /// Whether no temp file is in the store (a finished command's temp folder is swept when the store is next opened).
 fn tmp_is_empty(store: &TestStore) -> bool {
-    let entries = std::fs::read_dir(store.root().join("strata/tmp")).into_iter().flatten().flatten();
-    entries.into_iter().all(|writer| std::fs::read_dir(writer.path()).is_ok_and(|mut d| d.next().is_none()))
+    crate::store_temp_files(store.root()).is_empty()
 }
 
 /// Pushes busybox:latest from a fresh store to `dest`; returns the store and the digest strata printed.
