@@ -327,9 +327,7 @@ fn a_pulled_image_pushed_elsewhere_keeps_its_manifest_digest() {
         let requests = registry.requests();
         let mounted = requests
             .iter()
-            .filter(|r| {
-                r.contains("/blobs/uploads/?mount=") && r.contains(&format!("from={repo}/busybox")) && r.contains("\" 201 ")
-            })
+            .filter(|r| r.contains("/blobs/uploads/?mount=") && r.contains(&format!("from={repo}/busybox")) && r.contains("\" 201 "))
             .count();
         assert_eq!(mounted, 2, "config and layer are mounted from {repo}/busybox: {requests:#?}");
         assert!(
