@@ -45,6 +45,8 @@ pub struct Lowerer<'a> {
     /// Stage names in order (None for unnamed), known before any step is lowered.
     stage_names: Vec<Option<String>>,
     global_args: Vec<ArgDecl>,
+    /// The index of the stage being lowered.
+    stage_index: usize,
     /// Lowering an ONBUILD trigger: it runs in another build, so `--from`
     /// names an image there, never a stage of this file.
     trigger: bool,
@@ -88,6 +90,7 @@ impl<'a> Lowerer<'a> {
             errors: Vec::new(),
             stage_names: Vec::new(),
             global_args: Vec::new(),
+            stage_index: 0,
             trigger: false,
         }
     }
@@ -243,18 +246,34 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// A `--from=` of COPY (`flag` is `from`) or of a RUN mount (`mount`): a
+    /// stage defined before this one, by name or index, else an image.
     fn stage_ref(&mut self, line: &Line, flag: &Flag, value: &str) -> CopyFrom {
-        let value = self.expand_global(line, value);
+        let flag_span = span(flag.offset, flag.name.len() + 2 + flag.value.as_deref().map_or(0, |v| v.len() + 1));
+        // As BuildKit: a stage reference is taken as written, never expanded.
+        let Some(value) = self.word(line, value).as_literal() else {
+            let e = SourceError::new(format!("variables are not expanded in from={value}"), flag_span, "a variable");
+            self.errors.push(e.help("define a stage with FROM (a global ARG may name its image) and name that stage"));
+            return CopyFrom::Image(String::new());
+        };
         if self.trigger {
             return CopyFrom::Image(value);
         }
-        if let Some(i) = self.stage_names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&value))) {
+        let by_name = self.stage_names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&value)));
+        let by_index = value.parse::<usize>().ok().filter(|i| *i < self.stage_names.len());
+        if let Some(i) = by_name.or(by_index) {
+            if i > self.stage_index {
+                let verb = if flag.name == "from" { "copy from" } else { "mount" };
+                let e = SourceError::new(
+                    format!("cannot {verb} stage {value:?}: it is defined after the current stage"),
+                    flag_span,
+                    "a later stage",
+                );
+                self.errors.push(e.help("a stage can only use the stages written before it"));
+            }
             return CopyFrom::Stage(StageId(i));
         }
         if let Ok(i) = value.parse::<usize>() {
-            if i < self.stage_names.len() {
-                return CopyFrom::Stage(StageId(i));
-            }
             self.errors.push(SourceError::new(
                 format!("stage index {i} does not exist (the file has {} stages)", self.stage_names.len()),
                 span(flag.offset, flag.name.len() + 2),
@@ -280,7 +299,7 @@ impl<'a> Lowerer<'a> {
     /// Lowers the whole file.
     pub fn lower(mut self, parsed: &Parsed) -> (BuildGraph, Vec<SourceError>) {
         let mut graph = BuildGraph::default();
-        // Pass 1: stage names, so COPY --from may name a later stage.
+        // Pass 1: stage names, so that naming a later stage is an error, not an image.
         for line in &parsed.lines {
             if line.keyword.eq_ignore_ascii_case("FROM") {
                 let words = lexer::raw_words(&line.args, self.escape);
@@ -303,7 +322,8 @@ impl<'a> Lowerer<'a> {
                 if let Some(stage) = current.take() {
                     graph.stages.push(stage);
                 }
-                current = Some(self.from(line, graph.stages.len(), origin));
+                self.stage_index = graph.stages.len();
+                current = Some(self.from(line, self.stage_index, origin));
                 continue;
             }
             if keyword == "ARG" && current.is_none() {
@@ -561,7 +581,12 @@ impl<'a> Lowerer<'a> {
                             let from = self.stage_ref(line, flag, &from);
                             RunMount::Bind { from: Some(from), source, target, rw }
                         }
-                        (m, _) => m,
+                        // Checked as BuildKit checks every from=, though only a bind mount reads it here.
+                        (m, Some(from)) => {
+                            self.stage_ref(line, flag, &from);
+                            m
+                        }
+                        (m, None) => m,
                     };
                     mounts.push(mount);
                 }
