@@ -29,7 +29,7 @@ pub enum SourceRoot<'a> {
 
 /// What one entry of the planned layer is.
 #[derive(Clone, Debug)]
-enum Kind {
+enum Content {
     Dir,
     File { real: PathBuf, size: u64, inode: Option<(u64, u64)> },
     Inline(Vec<u8>),
@@ -40,7 +40,7 @@ enum Kind {
 
 #[derive(Clone, Debug)]
 struct Planned {
-    kind: Kind,
+    kind: Content,
     attrs: Attrs,
 }
 
@@ -203,7 +203,7 @@ fn join_dest(dest: &OsStr, name: impl AsRef<OsStr>) -> OsString {
 }
 
 impl LayerPlan {
-    fn insert(&mut self, path: OsString, kind: Kind, attrs: Attrs) {
+    fn insert(&mut self, path: OsString, kind: Content, attrs: Attrs) {
         self.entries.insert(path, Planned { kind, attrs });
     }
 
@@ -240,20 +240,20 @@ impl LayerPlan {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                     let attrs =
                         Attrs { mode: req.chmod.unwrap_or(0o644), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
-                    plan.insert(path, Kind::Inline(content.clone().into_bytes()), attrs);
+                    plan.insert(path, Content::Inline(content.clone().into_bytes()), attrs);
                 }
                 CopyInput::Download { name, file, mtime, .. } => {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                     let size = fs::metadata(file).map_err(|e| ExecError::io("stat", file, e))?.len();
                     let attrs = Attrs { mode: req.chmod.unwrap_or(0o600), uid: owner.0.into(), gid: owner.1.into(), mtime: *mtime };
-                    plan.insert(path, Kind::File { real: file.clone(), size, inode: None }, attrs);
+                    plan.insert(path, Content::File { real: file.clone(), size, inode: None }, attrs);
                 }
                 CopyInput::Checkout { dir: None, .. } => {}
                 CopyInput::Checkout { dir: Some(dir), .. } => {
                     // The checkout is a root of its own: no .dockerignore, no symlink out of it.
                     let tree = BuildContext { root: dir.clone(), ignore: Default::default() };
                     if !dest_rel.is_empty() && !dest_exists_as_dir {
-                        plan.insert(dest_rel.clone(), Kind::Dir, created_dir_attrs(req));
+                        plan.insert(dest_rel.clone(), Content::Dir, created_dir_attrs(req));
                     }
                     plan.walk(&SourceRoot::Context(&tree), Path::new(""), dir, &dest_rel, req)?;
                 }
@@ -270,7 +270,7 @@ impl LayerPlan {
                             } else {
                                 // Made as its missing parents are; an existing one keeps its owner and mode.
                                 if !dest_exists_as_dir {
-                                    plan.insert(dest_rel.clone(), Kind::Dir, created_dir_attrs(req));
+                                    plan.insert(dest_rel.clone(), Content::Dir, created_dir_attrs(req));
                                 }
                                 plan.walk(root, &rel, &real, &dest_rel, req)?;
                             }
@@ -300,12 +300,12 @@ impl LayerPlan {
             attrs.mode = mode;
         }
         let kind = if ft.is_dir() {
-            Kind::Dir
+            Content::Dir
         } else if ft.is_symlink() {
-            Kind::Symlink(fs::read_link(real).map(PathBuf::into_os_string).unwrap_or_default())
+            Content::Symlink(fs::read_link(real).map(PathBuf::into_os_string).unwrap_or_default())
         } else if ft.is_file() {
             let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-            Kind::File { real: real.to_path_buf(), size: meta.len(), inode }
+            Content::File { real: real.to_path_buf(), size: meta.len(), inode }
         } else {
             let kind = if ft.is_char_device() {
                 tar::EntryType::Char
@@ -315,7 +315,7 @@ impl LayerPlan {
                 tar::EntryType::Fifo
             };
             let rdev = meta.rdev();
-            Kind::Special { kind, major: nix::sys::stat::major(rdev) as u32, minor: nix::sys::stat::minor(rdev) as u32 }
+            Content::Special { kind, major: nix::sys::stat::major(rdev) as u32, minor: nix::sys::stat::minor(rdev) as u32 }
         };
         self.insert(path, kind, attrs);
     }
@@ -377,13 +377,13 @@ impl LayerPlan {
                 Ok(entry.link_name().map_err(bad)?.map(|l| l.into_owned().into_os_string()).unwrap_or_default())
             };
             let kind = match h.entry_type() {
-                tar::EntryType::Directory => Kind::Dir,
-                tar::EntryType::Symlink => Kind::Symlink(link()?),
+                tar::EntryType::Directory => Content::Dir,
+                tar::EntryType::Symlink => Content::Symlink(link()?),
                 tar::EntryType::Link => {
                     let target = clean_layer_path(Path::new(&link()?)).ok_or_else(|| escape("hard link", &raw))?;
-                    Kind::Hardlink(join_dest(dest, &target))
+                    Content::Hardlink(join_dest(dest, &target))
                 }
-                t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Kind::Special {
+                t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Content::Special {
                     kind: t,
                     major: h.device_major().ok().flatten().unwrap_or(0),
                     minor: h.device_minor().ok().flatten().unwrap_or(0),
@@ -392,7 +392,7 @@ impl LayerPlan {
                     let data = scratch.path().join(n.to_string());
                     let mut out = File::create(&data).map_err(|e| ExecError::io("create", &data, e))?;
                     let size = io::copy(&mut entry, &mut out).map_err(bad)?;
-                    Kind::File { real: data, size, inode: None }
+                    Content::File { real: data, size, inode: None }
                 }
                 _ => continue,
             };
@@ -407,7 +407,7 @@ impl LayerPlan {
         let rel = clean(Path::new(path)).unwrap_or_default().into_os_string();
         let (uid, gid) = owner.unwrap_or((0, 0));
         let attrs = Attrs { mode: 0o755, uid: uid.into(), gid: gid.into(), mtime: req.clamp.unwrap_or(0) };
-        self.insert(rel, Kind::Dir, attrs);
+        self.insert(rel, Content::Dir, attrs);
         self.add_parents(req);
     }
 
@@ -436,7 +436,7 @@ impl LayerPlan {
             }
         }
         for (dir, attrs) in parents {
-            self.insert(dir, Kind::Dir, attrs);
+            self.insert(dir, Content::Dir, attrs);
         }
     }
 
@@ -446,8 +446,8 @@ impl LayerPlan {
             .entries
             .par_iter()
             .map(|(_, planned)| match &planned.kind {
-                Kind::File { real, size, .. } => hash_file(store, real, *size).map(Some),
-                Kind::Inline(bytes) => Ok(Some(*blake3::hash(bytes).as_bytes())),
+                Content::File { real, size, .. } => hash_file(store, real, *size).map(Some),
+                Content::Inline(bytes) => Ok(Some(*blake3::hash(bytes).as_bytes())),
                 _ => Ok(None),
             })
             .collect::<Result<_, _>>()?;
@@ -455,12 +455,12 @@ impl LayerPlan {
         for ((path, planned), content) in self.entries.iter().zip(contents) {
             let a = planned.attrs;
             let kind = match &planned.kind {
-                Kind::Dir => b"dir".to_vec(),
-                Kind::File { size, .. } => format!("file {size}").into_bytes(),
-                Kind::Inline(bytes) => format!("file {}", bytes.len()).into_bytes(),
-                Kind::Symlink(target) => [b"symlink ", target.as_bytes()].concat(),
-                Kind::Hardlink(target) => [b"link ", target.as_bytes()].concat(),
-                Kind::Special { kind, major, minor } => format!("special {kind:?} {major} {minor}").into_bytes(),
+                Content::Dir => b"dir".to_vec(),
+                Content::File { size, .. } => format!("file {size}").into_bytes(),
+                Content::Inline(bytes) => format!("file {}", bytes.len()).into_bytes(),
+                Content::Symlink(target) => [b"symlink ", target.as_bytes()].concat(),
+                Content::Hardlink(target) => [b"link ", target.as_bytes()].concat(),
+                Content::Special { kind, major, minor } => format!("special {kind:?} {major} {minor}").into_bytes(),
             };
             hasher.update(path.as_bytes());
             hasher.update(b"\0");
@@ -494,20 +494,20 @@ impl LayerPlan {
         for (path, planned) in &self.entries {
             let target = dir.join(Path::new(path));
             let made = match &planned.kind {
-                Kind::Dir => fs::create_dir_all(&target),
-                Kind::File { real, .. } => fs::hard_link(real, &target).or_else(|_| fs::copy(real, &target).map(drop)),
-                Kind::Inline(bytes) => fs::write(&target, bytes),
-                Kind::Symlink(link) => symlink(link, &target),
-                Kind::Hardlink(first) => fs::hard_link(dir.join(Path::new(first)), &target),
+                Content::Dir => fs::create_dir_all(&target),
+                Content::File { real, .. } => fs::hard_link(real, &target).or_else(|_| fs::copy(real, &target).map(drop)),
+                Content::Inline(bytes) => fs::write(&target, bytes),
+                Content::Symlink(link) => symlink(link, &target),
+                Content::Hardlink(first) => fs::hard_link(dir.join(Path::new(first)), &target),
                 // Device nodes and fifos of a context are not shown in a bind mount.
-                Kind::Special { .. } => continue,
+                Content::Special { .. } => continue,
             };
             made.map_err(|e| ExecError::io("lay out bind source", &target, e))?;
         }
         // Owners as planned (where we may set them), then directory modes
         // deepest first, so a read-only directory is filled before it closes.
         if nix::unistd::geteuid().is_root() {
-            for (path, planned) in self.entries.iter().filter(|(_, p)| !matches!(p.kind, Kind::Special { .. })) {
+            for (path, planned) in self.entries.iter().filter(|(_, p)| !matches!(p.kind, Content::Special { .. })) {
                 let target = dir.join(Path::new(path));
                 let (uid, gid) = (planned.attrs.uid as u32, planned.attrs.gid as u32);
                 // A hard link to a context file already has its owner; chown would clear its set-id bits.
@@ -517,7 +517,7 @@ impl LayerPlan {
                 }
             }
         }
-        for (path, planned) in self.entries.iter().rev().filter(|(_, p)| matches!(p.kind, Kind::Dir)) {
+        for (path, planned) in self.entries.iter().rev().filter(|(_, p)| matches!(p.kind, Content::Dir)) {
             let target = dir.join(Path::new(path));
             fs::set_permissions(&target, fs::Permissions::from_mode(planned.attrs.mode))
                 .map_err(|e| ExecError::io("set mode of", &target, e))?;
@@ -534,8 +534,8 @@ impl LayerPlan {
         for (path, planned) in &self.entries {
             let attrs = planned.attrs;
             match &planned.kind {
-                Kind::Dir => layer.dir(path, attrs),
-                Kind::File { real, size, inode } => {
+                Content::Dir => layer.dir(path, attrs),
+                Content::File { real, size, inode } => {
                     if let Some(inode) = inode {
                         if let Some(first) = first_of_inode.get(inode) {
                             layer.hardlink(path, first, attrs).map_err(|e| wrap(path, e))?;
@@ -546,10 +546,10 @@ impl LayerPlan {
                     let file = File::open(real).map_err(|e| ExecError::io("open", real, e))?;
                     layer.file(path, attrs, *size, BufReader::with_capacity(256 * 1024, file))
                 }
-                Kind::Inline(bytes) => layer.file(path, attrs, bytes.len() as u64, bytes.as_slice()),
-                Kind::Symlink(target) => layer.symlink(path, target, attrs),
-                Kind::Hardlink(target) => layer.hardlink(path, target, attrs),
-                Kind::Special { kind, major, minor } => layer.special(path, *kind, attrs, *major, *minor),
+                Content::Inline(bytes) => layer.file(path, attrs, bytes.len() as u64, bytes.as_slice()),
+                Content::Symlink(target) => layer.symlink(path, target, attrs),
+                Content::Hardlink(target) => layer.hardlink(path, target, attrs),
+                Content::Special { kind, major, minor } => layer.special(path, *kind, attrs, *major, *minor),
             }
             .map_err(|e| wrap(path, e))?;
         }

@@ -12,7 +12,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use super::index::Kind;
+use super::index::EntryKind;
 use super::tree::{Node, Tree};
 
 /// Read-only: the kernel may cache everything for long.
@@ -84,14 +84,14 @@ fn read_sparse(file: &File, start: u64, segments: &[(u64, u64)], offset: u64, bu
     Ok(())
 }
 
-fn file_type(kind: Kind) -> FileType {
+fn file_type(kind: EntryKind) -> FileType {
     match kind {
-        Kind::File | Kind::Hardlink => FileType::RegularFile,
-        Kind::Dir => FileType::Directory,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Char => FileType::CharDevice,
-        Kind::Block => FileType::BlockDevice,
-        Kind::Fifo => FileType::NamedPipe,
+        EntryKind::File | EntryKind::Hardlink => FileType::RegularFile,
+        EntryKind::Dir => FileType::Directory,
+        EntryKind::Symlink => FileType::Symlink,
+        EntryKind::Char => FileType::CharDevice,
+        EntryKind::Block => FileType::BlockDevice,
+        EntryKind::Fifo => FileType::NamedPipe,
     }
 }
 
@@ -124,7 +124,7 @@ impl Filesystem for ImageFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.tree.nodes.get(&ino.0) {
-            Some(node) if node.kind == Kind::Symlink => reply.data(&node.link),
+            Some(node) if node.kind == EntryKind::Symlink => reply.data(&node.link),
             Some(_) => reply.error(Errno::EINVAL),
             None => reply.error(Errno::ENOENT),
         }

@@ -17,7 +17,7 @@ use crate::store::snapshot::{clean_layer_path, decompress};
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
+pub enum EntryKind {
     File,
     Dir,
     Symlink,
@@ -33,7 +33,7 @@ pub struct IndexEntry {
     /// Path bytes, relative, cleaned (names need not be UTF-8).
     #[serde(with = "hex_bytes")]
     pub path: Vec<u8>,
-    pub kind: Kind,
+    pub kind: EntryKind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -131,17 +131,17 @@ fn build(data: &Path) -> Result<LayerIndex, String> {
         }
         let header = entry.header();
         let kind = match header.entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => Kind::File,
-            tar::EntryType::Directory => Kind::Dir,
-            tar::EntryType::Symlink => Kind::Symlink,
-            tar::EntryType::Link => Kind::Hardlink,
-            tar::EntryType::Char => Kind::Char,
-            tar::EntryType::Block => Kind::Block,
-            tar::EntryType::Fifo => Kind::Fifo,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => EntryKind::File,
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => EntryKind::Symlink,
+            tar::EntryType::Link => EntryKind::Hardlink,
+            tar::EntryType::Char => EntryKind::Char,
+            tar::EntryType::Block => EntryKind::Block,
+            tar::EntryType::Fifo => EntryKind::Fifo,
             _ => continue,
         };
         let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
-        let link = if kind == Kind::Hardlink {
+        let link = if kind == EntryKind::Hardlink {
             clean_layer_path(Path::new(std::ffi::OsStr::from_bytes(&link)))
                 .ok_or_else(|| format!("hard link {:?} leaves the layer root", String::from_utf8_lossy(&link)))?
                 .as_os_str()
@@ -184,7 +184,7 @@ fn build(data: &Path) -> Result<LayerIndex, String> {
             (index_entry.size, index_entry.offset, index_entry.sparse) = (map.real_size, map.data_start, map.segments);
             stored = index_entry.sparse.iter().map(|(_, len)| len).sum();
         }
-        if kind == Kind::File && index_entry.offset + stored > total {
+        if kind == EntryKind::File && index_entry.offset + stored > total {
             return Err(format!("{} is truncated: its data ends past the end of the layer", path.display()));
         }
         entries.push(index_entry);

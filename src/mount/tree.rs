@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use super::index::{IndexEntry, Kind, LayerIndex};
+use super::index::{EntryKind, IndexEntry, LayerIndex};
 
 /// An inode of the merged tree.
 #[derive(Clone, Debug)]
 pub struct Node {
-    pub kind: Kind,
+    pub kind: EntryKind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -41,7 +41,7 @@ pub const ROOT: u64 = 1;
 
 fn dir_node(parent: u64) -> Node {
     Node {
-        kind: Kind::Dir,
+        kind: EntryKind::Dir,
         mode: 0o755,
         uid: 0,
         gid: 0,
@@ -88,9 +88,9 @@ impl Tree {
         let counts: Vec<(u64, u32)> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.kind == Kind::Dir)
+            .filter(|(_, n)| n.kind == EntryKind::Dir)
             .map(|(ino, n)| {
-                let subdirs = n.children.values().filter(|c| self.nodes.get(c).is_some_and(|c| c.kind == Kind::Dir)).count();
+                let subdirs = n.children.values().filter(|c| self.nodes.get(c).is_some_and(|c| c.kind == EntryKind::Dir)).count();
                 (*ino, 2 + subdirs as u32)
             })
             .collect();
@@ -136,7 +136,7 @@ impl Tree {
     /// Removes a subtree's inodes (a hard-linked inode stays while linked elsewhere).
     fn drop_subtree(&mut self, ino: u64) {
         let Some(node) = self.nodes.get_mut(&ino) else { return };
-        if node.kind != Kind::Dir && node.nlink > 1 {
+        if node.kind != EntryKind::Dir && node.nlink > 1 {
             node.nlink -= 1;
             return;
         }
@@ -163,7 +163,7 @@ impl Tree {
             let name = OsStr::from_bytes(part).to_owned();
             let existing = self.nodes.get(&ino).and_then(|n| n.children.get(&name)).copied();
             ino = match existing {
-                Some(child) if self.nodes.get(&child).is_some_and(|n| n.kind == Kind::Dir) => child,
+                Some(child) if self.nodes.get(&child).is_some_and(|n| n.kind == EntryKind::Dir) => child,
                 other => {
                     if let Some(old) = other {
                         self.drop_subtree(old);
@@ -185,7 +185,7 @@ impl Tree {
         let path = OsStr::from_bytes(&entry.path);
         let (parent_path, name) = split(path);
         let parent = self.ensure_dir(parent_path);
-        if entry.kind == Kind::Hardlink {
+        if entry.kind == EntryKind::Hardlink {
             match self.find(OsStr::from_bytes(&entry.link)) {
                 Some(target) if target != ROOT => {
                     if let Some(old) = self.nodes.get_mut(&parent).and_then(|p| p.children.insert(name.to_owned(), target))
@@ -202,10 +202,10 @@ impl Tree {
             return;
         }
         let existing = self.nodes.get(&parent).and_then(|p| p.children.get(name)).copied();
-        if entry.kind == Kind::Dir
+        if entry.kind == EntryKind::Dir
             && let Some(ino) = existing
             && let Some(node) = self.nodes.get_mut(&ino)
-            && node.kind == Kind::Dir
+            && node.kind == EntryKind::Dir
         {
             // An existing directory takes the new layer's attributes and keeps its children.
             (node.mode, node.uid, node.gid, node.mtime, node.xattrs) =
@@ -220,13 +220,13 @@ impl Tree {
         let mut node = dir_node(parent);
         node.kind = entry.kind;
         (node.mode, node.uid, node.gid, node.mtime) = (entry.mode, entry.uid, entry.gid, entry.mtime);
-        node.nlink = if entry.kind == Kind::Dir { 2 } else { 1 };
+        node.nlink = if entry.kind == EntryKind::Dir { 2 } else { 1 };
         node.size = match entry.kind {
-            Kind::File => entry.size,
-            Kind::Symlink => entry.link.len() as u64,
+            EntryKind::File => entry.size,
+            EntryKind::Symlink => entry.link.len() as u64,
             _ => 0,
         };
-        node.data = (entry.kind == Kind::File).then_some((layer_no, entry.offset));
+        node.data = (entry.kind == EntryKind::File).then_some((layer_no, entry.offset));
         node.sparse = entry.sparse.clone();
         node.link = entry.link.clone();
         node.rdev = libc::makedev(entry.major, entry.minor) as u32;
@@ -265,7 +265,7 @@ fn split(path: &OsStr) -> (&OsStr, &OsStr) {
 mod tests {
     use super::*;
 
-    fn entry(path: &str, kind: Kind) -> IndexEntry {
+    fn entry(path: &str, kind: EntryKind) -> IndexEntry {
         IndexEntry {
             path: path.as_bytes().to_vec(),
             kind,
@@ -296,26 +296,27 @@ mod tests {
     #[test]
     fn whiteouts_and_opaque_dirs_hide_lower_layers_in_any_order() {
         let low = layer(vec![
-            entry("a", Kind::Dir),
-            entry("a/old", Kind::File),
-            entry("b", Kind::File),
-            entry("c", Kind::Dir),
-            entry("c/x", Kind::File),
+            entry("a", EntryKind::Dir),
+            entry("a/old", EntryKind::File),
+            entry("b", EntryKind::File),
+            entry("c", EntryKind::Dir),
+            entry("c/x", EntryKind::File),
         ]);
-        let mut link = entry("c", Kind::File);
-        link.kind = Kind::File;
+        let mut link = entry("c", EntryKind::File);
+        link.kind = EntryKind::File;
         // The opaque marker comes after a sibling written in the same layer: that sibling stays.
-        let high = layer(vec![entry("a/new", Kind::File), entry("a/.wh..wh..opq", Kind::File), entry(".wh.b", Kind::File), link]);
+        let high =
+            layer(vec![entry("a/new", EntryKind::File), entry("a/.wh..wh..opq", EntryKind::File), entry(".wh.b", EntryKind::File), link]);
         let tree = Tree::merged([&low, &high]);
         assert_eq!(paths(&tree), ["a", "a/new", "c"]);
-        assert_eq!(tree.nodes[&tree.find(OsStr::new("c")).unwrap()].kind, Kind::File, "a directory replaced by a file");
+        assert_eq!(tree.nodes[&tree.find(OsStr::new("c")).unwrap()].kind, EntryKind::File, "a directory replaced by a file");
     }
 
     #[test]
     fn hard_links_share_an_inode() {
-        let mut hard = entry("h2", Kind::Hardlink);
+        let mut hard = entry("h2", EntryKind::Hardlink);
         hard.link = b"h1".to_vec();
-        let tree = Tree::merged([&layer(vec![entry("h1", Kind::File), hard])]);
+        let tree = Tree::merged([&layer(vec![entry("h1", EntryKind::File), hard])]);
         let (a, b) = (tree.find(OsStr::new("h1")).unwrap(), tree.find(OsStr::new("h2")).unwrap());
         assert_eq!(a, b);
         assert_eq!(tree.nodes[&a].nlink, 2);

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use miette::SourceSpan;
 
-use super::schema::{ArgSpec, ArgValue, CopySpec, HealthcheckSpec, MountSpec, RunSpec, SourceSpec, Spec, StageKind, Step, StepSpec, Text};
+use super::schema::{
+    ArgSpec, ArgValue, CopySpec, HealthcheckSpec, MountSpec, RunSpec, SourceSpec, Spec, SpecStep, StageKind, StepSpec, Text,
+};
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::{SourceError, SourceErrors};
 use crate::graph::{
@@ -372,7 +374,7 @@ impl Lowerer {
     }
 
     /// Lowers `steps`; `layer_id` gives the hidden stage of the linked layer at an index.
-    fn steps(&mut self, steps: &[Step], layer_id: &dyn Fn(usize) -> Option<StageId>) -> Vec<crate::graph::Step> {
+    fn steps(&mut self, steps: &[SpecStep], layer_id: &dyn Fn(usize) -> Option<StageId>) -> Vec<crate::graph::Step> {
         let mut out = Vec::new();
         for (index, step) in steps.iter().enumerate() {
             let op = match &step.spec {
@@ -505,7 +507,7 @@ enum Planned {
     },
 }
 
-fn linked_layers(steps: &[Step]) -> usize {
+fn linked_layers(steps: &[SpecStep]) -> usize {
     steps.iter().filter(|s| matches!(&s.spec, StepSpec::Layer(layer) if layer.link)).count()
 }
 

@@ -48,7 +48,7 @@ pub use lower::parse_word;
 pub use print::{check as check_printable, to_kdl};
 pub use schema::{
     ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec, Spec,
-    StageKind, StageSpec, Step, StepSpec, Text,
+    SpecStep, StageKind, StageSpec, StepSpec, Text,
 };
 
 use crate::frontend::BuildArgs;

@@ -8,7 +8,7 @@ use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
 use super::schema::{
     ArgSpec, ArgValue, CacheSpec, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec,
-    Spec, StageKind, StageSpec, Step, StepSpec, Text,
+    Spec, SpecStep, StageKind, StageSpec, StepSpec, Text,
 };
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::did_you_mean;
@@ -347,11 +347,11 @@ impl Parser {
         StageSpec { kind, name, from, platform, steps, span: Some(node.name().span()) }
     }
 
-    fn parse_steps(&mut self, block: &KdlDocument, layers: bool) -> Vec<Step> {
+    fn parse_steps(&mut self, block: &KdlDocument, layers: bool) -> Vec<SpecStep> {
         let mut steps = Vec::new();
         for node in block.nodes() {
             if let Some(spec) = self.parse_step(node, layers) {
-                steps.push(Step { spec, comments: leading_comments(node), span: Some(node.span()) });
+                steps.push(SpecStep { spec, comments: leading_comments(node), span: Some(node.span()) });
             }
         }
         steps

@@ -103,23 +103,23 @@ pub struct StageSpec {
     /// `from=`: `scratch`, a stage name or index, or an image reference.
     pub from: Text,
     pub platform: Option<Text>,
-    pub steps: Vec<Step>,
+    pub steps: Vec<SpecStep>,
     /// Where the node's name (`stage`/`image`) was written.
     pub span: Option<SourceSpan>,
 }
 
 /// One step and what came with it in the file.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Step {
+pub struct SpecStep {
     pub spec: StepSpec,
     /// `//` comment lines written just above the step.
     pub comments: Vec<String>,
     pub span: Option<SourceSpan>,
 }
 
-impl From<StepSpec> for Step {
-    fn from(spec: StepSpec) -> Step {
-        Step { spec, comments: Vec::new(), span: None }
+impl From<StepSpec> for SpecStep {
+    fn from(spec: StepSpec) -> SpecStep {
+        SpecStep { spec, comments: Vec::new(), span: None }
     }
 }
 
@@ -221,7 +221,7 @@ pub struct HealthcheckSpec {
 pub struct LayerSpec {
     pub name: Text,
     pub link: bool,
-    pub steps: Vec<Step>,
+    pub steps: Vec<SpecStep>,
 }
 
 impl Spec {
@@ -297,7 +297,7 @@ impl StageSpec {
 
     /// `layer "name" link=#true { … }`.
     pub fn layer(self, name: &str, steps: impl IntoIterator<Item = StepSpec>) -> StageSpec {
-        self.step(StepSpec::Layer(LayerSpec { name: name.into(), link: true, steps: steps.into_iter().map(Step::from).collect() }))
+        self.step(StepSpec::Layer(LayerSpec { name: name.into(), link: true, steps: steps.into_iter().map(SpecStep::from).collect() }))
     }
 }
 
