@@ -85,12 +85,21 @@ pub fn describe(graph: &BuildGraph, op: &Op) -> String {
                 })
                 .collect();
             words.push(copy.dest.to_string());
-            let from = match &copy.from {
+            // The flags as BuildKit's progress shows them, in the order BuildKit lists them.
+            let mut flags = match &copy.from {
                 Some(CopyFrom::Stage(id)) => format!("--from={} ", graph.stage_label(*id)),
                 Some(CopyFrom::Image(name)) => format!("--from={name} "),
                 None => String::new(),
             };
-            format!("{from}{}", words.join(" "))
+            for (flag, value) in [("chown", &copy.chown), ("chmod", &copy.chmod)] {
+                if let Some(value) = value {
+                    flags.push_str(&format!("--{flag}={value} "));
+                }
+            }
+            if copy.link {
+                flags.push_str("--link ");
+            }
+            format!("{flags}{}", words.join(" "))
         }
         Op::Env(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
         Op::Arg(args) => args.iter().map(|a| a.name.clone()).collect::<Vec<_>>().join(" "),

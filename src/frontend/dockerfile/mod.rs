@@ -94,6 +94,14 @@ mod tests {
     }
 
     #[test]
+    fn progress_names_show_copy_flags_and_a_lone_heredoc_as_buildkit_does() {
+        let g =
+            graph("FROM a AS prep\nFROM scratch\nCOPY --from=prep --chmod=0640 --link /made /made\nRUN <<EOF\necho one\necho two\nEOF\n");
+        let names: Vec<String> = g.stages[1].steps.iter().map(|s| crate::graph::describe(&g, &s.op)).collect();
+        assert_eq!(names, ["COPY --from=prep --chmod=0640 --link /made /made", "RUN <<EOF (echo one...)"]);
+    }
+
+    #[test]
     fn unknown_directive_ends_the_directives() {
         // `# escape=` after an unknown directive is a comment: `\` still continues lines.
         let g = graph("# foo=bar\n# escape=`\nFROM a\nRUN echo \\\n  hi\n");
