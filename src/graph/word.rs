@@ -500,6 +500,33 @@ mod tests {
         assert_eq!(Word(vec![part]).expand(&lookup).unwrap(), value);
     }
 
+    /// Whether `tokens` match all of `text`, by plain backtracking (exponential, for small cases only).
+    fn matches_all(tokens: &[Token], text: &[char]) -> bool {
+        match tokens.split_first() {
+            None => text.is_empty(),
+            Some((Token::Star, rest)) => {
+                (0..=text.len()).take_while(|n| text[..*n].iter().all(|c| *c != '\n')).any(|n| matches_all(rest, &text[n..]))
+            }
+            Some((token, rest)) => text.first().is_some_and(|c| token.takes(*c)) && matches_all(rest, &text[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn glob_matches_agree_with_backtracking(pattern in "[ab*?]{0,5}", text in "[ab\n]{0,8}") {
+            let glob = Glob::parse(&pattern).unwrap();
+            let text: Vec<char> = text.chars().collect();
+            let ends: Vec<usize> = (0..=text.len()).filter(|n| matches_all(&glob.0, &text[..*n])).collect();
+            proptest::prop_assert_eq!(glob.prefix(&text, false), ends.first().copied());
+            proptest::prop_assert_eq!(glob.prefix(&text, true), ends.last().copied());
+            let spans: Vec<(usize, usize)> =
+                (0..=text.len()).flat_map(|s| (s..=text.len()).map(move |e| (s, e))).filter(|(s, e)| matches_all(&glob.0, &text[*s..*e])).collect();
+            let leftmost = spans.iter().map(|(s, _)| *s).min();
+            let longest = leftmost.and_then(|l| spans.iter().filter(|(s, _)| *s == l).map(|(_, e)| *e).max());
+            proptest::prop_assert_eq!(glob.find(&text, 0), leftmost.zip(longest));
+        }
+    }
+
     #[test]
     fn display_escapes_literals_and_braces_variables() {
         let word = Word(vec![Part::Lit("a$b\\".into()), Part::Var("X".into())]);
