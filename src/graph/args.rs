@@ -1,11 +1,11 @@
 //! Build arguments, resolved the same way by both front ends (at lowering,
-//! for `FROM` and `--from`) and by the executor (at build time): `--build-arg`
+//! for `FROM`) and by the executor (at build time): `--build-arg`
 //! values, the global `ARG`s declared before the first stage, BuildKit's
 //! automatic platform args and Docker's proxy args.
 
 use std::collections::BTreeMap;
 
-use super::ArgDecl;
+use super::{ArgDecl, ExpandError};
 use crate::oci;
 
 /// `--build-arg` values by name.
@@ -32,21 +32,58 @@ pub fn automatic_args() -> BuildArgs {
     .collect()
 }
 
-/// The value of a global build arg: its `--build-arg`, else its declared
-/// default (which sees only the global args declared before it, so
-/// `ARG A=$A` cannot loop), else an automatic platform arg of that name.
-pub fn global_value(name: &str, build_args: &BuildArgs, globals: &[ArgDecl]) -> Option<String> {
-    if let Some(value) = build_args.get(name) {
-        return Some(value.clone());
+/// The global `ARG`s (those before the first stage), each valued once, in
+/// order, as BuildKit does: its `--build-arg`, else its default expanded
+/// against the global args declared before it (so `ARG A=$A` cannot loop).
+/// Computing each once keeps `ARG B=$A$A`, `ARG C=$B$B`, … linear.
+#[derive(Debug)]
+pub struct GlobalArgs<'a> {
+    build_args: &'a BuildArgs,
+    values: BTreeMap<String, Option<String>>,
+}
+
+impl<'a> GlobalArgs<'a> {
+    /// No global declared yet.
+    pub fn empty(build_args: &'a BuildArgs) -> GlobalArgs<'a> {
+        GlobalArgs { build_args, values: BTreeMap::new() }
     }
-    match globals.iter().rposition(|a| a.name == name) {
-        Some(at) => {
-            let before = &globals[..at];
-            // A default that cannot expand (`${X:?…}`) was refused where it is written, at lowering.
-            globals[at].default.as_ref().and_then(|default| default.expand(&|n| global_value(n, build_args, before)).ok())
+
+    /// All of `globals`; a default that cannot expand leaves its arg unset
+    /// (the front end reports it where it is written, at lowering).
+    pub fn new(build_args: &'a BuildArgs, globals: &[ArgDecl]) -> GlobalArgs<'a> {
+        let mut all = GlobalArgs::empty(build_args);
+        for decl in globals {
+            let _ = all.declare(decl);
         }
-        None => automatic_args().remove(name),
+        all
     }
+
+    /// Declares the next global ARG.
+    pub fn declare(&mut self, decl: &ArgDecl) -> Result<(), ExpandError> {
+        let value = match self.build_args.get(&decl.name) {
+            Some(value) => Ok(Some(value.clone())),
+            None => decl.default.as_ref().map(|default| default.expand(&|name| self.get(name))).transpose(),
+        };
+        let (value, result) = match value {
+            Ok(value) => (value, Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        self.values.insert(decl.name.clone(), value);
+        result
+    }
+
+    /// A declared global's value, else a `--build-arg`, else an automatic platform arg of that name.
+    pub fn get(&self, name: &str) -> Option<String> {
+        match self.values.get(name) {
+            Some(value) => value.clone(),
+            None => self.build_args.get(name).cloned().or_else(|| automatic_args().remove(name)),
+        }
+    }
+}
+
+/// The value of one global build arg (see [`GlobalArgs`]).
+pub fn global_value(name: &str, build_args: &BuildArgs, globals: &[ArgDecl]) -> Option<String> {
+    GlobalArgs::new(build_args, globals).get(name)
 }
 
 #[cfg(test)]
@@ -69,5 +106,21 @@ mod tests {
         assert_eq!(global_value("B", &given, &globals).as_deref(), Some("x-b"));
         assert_eq!(global_value("TARGETOS", &none, &globals).as_deref(), Some("linux"));
         assert_eq!(global_value("NOPE", &none, &globals), None);
+    }
+
+    #[test]
+    fn doubling_defaults_cost_one_expansion_each_and_stop_at_the_length_limit() {
+        // Each default reads the one before twice: valued once each, and the 2^40
+        // characters the last would hold are refused, not built.
+        let mut globals = vec![decl("A0", vec![Part::Lit("x".into())])];
+        for i in 1..=40 {
+            let before = format!("A{}", i - 1);
+            globals.push(decl(&format!("A{i}"), vec![Part::Var(before.clone()), Part::Var(before)]));
+        }
+        let none = BuildArgs::new();
+        let mut all = GlobalArgs::empty(&none);
+        let failed: Vec<usize> = (0..=40).filter(|i| all.declare(&globals[*i]).is_err()).collect();
+        assert_eq!(all.get("A10").map(|v| v.len()), Some(1024));
+        assert_eq!(failed.first(), Some(&21), "2^21 characters are over the limit");
     }
 }

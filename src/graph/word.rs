@@ -61,9 +61,17 @@ impl Part {
     }
 }
 
-/// Why a word could not be expanded; the text is BuildKit's.
+/// The longest text a word may expand to. Hostile defaults that read each
+/// other twice (`ARG B=$A$A`, `ARG C=$B$B`, …) would otherwise double per
+/// line; the kernel refuses an environment string of over 128 KiB anyway.
+pub const MAX_EXPANDED: usize = 1 << 20;
+
+/// Why a word could not be expanded; the text is BuildKit's where BuildKit has one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
+    /// The expansion would be longer than [`MAX_EXPANDED`] bytes.
+    #[error("the expansion is longer than {MAX_EXPANDED} bytes")]
+    TooLong,
     /// `${NAME:?message}` met an unset (or empty) variable.
     #[error("{name}: {message}")]
     Required { name: String, message: String },
@@ -153,8 +161,11 @@ impl Word {
                 Part::Replace { all, .. } => {
                     let glob = Glob::parse(&nested[0])?;
                     let chars: Vec<char> = value.as_deref().unwrap_or_default().chars().collect();
-                    glob.replace(&chars, &nested[1], *all, out);
+                    glob.replace(&chars, &nested[1], *all, out)?;
                 }
+            }
+            if out.len() > MAX_EXPANDED {
+                return Err(ExpandError::TooLong);
             }
         }
         Ok(())
@@ -379,7 +390,7 @@ impl Glob {
     }
 
     /// Replaces the first (or every) match, as Go's regexp replaces.
-    fn replace(&self, text: &[char], replacement: &str, all: bool, out: &mut String) {
+    fn replace(&self, text: &[char], replacement: &str, all: bool, out: &mut String) -> Result<(), ExpandError> {
         let (mut search, mut last_end) = (0, 0);
         while search <= text.len() {
             let Some((start, end)) = self.find(text, search) else { break };
@@ -387,6 +398,9 @@ impl Glob {
             // An empty match right after another match is not replaced again.
             if end > last_end || start == 0 {
                 out.push_str(replacement);
+                if out.len() > MAX_EXPANDED {
+                    return Err(ExpandError::TooLong);
+                }
             }
             last_end = end;
             search = if end > search { end } else { search + 1 };
@@ -395,6 +409,7 @@ impl Glob {
             }
         }
         out.extend(&text[last_end..]);
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@ use super::lexer::{self, LexError};
 use super::parser::{Flag, Line, Parsed};
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::SourceError;
+use crate::graph::args::GlobalArgs;
 use crate::graph::{
     ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, MountFile, Network, Op, Origin, RunHeredoc,
     RunMount, RunOp, Security, Sharing, Stage, StageId, Step, Word, did_you_mean,
@@ -44,7 +45,8 @@ pub struct Lowerer<'a> {
     pub errors: Vec<SourceError>,
     /// Stage names in order (None for unnamed), known before any step is lowered.
     stage_names: Vec<Option<String>>,
-    global_args: Vec<ArgDecl>,
+    /// The global ARGs declared so far, valued.
+    globals: GlobalArgs<'a>,
     /// The index of the stage being lowered.
     stage_index: usize,
     /// Lowering an ONBUILD trigger: it runs in another build, so `--from`
@@ -89,7 +91,7 @@ impl<'a> Lowerer<'a> {
             build_args,
             errors: Vec::new(),
             stage_names: Vec::new(),
-            global_args: Vec::new(),
+            globals: GlobalArgs::empty(build_args),
             stage_index: 0,
             trigger: false,
         }
@@ -180,7 +182,7 @@ impl<'a> Lowerer<'a> {
 
     /// The value of a global build arg for expansion at lowering (FROM, --from).
     fn global(&self, name: &str) -> Option<String> {
-        crate::graph::args::global_value(name, self.build_args, &self.global_args)
+        self.globals.get(name)
     }
 
     fn expand_global(&mut self, line: &Line, text: &str) -> String {
@@ -330,10 +332,10 @@ impl<'a> Lowerer<'a> {
                 let decls = self.arg(line);
                 // As BuildKit: a default is expanded where it is declared, unless a build arg replaces it.
                 for decl in &decls {
-                    if let Some(default) = decl.default.as_ref().filter(|_| !self.build_args.contains_key(&decl.name)) {
-                        self.expand_word(line, default);
+                    if let Err(e) = self.globals.declare(decl) {
+                        let default = decl.default.as_ref().map(Word::to_string).unwrap_or_default();
+                        self.args_error(line, format!("failed to expand {default}: {e}"), "here", None);
                     }
-                    self.global_args.push(decl.clone());
                 }
                 graph.args.extend(decls);
                 continue;
