@@ -503,7 +503,7 @@ impl ImageState {
         // ADD's URLs are fetched (or found unchanged) now, its git sources resolved to commits.
         let remote = if op.add {
             let checksum = op.checksum.as_ref().map(|w| self.expand(w)).transpose()?;
-            remote::resolve(cx.store, &mut sources, checksum.as_deref(), op.keep_git_dir)?
+            remote::resolve(cx.store, &mut sources, checksum.as_deref(), op.keep_git_dir, cx.no_cache)?
         } else {
             remote::RemoteSources::default()
         };
@@ -528,9 +528,6 @@ impl ImageState {
         }
         if op.link {
             text.push_str(" --link");
-        }
-        if op.keep_git_dir {
-            text.push_str(" --keep-git-dir");
         }
         for s in &sources {
             match s {

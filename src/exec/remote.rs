@@ -149,16 +149,17 @@ fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(config)
 }
 
-/// Downloads `url` (or finds it unchanged) into the store; the blob's digest
-/// must be `expected` when given. Returns the source the plan takes and what
-/// the key needs beyond the file's content (its Last-Modified, which is its mtime).
-fn fetch(store: &Store, url: &str, expected: Option<&Digest>) -> Result<(CopyInput, String), ExecError> {
+/// Downloads `url` (or, unless `fresh`, finds it unchanged) into the store;
+/// the blob's digest must be `expected` when given. Returns the source the
+/// plan takes and what the key needs beyond the file's content (its
+/// Last-Modified, which is its mtime).
+fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool) -> Result<(CopyInput, String), ExecError> {
     let records = store.strata_dir("downloads");
     let record_path = records.join(Digest::of(url.as_bytes()).hex());
     let known = fs::read(&record_path)
         .ok()
         .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-        .filter(|record| record.url == url && store.has_blob(&record.digest));
+        .filter(|record| !fresh && record.url == url && store.has_blob(&record.digest));
     let mismatch = |actual: &Digest, expected: &Digest| RemoteError::ChecksumMismatch {
         url: url.to_string(),
         expected: expected.to_string(),
@@ -258,12 +259,13 @@ fn is_commit(text: &str) -> bool {
 }
 
 impl GitSource {
-    /// The commit the ref names on the remote: a full commit as given, else
-    /// `git ls-remote`'s answer (a tag peeled to its commit), HEAD without a ref.
-    fn resolve(&self) -> Result<String, RemoteError> {
+    /// The commit the ref names on the remote, and the ref's full name: a full
+    /// commit as given, else `git ls-remote`'s answer (a tag peeled to its
+    /// commit), HEAD without a ref.
+    fn resolve(&self) -> Result<(String, Option<String>), RemoteError> {
         let wanted = self.reference.as_deref().unwrap_or("HEAD");
         if is_commit(wanted) {
-            return Ok(wanted.to_ascii_lowercase());
+            return Ok((wanted.to_ascii_lowercase(), None));
         }
         let listed = git(&self.remote, "ls-remote", &["ls-remote", "--", &self.remote])?;
         let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
@@ -271,18 +273,41 @@ impl GitSource {
         let candidates = [wanted.to_string(), format!("refs/{wanted}"), format!("refs/tags/{wanted}"), format!("refs/heads/{wanted}")];
         candidates
             .iter()
-            .find_map(|name| find(&format!("{name}^{{}}")).or_else(|| find(name)))
+            .find_map(|name| find(&format!("{name}^{{}}")).or_else(|| find(name)).map(|commit| (commit, Some(name.clone()))))
             .ok_or_else(|| RemoteError::NoSuchRef { url: self.remote.clone(), reference: wanted.to_string() })
     }
 
-    /// Clones the repository at `commit` into a new folder under `tmp`; returns
-    /// the folder (removed on drop) and the directory to copy (the subdir, if any).
-    fn checkout(&self, commit: &str, keep_git_dir: bool, tmp: &Path) -> Result<(tempfile::TempDir, PathBuf), ExecError> {
+    /// Checks the repository out at `commit` in a new folder under `tmp`;
+    /// returns the folder (removed on drop) and the directory to copy (the
+    /// subdir, if any). The commit alone is fetched (`--depth 1`, by its ref
+    /// name where it has one); where the server cannot (git's dumb HTTP
+    /// protocol, a commit no ref names), the whole repository is cloned.
+    fn checkout(
+        &self,
+        commit: &str,
+        refname: Option<&str>,
+        keep_git_dir: bool,
+        tmp: &Path,
+    ) -> Result<(tempfile::TempDir, PathBuf), ExecError> {
         let scratch = tempfile::Builder::new().prefix("git-").tempdir_in(tmp).map_err(|e| ExecError::io("create temp dir in", tmp, e))?;
         let repo = scratch.path().join("repo");
         let repo_arg = repo.to_string_lossy().to_string();
-        git(&self.remote, "clone", &["clone", "--quiet", "--no-checkout", "--", &self.remote, &repo_arg])?;
-        git(&self.remote, "checkout", &["-C", &repo_arg, "-c", "advice.detachedHead=false", "checkout", "--quiet", commit])?;
+        let remote = self.remote.as_str();
+        let shallow = || -> Result<bool, RemoteError> {
+            git(remote, "init", &["init", "--quiet", &repo_arg])?;
+            git(remote, "remote add", &["-C", &repo_arg, "remote", "add", "origin", remote])?;
+            let fetched = git(
+                remote,
+                "fetch",
+                &["-C", &repo_arg, "fetch", "--quiet", "--depth", "1", "--no-tags", "origin", refname.unwrap_or(commit)],
+            );
+            Ok(fetched.is_ok() && git(remote, "rev-parse", &["-C", &repo_arg, "rev-parse", "FETCH_HEAD^{commit}"])?.trim() == commit)
+        };
+        if !shallow()? {
+            fs::remove_dir_all(&repo).map_err(|e| ExecError::io("remove", &repo, e))?;
+            git(remote, "clone", &["clone", "--quiet", "--no-checkout", "--", remote, &repo_arg])?;
+        }
+        git(remote, "checkout", &["-C", &repo_arg, "-c", "advice.detachedHead=false", "checkout", "--quiet", commit])?;
         if repo.join(".gitmodules").exists() {
             git(&self.remote, "submodule update", &["-C", &repo_arg, "submodule", "update", "--init", "--recursive", "--quiet"])?;
         }
@@ -316,7 +341,8 @@ impl GitSource {
 pub struct RemoteSources {
     /// Each remote source's identity: a download's digest and Last-Modified, a git source's commit.
     key: String,
-    git: Vec<(usize, GitSource, String)>,
+    /// Each git source: its index among the sources, the source, its commit and the ref naming it.
+    git: Vec<(usize, GitSource, String, Option<String>)>,
     keep_git_dir: bool,
 }
 
@@ -340,8 +366,8 @@ impl RemoteSources {
     pub fn checkout(&self, sources: &[CopyInput], tmp: &Path) -> Result<(Vec<CopyInput>, Vec<tempfile::TempDir>), ExecError> {
         let mut sources = sources.to_vec();
         let mut guards = Vec::new();
-        for (index, git, commit) in &self.git {
-            let (guard, root) = git.checkout(commit, self.keep_git_dir, tmp)?;
+        for (index, git, commit, refname) in &self.git {
+            let (guard, root) = git.checkout(commit, refname.as_deref(), self.keep_git_dir, tmp)?;
             if let Some(CopyInput::Checkout { dir, .. }) = sources.get_mut(*index) {
                 *dir = Some(root);
             }
@@ -353,8 +379,15 @@ impl RemoteSources {
 
 /// Resolves ADD's remote sources in place: a URL becomes its downloaded file,
 /// a git repository a checkout keyed by its commit (cloned by `checkout`).
-/// `--checksum` needs exactly one source, a URL (sha256) or a git repository (commit).
-pub fn resolve(store: &Store, sources: &mut [CopyInput], checksum: Option<&str>, keep_git_dir: bool) -> Result<RemoteSources, ExecError> {
+/// `--checksum` needs exactly one source, a URL (sha256) or a git repository
+/// (commit). `fresh` (`--no-cache`) downloads again without asking.
+pub fn resolve(
+    store: &Store,
+    sources: &mut [CopyInput],
+    checksum: Option<&str>,
+    keep_git_dir: bool,
+    fresh: bool,
+) -> Result<RemoteSources, ExecError> {
     let checksum = checksum.map(parse_checksum).transpose().map_err(RemoteError::Checksum)?;
     let remote_count = sources.iter().filter(|s| matches!(s, CopyInput::Path(p) if is_http(p) || git_source(p).is_some())).count();
     if checksum.is_some() && (sources.len() != 1 || remote_count != 1) {
@@ -365,7 +398,7 @@ pub fn resolve(store: &Store, sources: &mut [CopyInput], checksum: Option<&str>,
     for (index, source) in sources.iter_mut().enumerate() {
         let CopyInput::Path(text) = source else { continue };
         if let Some(git) = git_source(text) {
-            let commit = git.resolve()?;
+            let (commit, refname) = git.resolve()?;
             if let Some(expected) = &checksum {
                 let matches = matches!(expected, Checksum::Commit(prefix) if commit.starts_with(prefix.as_str()));
                 if !matches {
@@ -378,7 +411,7 @@ pub fn resolve(store: &Store, sources: &mut [CopyInput], checksum: Option<&str>,
             }
             remote.key.push_str(&format!("git {commit} {} {keep_git_dir}\n", git.subdir.as_deref().unwrap_or("")));
             *source = CopyInput::Checkout { url: text.clone(), dir: None };
-            remote.git.push((index, git, commit));
+            remote.git.push((index, git, commit, refname));
         } else if is_http(text) {
             let expected = match &checksum {
                 None => None,
@@ -387,7 +420,7 @@ pub fn resolve(store: &Store, sources: &mut [CopyInput], checksum: Option<&str>,
                     return Err(RemoteError::Checksum(format!("--checksum={hex}: expected sha256:<64 hex digits>")).into());
                 }
             };
-            let (input, key) = fetch(store, text, expected)?;
+            let (input, key) = fetch(store, text, expected, fresh)?;
             remote.key.push_str(&key);
             remote.key.push('\n');
             *source = input;

@@ -219,6 +219,9 @@ fn add_url_downloads_again_when_the_server_has_a_new_version() {
     let unpacked = tempfile::tempdir().expect("temp dir");
     let root = store.unpack("changing:latest", unpacked.path());
     assert_eq!(std::fs::read(root.join("f.txt")).expect("f.txt"), b"two");
+    // --no-cache downloads again without asking whether it changed.
+    store.build(ctx.path(), &["--no-cache"]);
+    assert_eq!(server.statuses("/f.txt"), [200, 200, 200]);
 }
 
 #[test]
@@ -345,13 +348,13 @@ fn git_repository(dir: &Path) -> Option<(String, String)> {
 #[test]
 fn buildkit_test_add_git() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some((first, _)) = git_repository(dir.path()) else { return };
+    let Some((first, second)) = git_repository(dir.path()) else { return };
     let server = HttpServer::start();
     server.serve_dir(&dir.path().join("served"));
     let repo = server.url("/git/repo.git");
     let store = TestStore::empty();
     let dockerfile = format!(
-        "FROM scratch\nADD {repo}#v1 /v1\nADD {repo} /head/\nADD --keep-git-dir {repo}#main /kept\nADD {repo}#v1:sub /sub\nADD --checksum={first} {repo}#v1 /pinned\n"
+        "FROM scratch\nADD {repo}#v1 /v1\nADD {repo} /head/\nADD --keep-git-dir --chown=4242:8484 {repo}#main /kept\nADD {repo}#v1:sub /sub\nADD --checksum={first} {repo}#v1 /pinned\n"
     );
     let ctx = context(&[("Dockerfile", &dockerfile)]);
     store.build(ctx.path(), &["-t", "add-git"]);
@@ -364,6 +367,15 @@ fn buildkit_test_add_git() {
     assert_eq!(read("head/a.txt"), "two");
     assert_eq!(read("kept/a.txt"), "two");
     assert!(root.join("kept/.git").is_dir(), "--keep-git-dir keeps .git");
+    let kept = std::fs::metadata(root.join("kept/a.txt")).expect("stat");
+    assert_eq!((kept.uid(), kept.gid()), (4242, 8484));
+    let git_in_kept = |args: &[&str]| {
+        let out = Command::new("git").args(["-c", "safe.directory=*", "-C"]).arg(root.join("kept")).args(args).output().expect("run git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(git_in_kept(&["rev-parse", "HEAD"]), second);
+    assert_eq!(git_in_kept(&["status", "--porcelain"]), "", "the kept checkout is clean");
     assert_eq!(read("sub/s.txt"), "in sub");
     assert!(!root.join("sub/a.txt").exists(), "#ref:dir copies that folder only");
     assert_eq!(read("pinned/a.txt"), "one");
@@ -380,4 +392,59 @@ fn buildkit_test_add_git() {
     let no_ref = context(&[("Dockerfile", &format!("FROM scratch\nADD {repo}#no-such-branch /x\n"))]);
     let stderr = build_fails(&store, no_ref.path());
     assert!(stderr.contains("no-such-branch") && stderr.contains(&repo), "{stderr}");
+}
+
+/// `git daemon` serving `base` on a free port of 127.0.0.1; killed on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        // git-daemon itself, not `git daemon`, whose child would outlive a kill.
+        let exec_path = Command::new("git").arg("--exec-path").output().expect("run git --exec-path");
+        let daemon = Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1", &format!("--port={port}")])
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start git-daemon");
+        let daemon = GitDaemon { child, port };
+        // Ready once it accepts connections.
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return daemon;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("git daemon did not listen on port {port}");
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_git_fetches_only_the_commit_from_a_server_that_can() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((first, _)) = git_repository(dir.path()) else { return };
+    let daemon = GitDaemon::start(&dir.path().join("served"));
+    let repo = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+    let store = TestStore::empty();
+    let ctx = context(&[("Dockerfile", &format!("FROM scratch\nADD --keep-git-dir {repo}#v1 /tag\nADD {repo}#{first} /commit\n"))]);
+    store.build(ctx.path(), &["-t", "git-daemon"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("git-daemon:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("tag/a.txt")).expect("tag/a.txt"), "one");
+    assert!(root.join("tag/.git/shallow").is_file(), "only the tagged commit was fetched");
+    assert_eq!(std::fs::read_to_string(root.join("commit/a.txt")).expect("commit/a.txt"), "one");
 }
