@@ -69,8 +69,9 @@ pub const MAX_EXPANDED: usize = 1 << 20;
 /// Why a word could not be expanded; the text is BuildKit's where BuildKit has one.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ExpandError {
-    /// The expansion would be longer than [`MAX_EXPANDED`] bytes.
-    #[error("the expansion is longer than {MAX_EXPANDED} bytes")]
+    /// The expansion would be longer than [`MAX_EXPANDED`] bytes, or its
+    /// pattern matches would take more than [`MAX_MATCH_STEPS`] steps.
+    #[error("the expansion is longer than {MAX_EXPANDED} bytes or takes too long to match")]
     TooLong,
     /// `${NAME:?message}` met an unset (or empty) variable.
     #[error("{name}: {message}")]
@@ -148,10 +149,10 @@ impl Word {
                     let mut chars: Vec<char> = value.as_deref().unwrap_or_default().chars().collect();
                     let suffix = matches!(part, Part::TrimSuffix { .. });
                     if suffix {
-                        glob.0.reverse();
+                        glob.tokens.reverse();
                         chars.reverse();
                     }
-                    let cut = glob.prefix(&chars, *longest).unwrap_or(0);
+                    let cut = glob.prefix(&chars, *longest)?.unwrap_or(0);
                     let mut kept = chars.split_off(cut);
                     if suffix {
                         kept.reverse();
@@ -281,9 +282,18 @@ impl Token {
 }
 
 /// A shell pattern of `*`, `?` and literal characters, matched by a set of
-/// positions in it (an NFA), so a match costs at most pattern × text steps.
+/// positions in it (an NFA): a search costs at most pattern × text steps, and
+/// all the searches of one expansion at most [`MAX_MATCH_STEPS`].
 #[derive(Debug)]
-struct Glob(Vec<Token>);
+struct Glob {
+    tokens: Vec<Token>,
+    /// Steps left to this expansion.
+    budget: std::cell::Cell<usize>,
+}
+
+/// How many pattern-position steps the matches of one `${…}` may take: a
+/// megabyte pattern against a megabyte value is refused, not run for hours.
+const MAX_MATCH_STEPS: usize = 1 << 24;
 
 /// The positions of a glob the match may be at, each with the earliest
 /// start in the text that reaches it.
@@ -292,8 +302,8 @@ struct States(Vec<Option<usize>>);
 impl States {
     /// Follows every `*` that may match nothing.
     fn close(&mut self, glob: &Glob) {
-        for j in 0..glob.0.len() {
-            if glob.0[j] == Token::Star
+        for j in 0..glob.tokens.len() {
+            if glob.tokens[j] == Token::Star
                 && let Some(start) = self.0[j]
             {
                 self.0[j + 1] = Some(self.0[j + 1].map_or(start, |s| s.min(start)));
@@ -303,7 +313,7 @@ impl States {
 
     fn step(&self, glob: &Glob, c: char) -> States {
         let mut next = States(vec![None; self.0.len()]);
-        for (j, token) in glob.0.iter().enumerate() {
+        for (j, token) in glob.tokens.iter().enumerate() {
             let Some(start) = self.0[j] else { continue };
             if token.takes(c) {
                 let to = if *token == Token::Star { j } else { j + 1 };
@@ -339,12 +349,19 @@ impl Glob {
                 c => Token::Char(c),
             });
         }
-        Ok(Glob(tokens))
+        Ok(Glob { tokens, budget: std::cell::Cell::new(MAX_MATCH_STEPS) })
+    }
+
+    /// The states after reading `c`, paid for from the budget.
+    fn advance(&self, states: &States, c: char) -> Result<States, ExpandError> {
+        let left = self.budget.get().checked_sub(states.0.len()).ok_or(ExpandError::TooLong)?;
+        self.budget.set(left);
+        Ok(states.step(self, c))
     }
 
     /// The length of the shortest (or longest) start of `text` the pattern matches.
-    fn prefix(&self, text: &[char], longest: bool) -> Option<usize> {
-        let end = self.0.len();
+    fn prefix(&self, text: &[char], longest: bool) -> Result<Option<usize>, ExpandError> {
+        let end = self.tokens.len();
         let mut states = States(vec![None; end + 1]);
         states.0[0] = Some(0);
         states.close(self);
@@ -359,14 +376,14 @@ impl Glob {
             if i == text.len() || states.0.iter().all(Option::is_none) {
                 break;
             }
-            states = states.step(self, text[i]);
+            states = self.advance(&states, text[i])?;
         }
-        found
+        Ok(found)
     }
 
     /// The leftmost match at or after `from`, as long as it goes: (start, end).
-    fn find(&self, text: &[char], from: usize) -> Option<(usize, usize)> {
-        let end = self.0.len();
+    fn find(&self, text: &[char], from: usize) -> Result<Option<(usize, usize)>, ExpandError> {
+        let end = self.tokens.len();
         let mut states = States(vec![None; end + 1]);
         let mut best: Option<(usize, usize)> = None;
         for i in from..=text.len() {
@@ -384,16 +401,16 @@ impl Glob {
             if i == text.len() || (best.is_some() && !states.0.iter().any(alive)) {
                 break;
             }
-            states = states.step(self, text[i]);
+            states = self.advance(&states, text[i])?;
         }
-        best
+        Ok(best)
     }
 
     /// Replaces the first (or every) match, as Go's regexp replaces.
     fn replace(&self, text: &[char], replacement: &str, all: bool, out: &mut String) -> Result<(), ExpandError> {
         let (mut search, mut last_end) = (0, 0);
         while search <= text.len() {
-            let Some((start, end)) = self.find(text, search) else { break };
+            let Some((start, end)) = self.find(text, search)? else { break };
             out.extend(&text[last_end..start]);
             // An empty match right after another match is not replaced again.
             if end > last_end || start == 0 {
@@ -531,15 +548,25 @@ mod tests {
         fn glob_matches_agree_with_backtracking(pattern in "[ab*?]{0,5}", text in "[ab\n]{0,8}") {
             let glob = Glob::parse(&pattern).unwrap();
             let text: Vec<char> = text.chars().collect();
-            let ends: Vec<usize> = (0..=text.len()).filter(|n| matches_all(&glob.0, &text[..*n])).collect();
-            proptest::prop_assert_eq!(glob.prefix(&text, false), ends.first().copied());
-            proptest::prop_assert_eq!(glob.prefix(&text, true), ends.last().copied());
+            let ends: Vec<usize> = (0..=text.len()).filter(|n| matches_all(&glob.tokens, &text[..*n])).collect();
+            proptest::prop_assert_eq!(glob.prefix(&text, false).unwrap(), ends.first().copied());
+            proptest::prop_assert_eq!(glob.prefix(&text, true).unwrap(), ends.last().copied());
             let spans: Vec<(usize, usize)> =
-                (0..=text.len()).flat_map(|s| (s..=text.len()).map(move |e| (s, e))).filter(|(s, e)| matches_all(&glob.0, &text[*s..*e])).collect();
+                (0..=text.len()).flat_map(|s| (s..=text.len()).map(move |e| (s, e))).filter(|(s, e)| matches_all(&glob.tokens, &text[*s..*e])).collect();
             let leftmost = spans.iter().map(|(s, _)| *s).min();
             let longest = leftmost.and_then(|l| spans.iter().filter(|(s, _)| *s == l).map(|(_, e)| *e).max());
-            proptest::prop_assert_eq!(glob.find(&text, 0), leftmost.zip(longest));
+            proptest::prop_assert_eq!(glob.find(&text, 0).unwrap(), leftmost.zip(longest));
         }
+    }
+
+    #[test]
+    fn a_match_past_its_step_budget_is_refused() {
+        // 2^12 positions against 2^13 characters: 2^25 steps, twice the budget.
+        let value = "a".repeat(1 << 13);
+        let lookup = |_: &str| Some(value.clone());
+        let pattern = Word::lit("*a".repeat(1 << 11));
+        let word = Word(vec![Part::TrimPrefix { name: "V".into(), longest: true, pattern }]);
+        assert_eq!(word.expand(&lookup), Err(ExpandError::TooLong));
     }
 
     #[test]
