@@ -7,6 +7,7 @@
 //! when `A` is set), and patterns are globs of `*` and `?` that, as BuildKit's
 //! regular expressions, never match a newline.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Serialize;
@@ -108,16 +109,19 @@ impl Word {
     /// Substitutes every variable with `lookup`; unset variables become empty.
     pub fn expand(&self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
         let mut out = String::new();
-        self.expand_into(lookup, &mut out)?;
+        self.expand_into(lookup, &mut out, &Cell::new(MAX_MATCH_STEPS))?;
         Ok(out)
     }
 
-    fn expand_into(&self, lookup: &dyn Fn(&str) -> Option<String>, out: &mut String) -> Result<(), ExpandError> {
+    /// `budget`: the pattern-matching steps left to the whole expansion, nested words included.
+    fn expand_into(&self, lookup: &dyn Fn(&str) -> Option<String>, out: &mut String, budget: &Cell<usize>) -> Result<(), ExpandError> {
         for part in &self.0 {
             // As BuildKit: nested words first, whether or not they are used.
             let mut nested = Vec::new();
             for word in part.nested() {
-                nested.push(word.expand(lookup)?);
+                let mut text = String::new();
+                word.expand_into(lookup, &mut text, budget)?;
+                nested.push(text);
             }
             let value = part.variable().and_then(lookup);
             let set = |colon: bool| value.as_ref().is_some_and(|v| !(colon && v.is_empty()));
@@ -145,7 +149,7 @@ impl Word {
                     out.push_str(value.as_deref().unwrap_or_default());
                 }
                 Part::TrimPrefix { longest, .. } | Part::TrimSuffix { longest, .. } => {
-                    let mut glob = Glob::parse(&nested[0])?;
+                    let mut glob = Glob::parse(&nested[0], budget)?;
                     let mut chars: Vec<char> = value.as_deref().unwrap_or_default().chars().collect();
                     let suffix = matches!(part, Part::TrimSuffix { .. });
                     if suffix {
@@ -160,7 +164,7 @@ impl Word {
                     out.extend(kept);
                 }
                 Part::Replace { all, .. } => {
-                    let glob = Glob::parse(&nested[0])?;
+                    let glob = Glob::parse(&nested[0], budget)?;
                     let chars: Vec<char> = value.as_deref().unwrap_or_default().chars().collect();
                     glob.replace(&chars, &nested[1], *all, out)?;
                 }
@@ -285,13 +289,13 @@ impl Token {
 /// positions in it (an NFA): a search costs at most pattern × text steps, and
 /// all the searches of one expansion at most [`MAX_MATCH_STEPS`].
 #[derive(Debug)]
-struct Glob {
+struct Glob<'b> {
     tokens: Vec<Token>,
-    /// Steps left to this expansion.
-    budget: std::cell::Cell<usize>,
+    /// Steps left to the expansion this match is part of.
+    budget: &'b Cell<usize>,
 }
 
-/// How many pattern-position steps the matches of one `${…}` may take: a
+/// How many pattern-position steps the matches of one word's expansion may take: a
 /// megabyte pattern against a megabyte value is refused, not run for hours.
 const MAX_MATCH_STEPS: usize = 1 << 24;
 
@@ -301,7 +305,7 @@ struct States(Vec<Option<usize>>);
 
 impl States {
     /// Follows every `*` that may match nothing.
-    fn close(&mut self, glob: &Glob) {
+    fn close(&mut self, glob: &Glob<'_>) {
         for j in 0..glob.tokens.len() {
             if glob.tokens[j] == Token::Star
                 && let Some(start) = self.0[j]
@@ -311,7 +315,7 @@ impl States {
         }
     }
 
-    fn step(&self, glob: &Glob, c: char) -> States {
+    fn step(&self, glob: &Glob<'_>, c: char) -> States {
         let mut next = States(vec![None; self.0.len()]);
         for (j, token) in glob.tokens.iter().enumerate() {
             let Some(start) = self.0[j] else { continue };
@@ -325,10 +329,10 @@ impl States {
     }
 }
 
-impl Glob {
+impl<'b> Glob<'b> {
     /// Reads a pattern as BuildKit does: `\` escapes `*`, `?` and `\`, and
     /// drops before `}` and `/`; any other escape is an error.
-    fn parse(pattern: &str) -> Result<Glob, ExpandError> {
+    fn parse(pattern: &str, budget: &'b Cell<usize>) -> Result<Glob<'b>, ExpandError> {
         let mut tokens = Vec::new();
         let mut chars = pattern.chars().peekable();
         while let Some(c) = chars.next() {
@@ -349,7 +353,7 @@ impl Glob {
                 c => Token::Char(c),
             });
         }
-        Ok(Glob { tokens, budget: std::cell::Cell::new(MAX_MATCH_STEPS) })
+        Ok(Glob { tokens, budget })
     }
 
     /// The states after reading `c`, paid for from the budget.
@@ -546,7 +550,8 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn glob_matches_agree_with_backtracking(pattern in "[ab*?]{0,5}", text in "[ab\n]{0,8}") {
-            let glob = Glob::parse(&pattern).unwrap();
+            let unlimited = Cell::new(usize::MAX);
+            let glob = Glob::parse(&pattern, &unlimited).unwrap();
             let text: Vec<char> = text.chars().collect();
             let ends: Vec<usize> = (0..=text.len()).filter(|n| matches_all(&glob.tokens, &text[..*n])).collect();
             proptest::prop_assert_eq!(glob.prefix(&text, false).unwrap(), ends.first().copied());
@@ -560,13 +565,14 @@ mod tests {
     }
 
     #[test]
-    fn a_match_past_its_step_budget_is_refused() {
-        // 2^12 positions against 2^13 characters: 2^25 steps, twice the budget.
-        let value = "a".repeat(1 << 13);
+    fn the_matches_of_one_word_share_a_step_budget() {
+        // 2^11 positions against 2^12 characters: 2^23 steps, half the budget, so one
+        // part expands and three do not.
+        let value = "a".repeat(1 << 12);
         let lookup = |_: &str| Some(value.clone());
-        let pattern = Word::lit("*a".repeat(1 << 11));
-        let word = Word(vec![Part::TrimPrefix { name: "V".into(), longest: true, pattern }]);
-        assert_eq!(word.expand(&lookup), Err(ExpandError::TooLong));
+        let part = Part::TrimPrefix { name: "V".into(), longest: true, pattern: Word::lit("*a".repeat(1 << 10)) };
+        assert_eq!(Word(vec![part.clone()]).expand(&lookup).map(|v| v.len()), Ok(0));
+        assert_eq!(Word(vec![part.clone(), part.clone(), part]).expand(&lookup), Err(ExpandError::TooLong));
     }
 
     #[test]
