@@ -25,10 +25,16 @@ use crate::graph::{Checksum, parse_checksum};
 use crate::oci::Digest;
 use crate::store::{Store, StoreError};
 
-/// The largest file ADD downloads.
-pub const MAX_DOWNLOAD: u64 = 8 << 30;
-/// A connection or a download that stays silent this long fails.
-const STALL: Duration = Duration::from_secs(120);
+/// How far a download may go.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// The largest file ADD downloads.
+    max_bytes: u64,
+    /// A connection or a download that stays silent this long fails.
+    stall: Duration,
+}
+
+const LIMITS: Limits = Limits { max_bytes: 8 << 30, stall: Duration::from_secs(120) };
 
 /// A remote source that could not be fetched or checked.
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +141,7 @@ fn http_time(text: &str) -> Option<u64> {
     u64::try_from(parsed.assume_utc().unix_timestamp()).ok()
 }
 
-fn agent() -> ureq::Agent {
+fn agent(limits: Limits) -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -143,8 +149,8 @@ fn agent() -> ureq::Agent {
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
         .accept_encoding("identity")
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(STALL))
-        .timeout_per_read(Some(STALL))
+        .timeout_recv_response(Some(limits.stall))
+        .timeout_per_read(Some(limits.stall))
         .build();
     ureq::Agent::new_with_config(config)
 }
@@ -153,7 +159,7 @@ fn agent() -> ureq::Agent {
 /// the blob's digest must be `expected` when given. Returns the source the
 /// plan takes and what the key needs beyond the file's content (its
 /// Last-Modified, which is its mtime).
-fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool) -> Result<(CopyInput, String), ExecError> {
+fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool, limits: Limits) -> Result<(CopyInput, String), ExecError> {
     let records = store.strata_dir("downloads");
     let record_path = records.join(Digest::of(url.as_bytes()).hex());
     let known = fs::read(&record_path)
@@ -170,7 +176,7 @@ fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool) -> Re
         Some(record) if expected == Some(&record.digest) => record,
         known => {
             // A fragment names a part of the resource for the client; it is not sent.
-            let mut request = agent().get(url.split('#').next().unwrap_or(url));
+            let mut request = agent(limits).get(url.split('#').next().unwrap_or(url));
             if let Some(record) = &known {
                 if let Some(etag) = &record.etag {
                     request = request.header("If-None-Match", etag);
@@ -190,7 +196,7 @@ fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool) -> Re
                 (status, _) if status.is_success() => {
                     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
                     let (etag, last_modified) = (header("ETag"), header("Last-Modified"));
-                    let record = download(store, url, response, expected, etag, last_modified)?;
+                    let record = download(store, url, response, expected, (etag, last_modified), limits)?;
                     fs::create_dir_all(&records).map_err(|e| ExecError::io("create", &records, e))?;
                     store.write_file(
                         &record_path,
@@ -207,24 +213,24 @@ fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool) -> Re
     Ok((CopyInput::Download { url: url.to_string(), name: file_name(url), file: store.blob_path(&record.digest), mtime }, key))
 }
 
-/// Streams a response into a blob, at most `MAX_DOWNLOAD` bytes; a refused
+/// Streams a response into a blob, at most `limits.max_bytes`; a refused
 /// download leaves nothing behind (the blob writer's temp file goes with it).
 fn download(
     store: &Store,
     url: &str,
     response: ureq::http::Response<ureq::Body>,
     expected: Option<&Digest>,
-    etag: Option<String>,
-    last_modified: Option<String>,
+    (etag, last_modified): (Option<String>, Option<String>),
+    limits: Limits,
 ) -> Result<Record, ExecError> {
-    let too_large = || RemoteError::TooLarge { url: url.to_string(), limit: MAX_DOWNLOAD };
-    if response.body().content_length().is_some_and(|len| len > MAX_DOWNLOAD) {
+    let too_large = || RemoteError::TooLarge { url: url.to_string(), limit: limits.max_bytes };
+    if response.body().content_length().is_some_and(|len| len > limits.max_bytes) {
         return Err(too_large().into());
     }
     let mut writer = store.blob_writer()?;
-    let mut body = response.into_body().into_reader().take(MAX_DOWNLOAD + 1);
+    let mut body = response.into_body().into_reader().take(limits.max_bytes + 1);
     let copied = io::copy(&mut body, &mut writer).map_err(|e| RemoteError::Fetch { url: url.to_string(), message: e.to_string() })?;
-    if copied > MAX_DOWNLOAD {
+    if copied > limits.max_bytes {
         return Err(too_large().into());
     }
     let blob = writer.commit(expected).map_err(|e| match e {
@@ -242,7 +248,7 @@ fn download(
 fn git(url: &str, action: &'static str, args: &[&str]) -> Result<String, RemoteError> {
     let failed = |message: String| RemoteError::Git { url: url.to_string(), action, message };
     let out = Command::new("git")
-        .args(["-c", "http.lowSpeedLimit=1", "-c", &format!("http.lowSpeedTime={}", STALL.as_secs())])
+        .args(["-c", "http.lowSpeedLimit=1", "-c", &format!("http.lowSpeedTime={}", LIMITS.stall.as_secs())])
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
@@ -420,7 +426,7 @@ pub fn resolve(
                     return Err(RemoteError::Checksum(format!("--checksum={hex}: expected sha256:<64 hex digits>")).into());
                 }
             };
-            let (input, key) = fetch(store, text, expected, fresh)?;
+            let (input, key) = fetch(store, text, expected, fresh, LIMITS)?;
             remote.key.push_str(&key);
             remote.key.push('\n');
             *source = input;
@@ -455,6 +461,57 @@ mod tests {
         assert_eq!(file_name("http://127.0.0.1:8080/"), "__unnamed__");
         assert_eq!(file_name("http://127.0.0.1:8080"), "__unnamed__");
         assert_eq!(file_name("http://h/a%2Fb"), "__unnamed__");
+    }
+
+    /// Serves one connection: `head`, then `body` in pieces, then waits until the client hangs up.
+    fn serve_once(head: &'static str, body: Vec<u8>) -> String {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/file", listener.local_addr().expect("address"));
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else { return };
+            let mut reader = io::BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream.write_all(head.as_bytes());
+            for piece in body.chunks(16) {
+                let _ = stream.write_all(format!("{:x}\r\n", piece.len()).as_bytes());
+                let _ = stream.write_all(piece);
+                let _ = stream.write_all(b"\r\n");
+            }
+            // Silent until the client gives up and closes.
+            let _ = reader.read_line(&mut line);
+        });
+        url
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("store");
+        (dir, store)
+    }
+
+    #[test]
+    fn a_download_without_a_length_stops_at_the_limit_and_leaves_nothing() {
+        let (_dir, store) = store();
+        let url = serve_once("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", vec![b'x'; 100]);
+        let limits = Limits { max_bytes: 50, stall: Duration::from_secs(5) };
+        let error = fetch(&store, &url, None, false, limits).err().expect("refused");
+        assert!(matches!(&error, ExecError::Remote(RemoteError::TooLarge { limit: 50, .. })), "{error}");
+        let left: Vec<_> = walkdir::WalkDir::new(store.tmp_dir()).into_iter().flatten().filter(|e| e.file_type().is_file()).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_silent_server_fails_the_download() {
+        let (_dir, store) = store();
+        let url = serve_once("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"begun".to_vec());
+        let limits = Limits { max_bytes: 1 << 20, stall: Duration::from_millis(300) };
+        let error = fetch(&store, &url, None, false, limits).err().expect("timed out");
+        assert!(matches!(&error, ExecError::Remote(RemoteError::Fetch { message, .. }) if message.contains("timeout")), "{error}");
+        assert!(error.to_string().contains(&url), "{error}");
     }
 
     #[test]
