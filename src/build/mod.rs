@@ -208,18 +208,23 @@ fn build_stage(
 ) -> Result<ImageState, BuildError> {
     let stage = &graph.stages[id.0];
     let label = graph.stage_label(id);
-    let total = stage.steps.len() + 1;
+    // As BuildKit: FROM scratch is no step; `[name n/total]`, `[stage-N n/total]`
+    // for an unnamed stage of several.
+    let from_step = usize::from(!matches!(stage.base, Base::Scratch));
+    let total = stage.steps.len() + from_step;
+    let shown = stage.name.clone().unwrap_or_else(|| format!("stage-{}", id.0));
     let prefix = |n: usize| {
-        if stage.name.is_some() || graph.stages.len() > 1 { format!("[{label} {n}/{total}]") } else { format!("[{n}/{total}]") }
+        if stage.name.is_some() || graph.stages.len() > 1 { format!("[{shown} {n}/{total}]") } else { format!("[{n}/{total}]") }
     };
     let from_text = match &stage.base {
         Base::Scratch => "FROM scratch".to_string(),
         Base::Image(name) => format!("FROM {name}"),
         Base::Stage(base) => format!("FROM {}", graph.stage_label(*base)),
     };
-    let step_id = progress.started(&format!("{} {from_text}", prefix(1)));
+    let step_id = (from_step == 1).then(|| progress.started(&format!("{} {from_text}", prefix(1))));
     let started = Instant::now();
-    let output_id = std::sync::atomic::AtomicUsize::new(step_id);
+    // Before the first step only a base's ONBUILD triggers print, and a scratch base has none.
+    let output_id = std::sync::atomic::AtomicUsize::new(step_id.unwrap_or_default());
     let output = |line: &str| progress.output(output_id.load(Ordering::SeqCst), line);
     let cx = ExecCx {
         store,
@@ -247,7 +252,9 @@ fn build_stage(
             let image = match bases.get(name) {
                 Some(image) => image.clone(),
                 None => store.resolve(name).map_err(|source| {
-                    progress.failed(step_id, "base image not found");
+                    if let Some(step_id) = step_id {
+                        progress.failed(step_id, "base image not found");
+                    }
                     BuildError::MissingBase { name: name.clone(), stage: label.clone(), source }
                 })?,
             };
@@ -256,11 +263,13 @@ fn build_stage(
             state
         }
     };
-    progress.done(step_id, started.elapsed());
+    if let Some(step_id) = step_id {
+        progress.done(step_id, started.elapsed());
+    }
 
     for (n, step) in stage.steps.iter().enumerate() {
         let text = describe(graph, &step.op);
-        let step_id = progress.started(&format!("{} {text}", prefix(n + 2)));
+        let step_id = progress.started(&format!("{} {text}", prefix(n + 1 + from_step)));
         output_id.store(step_id, Ordering::SeqCst);
         note_unconfined(progress, step_id, &step.op);
         let started = Instant::now();

@@ -146,12 +146,13 @@ fn verify(store: &Store, repair: bool) -> miette::Result<ExitCode> {
     Ok(if found > repaired { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-/// The build file: `-f`, else `Dockerfile`, else `strata.kdl` in the context.
+/// The build file: `-f`, else `Dockerfile` (or `dockerfile`, as Docker
+/// falls back to), else `strata.kdl` in the context.
 fn build_file(context: &Path, file: Option<PathBuf>) -> miette::Result<PathBuf> {
     if let Some(file) = file {
         return Ok(file);
     }
-    for name in ["Dockerfile", "strata.kdl"] {
+    for name in ["Dockerfile", "dockerfile", "strata.kdl"] {
         let path = context.join(name);
         if path.exists() {
             return Ok(path);

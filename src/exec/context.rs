@@ -29,6 +29,10 @@ impl IgnoreRules {
                 Some(rest) => (true, rest.trim()),
                 None => (false, line),
             };
+            // As BuildKit: a `!` that re-includes nothing is a mistake, not an empty rule.
+            if negated && pattern.is_empty() {
+                return Err(ExecError::Invalid(format!("{}:{}: illegal exclusion pattern \"!\"", file.display(), number + 1)));
+            }
             let cleaned = clean(Path::new(pattern)).unwrap_or_default();
             let text = cleaned.to_string_lossy();
             let glob = Glob::new(if text.is_empty() { "." } else { &text })

@@ -123,9 +123,9 @@ fn a_fresh_machine_hits_every_step_and_downloads_only_the_final_layers() {
         [
             "[builder 5/6] COPY main.txt ./",
             "[builder 6/6] RUN cat main.txt /out-lib > /out-app",
-            "[1 3/5] COPY --from=builder /out-app /app/app",
-            "[1 4/5] COPY config.txt /app/",
-            "[1 5/5] CMD [\"cat\", \"/app/app\"]",
+            "[stage-1 3/5] COPY --from=builder /out-app /app/app",
+            "[stage-1 4/5] COPY config.txt /app/",
+            "[stage-1 5/5] CMD [\"cat\", \"/app/app\"]",
         ],
         "{steps:?}"
     );
