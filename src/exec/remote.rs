@@ -394,7 +394,8 @@ pub fn resolve(
     keep_git_dir: bool,
     fresh: bool,
 ) -> Result<RemoteSources, ExecError> {
-    let checksum = checksum.map(parse_checksum).transpose().map_err(RemoteError::Checksum)?;
+    let checksum =
+        checksum.map(|text| parse_checksum(text).map_err(|why| RemoteError::Checksum(format!("--checksum={text}: {why}")))).transpose()?;
     let remote_count = sources.iter().filter(|s| matches!(s, CopyInput::Path(p) if is_http(p) || git_source(p).is_some())).count();
     if checksum.is_some() && (sources.len() != 1 || remote_count != 1) {
         let why = if sources.len() == 1 { "--checksum requires an HTTP(S) or git source" } else { "--checksum allows one source only" };

@@ -341,17 +341,16 @@ pub enum Checksum {
     Commit(String),
 }
 
-/// Reads an ADD `--checksum`: `sha256:<64 hex digits>`, or a git commit's hex digits.
+/// Reads an ADD `--checksum`: `sha256:<64 hex digits>`, or a git commit's
+/// hex digits. The error says what is wrong; the caller names the value.
 pub fn parse_checksum(text: &str) -> Result<Checksum, String> {
     match text.split_once(':') {
-        Some(("sha256", _)) => {
-            text.parse().map(Checksum::Sha256).map_err(|_| format!("--checksum={text}: expected sha256:<64 hex digits>"))
-        }
-        Some((algorithm, _)) => Err(format!("--checksum={text}: unsupported digest algorithm {algorithm:?} (expected sha256)")),
+        Some(("sha256", _)) => text.parse().map(Checksum::Sha256).map_err(|_| "expected sha256:<64 hex digits>".to_string()),
+        Some((algorithm, _)) => Err(format!("unsupported digest algorithm {algorithm:?} (expected sha256)")),
         None if !text.is_empty() && text.len() <= 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Ok(Checksum::Commit(text.to_ascii_lowercase()))
         }
-        None => Err(format!("--checksum={text}: expected sha256:<64 hex digits>, or a git commit")),
+        None => Err("expected sha256:<64 hex digits>, or a git commit".to_string()),
     }
 }
 

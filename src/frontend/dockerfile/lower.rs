@@ -707,7 +707,7 @@ impl<'a> Lowerer<'a> {
         let checksum = Self::flag(line, "checksum").and_then(|f| f.value.clone().map(|v| (f.offset, v))).map(|(offset, v)| {
             let word = self.word(line, &v);
             if let Some(Err(message)) = word.as_literal().map(|text| crate::graph::parse_checksum(&text)) {
-                self.errors.push(SourceError::new(message, span(offset, 11 + v.len()), "here"));
+                self.errors.push(SourceError::new(format!("--checksum={v}: {message}"), span(offset, 11 + v.len()), "here"));
             }
             word
         });

@@ -469,8 +469,8 @@ impl Lowerer {
             chown: copy.chown.as_ref().map(|c| self.word(c)),
             chmod: copy.chmod.as_ref().map(|c| self.word(c)),
             link: copy.link,
-            checksum: None,
-            keep_git_dir: false,
+            checksum: copy.checksum.as_ref().map(|c| self.word(c)),
+            keep_git_dir: copy.keep_git_dir,
         }
     }
 }

@@ -605,7 +605,9 @@ impl Parser {
     }
 
     fn parse_copy(&mut self, node: &KdlNode, add: bool) -> Option<CopySpec> {
-        self.check_node(node, &["from", "chown", "chmod", "link"], true);
+        let props: &[&str] =
+            if add { &["from", "chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
+        self.check_node(node, props, true);
         let mut paths = self.string_args(node);
         let mut inline = Vec::new();
         if let Some(block) = node.children() {
@@ -658,6 +660,14 @@ impl Parser {
                 }
             }),
             link: self.bool_prop(node, "link"),
+            checksum: self.string_prop(node, "checksum").inspect(|text| {
+                if !text.value.contains('{')
+                    && let Err(message) = crate::graph::parse_checksum(&text.value)
+                {
+                    self.error(SourceError::new(format!("invalid checksum {:?}: {message}", text.value), text.span, "not a checksum"));
+                }
+            }),
+            keep_git_dir: self.bool_prop(node, "keep-git-dir"),
         })
     }
 

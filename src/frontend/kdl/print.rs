@@ -217,6 +217,12 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
             if copy.link {
                 text.push_str(" link=#true");
             }
+            if let Some(checksum) = &copy.checksum {
+                let _ = write!(text, " checksum={}", word(checksum));
+            }
+            if copy.keep_git_dir {
+                text.push_str(" keep-git-dir=#true");
+            }
             if !inline.is_empty() {
                 text.push_str(" {\n");
                 for (name, content) in inline {

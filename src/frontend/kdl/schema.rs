@@ -193,6 +193,10 @@ pub struct CopySpec {
     pub chown: Option<Text>,
     pub chmod: Option<Text>,
     pub link: bool,
+    /// `add … checksum="sha256:…"`: the digest a download (or the commit a git source) must have.
+    pub checksum: Option<Text>,
+    /// `add … keep-git-dir=#true`: a git source keeps its `.git` folder.
+    pub keep_git_dir: bool,
 }
 
 /// One source of a copy: a path, or a `file "name" "content"` child.
@@ -312,6 +316,8 @@ impl CopySpec {
             chown: None,
             chmod: None,
             link: false,
+            checksum: None,
+            keep_git_dir: false,
         }
     }
 }
