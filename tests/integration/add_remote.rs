@@ -448,3 +448,19 @@ fn add_git_fetches_only_the_commit_from_a_server_that_can() {
     assert!(root.join("tag/.git/shallow").is_file(), "only the tagged commit was fetched");
     assert_eq!(std::fs::read_to_string(root.join("commit/a.txt")).expect("commit/a.txt"), "one");
 }
+
+#[test]
+fn buildkit_test_add_git_checksum_cache() {
+    // Pinning the commit a ref already names does not change the step's key.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some((first, _)) = git_repository(dir.path()) else { return };
+    let server = HttpServer::start();
+    server.serve_dir(&dir.path().join("served"));
+    let repo = server.url("/git/repo.git");
+    let store = TestStore::empty();
+    let plain = context(&[("Dockerfile", &format!("FROM scratch\nADD {repo}#v1 /x\n"))]);
+    store.build(plain.path(), &[]);
+    let pinned = context(&[("Dockerfile", &format!("FROM scratch\nADD --checksum={first} {repo}#v1 /x\n"))]);
+    let (_, stderr) = store.build(pinned.path(), &[]);
+    assert!(step_outcomes(&stderr).iter().any(|(step, cached)| step.contains("ADD") && *cached), "{stderr}");
+}
