@@ -24,6 +24,9 @@ use crate::store::{Store, StoreError, StoredImage};
 #[derive(Debug, Default)]
 pub struct BuildOptions {
     pub context: PathBuf,
+    /// Rules to read instead of the context's `.dockerignore` (BuildKit's
+    /// `NAME.dockerignore` beside the Dockerfile `NAME`).
+    pub ignore_file: Option<PathBuf>,
     pub tags: Vec<ImageRef>,
     pub target: Option<String>,
     pub build_args: BuildArgs,
@@ -125,7 +128,7 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
     }
     let epoch = source_date_epoch(graph, opts)?;
     let build_args = with_target_stage(graph, &roots, &opts.build_args);
-    let context = BuildContext::open(&opts.context)?;
+    let context = BuildContext::open(&opts.context, opts.ignore_file.as_deref())?;
     let _build_lock = store.lock_build()?;
     let bases = resolve_bases(store, graph, &plan, opts)?;
     let results: Mutex<HashMap<StageId, Arc<ImageState>>> = Mutex::new(HashMap::new());

@@ -226,7 +226,13 @@ fn build_input(
 fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let store = open_store()?;
     let build_args = args::parse_build_args(&args.build_args)?;
-    let (context, file, graph, _stdin_context) = build_input(&args, &store, &build_args)?;
+    let (context, file, graph, stdin_context) = build_input(&args, &store, &build_args)?;
+    // BuildKit reads NAME.dockerignore beside the Dockerfile NAME instead of the context's.
+    let beside_dockerfile = match &stdin_context {
+        Some(_) => context.join(format!("{file}.dockerignore")),
+        None => PathBuf::from(format!("{file}.dockerignore")),
+    };
+    let ignore_file = Some(beside_dockerfile).filter(|p| !args.file.as_deref().is_some_and(is_stdin) && p.is_file());
     let shared = cache::Shared::from_flags(args.cache_to.as_deref(), &args.cache_from, &graph.cache, &file)?;
     let store = shared.attach(store);
     let tags =
@@ -260,6 +266,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         strata::registry::Options { tls_verify: args.tls.tls_verify, platform: None, verbose: mode != build::ProgressMode::Quiet };
     let opts = BuildOptions {
         context,
+        ignore_file,
         tags,
         target: args.target.clone(),
         build_args,
@@ -277,8 +284,13 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let push_output = matches!(output, Some(BuildOutput::Registry));
     if let Some(BuildOutput::Archive(format, dest)) = output {
         let mut images = Vec::new();
+        // One entry per name, as BuildKit's exporter writes them; an untagged image once.
         for image in &built {
-            images.push(store.load_image(image.tags.first().cloned(), image.manifest.clone()).map_err(miette::Report::from_err)?);
+            let names: Vec<Option<String>> =
+                if image.tags.is_empty() { vec![None] } else { image.tags.iter().cloned().map(Some).collect() };
+            for name in names {
+                images.push(store.load_image(name, image.manifest.clone()).map_err(miette::Report::from_err)?);
+            }
         }
         strata::store::archive::save(&store, &images, &dest, format).map_err(|e| failed(e, format!("export to {}", dest.display())))?;
     }

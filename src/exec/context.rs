@@ -92,10 +92,10 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
-    /// Opens a context directory and reads its `.dockerignore`.
-    pub fn open(root: &Path) -> Result<BuildContext, ExecError> {
+    /// Opens a context directory and reads its `.dockerignore`, or `ignore_file` instead.
+    pub fn open(root: &Path, ignore_file: Option<&Path>) -> Result<BuildContext, ExecError> {
         let root = root.canonicalize().map_err(|e| ExecError::io("open build context", root, e))?;
-        let ignore_file = root.join(".dockerignore");
+        let ignore_file = ignore_file.map_or_else(|| root.join(".dockerignore"), Path::to_path_buf);
         let ignore = match std::fs::read_to_string(&ignore_file) {
             Ok(text) => IgnoreRules::parse(&text, &ignore_file)?,
             // Only a missing file means no rules; a dangling symlink is there but unreadable.
