@@ -28,6 +28,8 @@ pub struct BuildOptions {
     /// `NAME.dockerignore` beside the Dockerfile `NAME`).
     pub ignore_file: Option<PathBuf>,
     pub tags: Vec<ImageRef>,
+    /// `--label K=V`: labels set on every image the build writes, over the spec's own.
+    pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
     pub build_args: BuildArgs,
     pub no_cache: bool,
@@ -143,7 +145,10 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
 
     let mut built = Vec::new();
     for root in roots {
-        let state = finished(root).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(root))))?;
+        let mut state = finished(root).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(root))))?;
+        if !opts.labels.is_empty() {
+            Arc::make_mut(&mut state).config.config.labels.extend(opts.labels.clone());
+        }
         let (manifest, id) = state.write_image(store)?;
         progress.note(&format!("writing image {id} done"));
         let mut tags: Vec<ImageRef> = opts.tags.clone();

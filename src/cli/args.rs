@@ -127,6 +127,9 @@ pub struct BuildArgsCli {
     pub target: Option<String>,
     #[arg(long = "build-arg", value_name = "K=V")]
     pub build_args: Vec<String>,
+    /// Set a label on the built image (repeatable; `K` alone sets an empty value).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
     /// Ignore the build cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -311,7 +314,7 @@ pub enum ImageCommand {
         format: Option<String>,
     },
     /// Build an image (as `strata build`).
-    Build(BuildArgsCli),
+    Build(Box<BuildArgsCli>),
     /// Give an image another name.
     Tag { source: String, target: String },
     /// Remove untagged images and the build cache (as `system prune`).

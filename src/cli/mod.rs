@@ -81,7 +81,7 @@ fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Image(args::ImageCommand::Ls(args)) => images::list(&open_store()?, &args),
         Command::Image(args::ImageCommand::History(args)) | Command::History(args) => images::history(&open_store()?, &args),
         Command::Image(args::ImageCommand::Inspect { images, format }) => images::inspect(&open_store()?, &images, format.as_deref()),
-        Command::Image(args::ImageCommand::Build(args)) => build_cmd(args),
+        Command::Image(args::ImageCommand::Build(args)) => build_cmd(*args),
         Command::Image(args::ImageCommand::Rm(args)) | Command::Rmi(args) => images::remove(&open_store()?, &args),
         Command::Tag { source, target } | Command::Image(args::ImageCommand::Tag { source, target }) => {
             images::tag(&open_store()?, &source, &target)
@@ -264,9 +264,18 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let mode = if args.quiet { build::ProgressMode::Quiet } else { args.progress };
     let registry_options =
         strata::registry::Options { tls_verify: args.tls.tls_verify, platform: None, verbose: mode != build::ProgressMode::Quiet };
+    let mut labels = std::collections::BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = label.split_once('=').unwrap_or((label, ""));
+        if key.is_empty() {
+            return Err(miette!("--label {label:?}: missing name before '='"));
+        }
+        labels.insert(key.to_string(), value.to_string());
+    }
     let opts = BuildOptions {
         context,
         ignore_file,
+        labels,
         tags,
         target: args.target.clone(),
         build_args,

@@ -554,6 +554,15 @@ fn buildkit_test_target_mistype() {
 }
 
 #[test]
+fn buildkit_test_labels() {
+    let case = Case::new(&[("Dockerfile", "FROM scratch\nLABEL in.file=from-file\n")]);
+    case.build(&["--label", "on.cli=given", "-t", "labels"]);
+    let labels = &case.inspect("labels")["Config"]["Labels"];
+    assert_eq!(labels["in.file"], "from-file", "{labels}");
+    assert_eq!(labels["on.cli"], "given", "{labels}");
+}
+
+#[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_user() {
     if !require_root("buildkit_test_user") {
