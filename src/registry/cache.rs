@@ -626,7 +626,7 @@ fn export_one(
             && let Some(bytes) = backend.manifest(&tag)?
         {
             for alias in &missing {
-                backend.put_manifest(alias, &bytes)?;
+                while_links_settle(|| backend.put_manifest(alias, &bytes))?;
             }
         }
         return Ok(false);
@@ -650,30 +650,38 @@ fn export_one(
     let manifest = entry_objects(store, key, entry, layer.as_ref(), &exported)?;
     let parsed: Manifest =
         serde_json::from_slice(&manifest).map_err(|e| RegistryError::Invalid { reference: tag.clone(), message: e.to_string() })?;
-    // The distribution registry links a blob into a repository by truncating and
-    // rewriting a small file, so while another writer uploads the same blob it can
-    // answer "blob unknown" for a moment: send the blobs and the manifest again.
-    let mut attempt = 0;
-    loop {
-        let sent = (|| {
-            if let Some(layer) = &layer {
-                backend.put_blob(store, layer, shown)?;
-            }
-            backend.put_blob(store, &parsed.config, shown)?;
-            backend.put_manifest(&tag, &manifest)
-        })();
-        match sent {
-            Err(RegistryError::Request { .. }) if attempt < 4 => {
-                attempt += 1;
-                std::thread::sleep(Duration::from_millis(100 << attempt));
-            }
-            other => break other?,
+    while_links_settle(|| {
+        if let Some(layer) = &layer {
+            backend.put_blob(store, layer, shown)?;
         }
-    }
+        backend.put_blob(store, &parsed.config, shown)?;
+        backend.put_manifest(&tag, &manifest)
+    })?;
     for alias in &missing {
-        backend.put_manifest(alias, &manifest)?;
+        while_links_settle(|| backend.put_manifest(alias, &manifest))?;
     }
     Ok(true)
+}
+
+/// Runs `send` (blobs and a manifest, or a manifest) until the registry takes it.
+/// The distribution registry links a blob into a repository by truncating and
+/// rewriting a small file, so while other writers upload the same blob a manifest
+/// naming it can be refused for a moment ("blob unknown", "digest invalid"):
+/// send again after a pause that grows and is jittered, so that writers which
+/// collided do not collide again in step.
+fn while_links_settle(mut send: impl FnMut() -> Result<()>) -> Result<()> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 0;
+    loop {
+        match send() {
+            Err(RegistryError::Request { .. }) if attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                let jitter = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() % 100);
+                std::thread::sleep(Duration::from_millis((50 << attempt.min(5)) + u64::from(jitter) * 2));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl BuildCache {
