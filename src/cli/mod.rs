@@ -1,4 +1,5 @@
-//! Command-line parsing and printing only: every verb calls into the library.
+//! Command-line parsing and printing, and finding a build's input (its file,
+//! a context on stdin): every verb calls into the library.
 
 mod args;
 mod cache;
@@ -313,7 +314,6 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--output type=oci|oci-tar|docker-tar,dest=PATH`.
 /// ONBUILD triggers are Dockerfile instructions, whichever front end the build used.
 fn onbuild_trigger(text: &str) -> Result<strata::graph::Op, String> {
     strata::frontend::dockerfile::parse_trigger(text).map_err(|report| format!("{report}"))
@@ -326,6 +326,7 @@ enum BuildOutput {
     Registry,
 }
 
+/// `--output type=oci|oci-tar|docker-tar|registry,dest=PATH`.
 fn parse_output(spec: &str) -> miette::Result<BuildOutput> {
     use strata::store::archive::Format;
     let (mut kind, mut dest) = (None, None);

@@ -1,4 +1,5 @@
-//! COPY and ADD: resolve sources (context, stage or image), plan the entries
+//! COPY and ADD: resolve sources (context, stage, image, or ADD's URLs and git
+//! repositories through `remote.rs`), plan the entries
 //! of the new layer in path order, key them on content and metadata (never
 //! mtime), and on a cache miss stream them into a layer tar.
 

@@ -1,5 +1,6 @@
-//! RUN: the command runs in the sandbox over an overlay of the parent layers;
-//! the overlay's upperdir becomes the layer. The cache key covers the command
+//! RUN: the command runs through `launch` over an overlay of the parent layers
+//! (or a copied root where the kernel refuses one); what it changed becomes
+//! the layer. The cache key covers the command
 //! and everything it runs with (env, build args, workdir, user, shell,
 //! mounts, network) but never a secret's content.
 

@@ -1,8 +1,10 @@
-//! The RUN sandbox, run as `strata __sandbox SPEC` so that namespaces are
-//! entered by a fresh single-threaded process: new mount, PID, UTS and IPC
-//! namespaces (and network with `--network=none`, user when rootless), an
-//! overlay of the parent layers' snapshots, a fresh /proc, a minimal /dev,
-//! supplied /etc/hosts and /etc/resolv.conf, pivot_root, then the command.
+//! The sandbox of RUN and `strata run`, run as `strata __sandbox SPEC` so that
+//! namespaces are entered by a fresh single-threaded process: new mount, PID,
+//! UTS and IPC namespaces (and network with `--network=none`, user when
+//! rootless), an overlay of the parent layers' snapshots or a copied root
+//! bound in place, a fresh /proc, a minimal /dev with devpts and /dev/shm,
+//! supplied /etc/hosts, /etc/resolv.conf and /etc/hostname, pivot_root, then
+//! the command.
 //! Everything mounted lives in the private mount namespace and disappears
 //! with it, so an interrupted RUN leaves no mount behind.
 //!
@@ -44,7 +46,7 @@ pub enum SandboxMount {
     },
 }
 
-/// Everything the sandbox process needs, written by the build as JSON.
+/// Everything the sandbox process needs, written as JSON by the launcher (`launch.rs`) for RUN and `strata run`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// Snapshot directories, top layer first (overlay's lowerdir order).

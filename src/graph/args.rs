@@ -1,5 +1,5 @@
-//! Build arguments, resolved the same way by both front ends (at lowering,
-//! for `FROM`) and by the executor (at build time): `--build-arg`
+//! Build arguments, resolved here for the Dockerfile front end (at lowering,
+//! for `FROM`) and for the executor (at build time): `--build-arg`
 //! values, the global `ARG`s declared before the first stage, BuildKit's
 //! automatic platform args and Docker's proxy args.
 

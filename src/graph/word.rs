@@ -1,6 +1,7 @@
 //! `Word`: a piece of user text whose variable references are kept apart from
 //! its literal text, so expansion happens at build time against the stage's
-//! real environment. Front ends produce words; only `expand` reads them.
+//! real environment. Front ends produce words (and read their variables to
+//! check them); the executor expands them (`expand`).
 //!
 //! The `${NAME…}` forms behave as BuildKit's shell lexer: a nested word is
 //! expanded before its variable is looked at (so `${A:-${B:?}}` fails even

@@ -1,7 +1,8 @@
 //! Registries: `pull`, `push`, `login`/`logout`, and the resolver of base
 //! images that fetches what the store lacks. Speaks the OCI distribution API
 //! through `client`; writes into the store only through its verifying blob
-//! writer and its tags. Knows nothing of Dockerfiles or build steps.
+//! writer, its tags, index annotations (repo digests) and the records of the
+//! compressed forms of pushed layers. Knows nothing of Dockerfiles or build steps.
 
 pub mod auth;
 pub mod cache;

@@ -1,5 +1,7 @@
-//! `push`: blobs first (a HEAD check skips what the registry has; small ones
-//! in one PUT, large ones streamed in a PATCH), then the manifest. Local
+//! `push`: a HEAD of the tag ends it when the registry already has the very
+//! manifest; else blobs first (a HEAD check skips what the registry has, a
+//! blob another repository of the registry holds is mounted, small ones go in
+//! one PUT, large ones streamed in a PATCH), then the manifest. Local
 //! layers are uncompressed; they are compressed into the store once and the
 //! pair remembered under `strata/compressed/<diff_id>.<gzip|zstd>`, so a
 //! second push compresses nothing. An image whose layers are all compressed

@@ -1,7 +1,8 @@
 //! Moving images in and out of the store: OCI layout directories, OCI
-//! archives (a tar of a layout) and `docker save` tarballs. One writer of
-//! manifests serves all: the store's own blobs are copied as they are, so
-//! digests survive the trip.
+//! archives (a tar of a layout) and `docker save` tarballs. Blobs and OCI
+//! manifests are copied as they are, so digests survive the trip; the images
+//! of a `docker save` tarball get their manifests from the store's one writer
+//! (`Store::write_manifest`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};

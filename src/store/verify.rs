@@ -4,10 +4,11 @@
 //! Blobs are rehashed (streaming); every `index.json` entry's chain (manifest
 //! or index → config → layers) must be present, whole, of the size its
 //! descriptor gives and parse; a cache entry's layer must be a whole blob; a
-//! snapshot must be named after a diff_id whose layer is still in the store
-//! (snapshots are renamed into place whole, so one that exists is complete);
-//! nothing may be left in `strata/tmp` (every write there is renamed into place
-//! or removed, so what remains was left by a killed process). The whole check
+//! snapshot must be named after a diff_id whose layer is a whole blob or a
+//! layer of an intact image (snapshots are renamed into place whole, so one
+//! that exists is complete); nothing may be in `strata/tmp` that no running
+//! process owns (`abandoned_temp`), and records under `layer-sizes/`,
+//! `mount-index/` and `compressed/` are named after a diff_id. The whole check
 //! holds the gc lock exclusively: no build, load or collection runs meanwhile.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
