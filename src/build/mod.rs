@@ -145,7 +145,7 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
 
     let mut built = Vec::new();
     for root in roots {
-        let mut state = finished(root).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(root))))?;
+        let mut state = finished(root).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", graph.stage_label(root))))?;
         if !opts.labels.is_empty() {
             Arc::make_mut(&mut state).config.config.labels.extend(opts.labels.clone());
         }
@@ -250,7 +250,7 @@ fn build_stage(
         Base::Scratch => ImageState::scratch(),
         Base::Stage(base) => {
             let mut state = ImageState::from_stage(
-                finished(*base).ok_or_else(|| ExecError::Invalid(format!("stage {} was not built", graph.stage_label(*base))))?.as_ref(),
+                finished(*base).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", graph.stage_label(*base))))?.as_ref(),
             );
             // A stage built on another runs that stage's ONBUILD triggers, as on an image.
             run_onbuild_triggers(&mut state, &cx, opts, &label, stage.origin.clone())?;
@@ -351,9 +351,7 @@ fn check_security(graph: &BuildGraph, op: &Op, opts: &BuildOptions, stage: &str,
             origin: origin.clone(),
             stage: stage.to_string(),
             instruction: describe(graph, op),
-            source: Box::new(ExecError::Invalid(
-                "RUN --security=insecure runs the step unconfined; allow it with --allow security.insecure".into(),
-            )),
+            source: Box::new(ExecError::InsecureNotAllowed),
         }),
         _ => Ok(()),
     }
@@ -378,8 +376,8 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions
             instruction: format!("ONBUILD {trigger}"),
             source: Box::new(source),
         };
-        let parse = opts.onbuild.ok_or_else(|| step_error(ExecError::Invalid("no reader of ONBUILD triggers was given".into())))?;
-        let op = parse(&trigger).map_err(|reason| step_error(ExecError::Invalid(format!("bad ONBUILD trigger: {reason}"))))?;
+        let parse = opts.onbuild.ok_or_else(|| step_error(ExecError::NoTriggerReader))?;
+        let op = parse(&trigger).map_err(|reason| step_error(ExecError::BadTrigger(reason)))?;
         check_security(cx.graph, &op, opts, stage, &origin)?;
         state.execute(cx, &op).map_err(step_error)?;
     }

@@ -31,7 +31,7 @@ impl IgnoreRules {
             };
             // As BuildKit: a `!` that re-includes nothing is a mistake, not an empty rule.
             if negated && pattern.is_empty() {
-                return Err(ExecError::Invalid(format!("{}:{}: illegal exclusion pattern \"!\"", file.display(), number + 1)));
+                return Err(ExecError::EmptyExclusion { file: file.to_path_buf(), line: number + 1 });
             }
             let cleaned = clean(Path::new(pattern)).unwrap_or_default();
             let text = cleaned.to_string_lossy();

@@ -606,7 +606,7 @@ fn resolve_in_image(view: &RootfsView, path: &Path, shown: &str) -> Result<PathB
             Some(real) if real.is_symlink() => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err(ExecError::Invalid(format!("destination {shown}: too many levels of symbolic links")));
+                    return Err(ExecError::SymlinkLoop(shown.to_string()));
                 }
                 let target = fs::read_link(&real).map_err(|e| ExecError::io("read link", &real, e))?;
                 if target.is_absolute() {

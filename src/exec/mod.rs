@@ -77,8 +77,17 @@ pub enum ExecError {
     RunFailed { command: String, code: i32, tail: String },
     #[error("start the sandbox: {report}{hint}")]
     Sandbox { report: sandbox::SetupReport, hint: &'static str },
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{file}:{line}: illegal exclusion pattern \"!\"")]
+    EmptyExclusion { file: PathBuf, line: usize },
+    #[error("destination {0}: too many levels of symbolic links")]
+    SymlinkLoop(String),
+    #[error("RUN --security=insecure runs the step unconfined; allow it with --allow security.insecure")]
+    InsecureNotAllowed,
+    #[error("no reader of ONBUILD triggers was given")]
+    NoTriggerReader,
+    /// The reason a trigger does not parse; the enclosing step error names the trigger.
+    #[error("bad ONBUILD trigger: {0}")]
+    BadTrigger(String),
     #[error("expand {word}")]
     Expand { word: String, source: crate::graph::ExpandError },
     #[error("build interrupted")]
