@@ -436,6 +436,7 @@ fn a_build_arg_change_misses_at_its_first_use_not_its_definition() {
 // ---- multi-stage ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn multistage_final_image_holds_the_builders_output_for_a_build_arg() {
     if !require_root("multistage_final_image_holds_the_builders_output_for_a_build_arg") {
         return;
@@ -462,6 +463,7 @@ fn an_unknown_target_fails_before_any_work_and_names_the_stages() {
 // ---- reproducibility ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn source_date_epoch_zero_gives_the_same_manifest_in_two_stores() {
     if !require_root("source_date_epoch_zero_gives_the_same_manifest_in_two_stores") {
         return;
@@ -504,6 +506,7 @@ fn a_dockerfile_with_errors_builds_nothing_and_names_file_and_line() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_failed_run_leaves_the_index_unchanged_and_every_blob_whole() {
     if !require_root("a_failed_run_leaves_the_index_unchanged_and_every_blob_whole") {
         return;

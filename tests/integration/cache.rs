@@ -101,6 +101,7 @@ fn images_shows_uncompressed_sizes_for_loaded_images_too() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn after_prune_df_reports_no_reclaimable_snapshots() {
     if !crate::require_root("after_prune_df_reports_no_reclaimable_snapshots") {
         return;
@@ -168,6 +169,7 @@ fn run_bind_mount_of_a_folder_misses_when_the_folder_itself_changes_mode() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn run_mounts_its_scratch_upper_layer_volatile() {
     if !crate::require_root("run_mounts_its_scratch_upper_layer_volatile") {
         return;

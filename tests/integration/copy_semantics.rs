@@ -33,6 +33,7 @@ fn build_and_unpack(store: &TestStore, files: &[(&str, &str)], dockerfile: &str,
 // ---- destinations through symlinks ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn copy_through_a_symlinked_destination_writes_into_its_target() {
     if !require_root("copy_through_a_symlinked_destination_writes_into_its_target") {
         return;
@@ -81,6 +82,7 @@ fn symlink_destination() {
 // ---- owners and modes of directories ----
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
     if !require_root("copy_into_an_existing_directory_keeps_its_owner_and_mode") {
         return;
@@ -103,6 +105,7 @@ fn copy_into_an_existing_directory_keeps_its_owner_and_mode() {
 /// BuildKit's testCopyChownExistingDir: owners kept from a stage, an existing
 /// destination untouched, a created one root's (or --chown's).
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn copy_chown_existing_dir() {
     if !require_root("copy_chown_existing_dir") {
         return;
@@ -162,6 +165,7 @@ fn copy_chown_existing_dir() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn an_owner_changed_in_the_source_stage_reaches_the_copy() {
     if !require_root("an_owner_changed_in_the_source_stage_reaches_the_copy") {
         return;
@@ -252,6 +256,7 @@ fn empty_wildcard() {
 /// primary group, then (when USER names no group) every group /etc/group lists
 /// the user in; a uid /etc/passwd lacks has group 0.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn user_additional_gids() {
     if !require_root("user_additional_gids") {
         return;
@@ -288,6 +293,7 @@ fn user_additional_gids() {
 
 /// BuildKit's testCacheMountUser, and the options in the step's key.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn cache_mount_user() {
     if !require_root("cache_mount_user") {
         return;
@@ -307,6 +313,7 @@ fn cache_mount_user() {
 
 /// BuildKit's testMountTmpfsSize.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn mount_tmpfs_size() {
     if !require_root("mount_tmpfs_size") {
         return;
@@ -320,6 +327,7 @@ fn mount_tmpfs_size() {
 
 /// A secret is a 0400 file of root's unless mode, uid and gid say otherwise.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn secret_mount_mode_and_owner() {
     if !require_root("secret_mount_mode_and_owner") {
         return;
@@ -340,6 +348,7 @@ fn secret_mount_mode_and_owner() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_missing_secret_fails_only_when_required() {
     if !require_root("a_missing_secret_fails_only_when_required") {
         return;
@@ -391,6 +400,7 @@ fn build_and_unpack_with(store: &TestStore, dockerfile: &str, tag: &str, extra: 
 
 /// sharing=shared: two steps at once use one folder (which proves they ran at once).
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn cache_mount_shared_steps_run_together_in_one_folder() {
     if !require_root("cache_mount_shared_steps_run_together_in_one_folder") {
         return;
@@ -402,6 +412,7 @@ fn cache_mount_shared_steps_run_together_in_one_folder() {
 
 /// sharing=locked: one step at a time holds the folder.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn cache_mount_locked_steps_take_turns() {
     if !require_root("cache_mount_locked_steps_take_turns") {
         return;
@@ -412,6 +423,7 @@ fn cache_mount_locked_steps_take_turns() {
 
 /// sharing=private: steps running at once each get a folder of their own.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn cache_mount_private_steps_get_their_own_folder() {
     if !require_root("cache_mount_private_steps_get_their_own_folder") {
         return;

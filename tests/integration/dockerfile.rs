@@ -172,6 +172,7 @@ fn buildkit_test_copy_heredoc_special_symbols() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_shebang_heredoc() {
     if !crate::require_root("buildkit_test_run_shebang_heredoc") {
         return;
@@ -198,6 +199,7 @@ fn buildkit_test_run_shebang_heredoc() {
 }
 
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_run_heredoc_is_named_as_buildkit_names_it_and_its_history_stays_whole_on_one_row() {
     if !crate::require_root("a_run_heredoc_is_named_as_buildkit_names_it_and_its_history_stays_whole_on_one_row") {
         return;

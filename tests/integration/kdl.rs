@@ -161,6 +161,7 @@ fn dockerfile_and_kdl_twin_build_the_same_image() {
 
 /// Every example in `specs/` (but the Debian one, a `just` recipe) builds, each with its context.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn example_specs_build() {
     if !crate::require_root("example_specs_build") {
         return;
@@ -193,6 +194,7 @@ fn example_specs_build() {
 
 /// The shared build stage of a multi-image spec is built once for both images.
 #[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn shared_stage_builds_once() {
     if !crate::require_root("shared_stage_builds_once") {
         return;
