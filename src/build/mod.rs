@@ -153,14 +153,7 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
         progress.note(&format!("writing image {id} done"));
         let mut tags: Vec<ImageRef> = opts.tags.clone();
         if let Some(image) = graph.images.iter().find(|image| image.stage == root) {
-            for word in &image.tags {
-                let cx_lookup = |name: &str| {
-                    opts.build_args.get(name).cloned().or_else(|| {
-                        let decl = graph.args.iter().find(|a| a.name == name)?;
-                        decl.default.as_ref().and_then(|d| d.expand(&|_| None).ok())
-                    })
-                };
-                let text = word.expand(&cx_lookup).map_err(|e| BuildError::BadTag { tag: word.to_string(), reason: e.to_string() })?;
+            for text in &image.tags {
                 let tag = text.parse::<ImageRef>().map_err(|e| BuildError::BadTag { tag: text.clone(), reason: e.to_string() })?;
                 tags.push(tag);
             }

@@ -29,7 +29,6 @@ use crate::store::{CacheEntry, Store, StoreError, StoredImage};
 
 pub use context::BuildContext;
 pub use key::{KeyInputs, chain_key};
-pub use layer::{Attrs, LayerWriter};
 
 /// Why a step failed: lowercase, naming the path, input or step at fault;
 /// an underlying error stays the source, which the CLI prints as the cause.

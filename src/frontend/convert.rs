@@ -38,8 +38,7 @@ pub fn to_dockerfile(graph: &BuildGraph) -> Result<String, String> {
             out.push('\n');
         }
         if let Some(image) = graph.images.iter().find(|image| image.stage == StageId(i)) {
-            let tags: Vec<String> = image.tags.iter().map(|t| t.to_string()).collect();
-            let _ = writeln!(out, "# image: {}", tags.join(" "));
+            let _ = writeln!(out, "# image: {}", image.tags.join(" "));
         }
         out.push_str("FROM ");
         if let Some(platform) = &stage.platform {

@@ -48,11 +48,11 @@ impl CacheSettings {
     }
 }
 
-/// An image a spec asks for: the stage that makes it and its tags.
+/// An image a spec asks for: the stage that makes it and its tags (expanded when the spec is lowered).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ImageTarget {
     pub stage: StageId,
-    pub tags: Vec<Word>,
+    pub tags: Vec<String>,
 }
 
 /// One `FROM … AS name` and the steps under it.
@@ -421,9 +421,7 @@ impl BuildGraph {
     pub fn roots(&self, target: Option<&str>) -> Result<Vec<StageId>, GraphError> {
         match target {
             Some(name) => {
-                let by_image = self.images.iter().find(|image| {
-                    image.tags.iter().any(|tag| tag.as_literal().is_some_and(|t| t == name || t.split(':').next() == Some(name)))
-                });
+                let by_image = self.images.iter().find(|image| image.tags.iter().any(|t| t == name || t.split(':').next() == Some(name)));
                 if let Some(image) = by_image {
                     return Ok(vec![image.stage]);
                 }

@@ -22,9 +22,6 @@ use crate::store::{Store, StoreError};
 /// What a pull stored.
 #[derive(Clone, Debug)]
 pub struct PulledImage {
-    /// The tag it was given in the store (none for a pull by digest).
-    pub tag: Option<String>,
-    pub manifest: Descriptor,
     /// The image id: the config's digest.
     pub id: Digest,
 }
@@ -98,18 +95,16 @@ pub fn pull(store: &Store, reference: &ImageRef, options: &Options) -> Result<Pu
         annotations: BTreeMap::new(),
         platform: Some(Platform { architecture: config.architecture.clone(), os: config.os.clone(), variant }),
     };
-    let tag = if reference.digest.is_some() {
+    if reference.digest.is_some() {
         store.add_untagged(&descriptor)?;
-        None
     } else {
         let tag = ImageRef { name: reference.name.clone(), tag: reference.tag.clone(), digest: None };
         store.set_tag(&tag, &descriptor)?;
-        Some(tag.to_string())
-    };
+    }
     // The manifest is the registry's bytes: its digest is the one the registry knows.
     super::record_repo_digest(store, &descriptor.digest, &reference.name, &descriptor.digest)?;
     note(options, format_args!("pulled {shown} ({}) in {:.1}s", descriptor.digest, started.elapsed().as_secs_f64()));
-    Ok(PulledImage { tag, manifest: descriptor, id: manifest.config.digest })
+    Ok(PulledImage { id: manifest.config.digest })
 }
 
 /// GETs a manifest or index (at most 4 MiB); verifies it against `expected`, or the digest the registry names.

@@ -71,9 +71,6 @@ fn oci_type(media_type: &str) -> &str {
 pub struct Pushed {
     pub digest: Digest,
     pub size: u64,
-    /// Blobs uploaded, and blobs the registry already had.
-    pub uploaded: usize,
-    pub skipped: usize,
 }
 
 /// Pushes the stored image `source` to `dest`.
@@ -104,7 +101,7 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
         if head.status() == StatusCode::OK && client::header(&head, "docker-content-digest") == Some(digest.as_str()) {
             super::record_repo_digest(store, &image.manifest_descriptor.digest, &dest.name, &digest)?;
             note(options, format_args!("{shown} already has {digest}"));
-            return Ok(Pushed { digest, size: bytes.len() as u64, uploaded: 0, skipped: count });
+            return Ok(Pushed { digest, size: bytes.len() as u64 });
         }
     }
 
@@ -112,7 +109,6 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
     let transfers = Transfers::new(options);
     let sent: Vec<Mutex<Option<Descriptor>>> = (0..count).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
-    let uploaded = AtomicUsize::new(0);
     let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL.min(count) {
@@ -139,7 +135,6 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
                         };
                         let transfer = transfers.start("push", &blob);
                         if upload(&client, store, &blob, &shown, mount_from.as_deref(), &transfer.bar)? == Upload::Sent {
-                            uploaded.fetch_add(1, Ordering::SeqCst);
                             transfer.done();
                         } else {
                             drop(transfer);
@@ -183,9 +178,8 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
         return Err(RegistryError::DigestMismatch { what: format!("manifest pushed to {shown}"), digest, actual: theirs });
     }
     super::record_repo_digest(store, &image.manifest_descriptor.digest, &dest.name, &digest)?;
-    let uploaded = uploaded.into_inner();
     note(options, format_args!("pushed {shown} ({digest}) in {:.1}s", started.elapsed().as_secs_f64()));
-    Ok(Pushed { digest, size: bytes.len() as u64, uploaded, skipped: count - uploaded })
+    Ok(Pushed { digest, size: bytes.len() as u64 })
 }
 
 /// The manifest pushed for `image` whose blobs went as `blobs` (config first): the stored

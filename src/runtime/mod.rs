@@ -58,8 +58,6 @@ pub enum RuntimeError {
     NotStarted { name: String, error: String },
     #[error("run {0:?} was not detached: its output went to the terminal that started it")]
     NoLog(String),
-    #[error("enter run {name:?}: {what}")]
-    Enter { name: String, what: String },
 }
 
 impl RuntimeError {

@@ -275,7 +275,7 @@ impl Lowerer {
                     let steps = self.steps(&spec_stage.steps, &|step| layer_ids.get(&(*index, step)).copied());
                     self.scope = None;
                     if let StageKind::Image { tags } = &spec_stage.kind {
-                        let tags = tags.iter().map(|t| Word::lit(self.expand(t))).collect();
+                        let tags = tags.iter().map(|t| self.expand(t)).collect();
                         graph.images.push(ImageTarget { stage: StageId(id), tags });
                     }
                     Stage { name: self.names[id].clone(), base, platform, steps, hidden: false, origin: self.origin(spec_stage.span) }

@@ -28,7 +28,7 @@
 //! build_args.insert("VERSION".into(), "2.0".into());
 //! let graph = spec.lower(&build_args).expect("a valid spec");
 //! assert_eq!(graph.stages.len(), 2);
-//! assert_eq!(graph.images[0].tags[0].as_literal().as_deref(), Some("hello:2.0"));
+//! assert_eq!(graph.images[0].tags[0], "hello:2.0");
 //!
 //! // The same spec, as text:
 //! let text = strata::frontend::kdl::to_kdl(&graph);
@@ -43,8 +43,7 @@ mod schema;
 
 use std::sync::Arc;
 
-pub use crate::frontend::diagnostic::{SourceError, SourceErrors};
-pub use lower::parse_word;
+pub use crate::frontend::diagnostic::SourceErrors;
 pub use print::{check as check_printable, to_kdl};
 pub use schema::{
     ArgSpec, ArgValue, CommandLine, CopySpec, HealthcheckSpec, LayerSpec, MountSpec, Network, RunSpec, Security, SourceSpec, Spec,
@@ -119,7 +118,7 @@ mod tests {
         let args = BuildArgs::from([("V".to_string(), "2".to_string())]);
         let graph = spec.lower(&args).unwrap();
         assert_eq!(graph.stages[0].base, Base::Image("busybox:2".into()));
-        assert_eq!(graph.images[0].tags[0].as_literal().as_deref(), Some("app:2"));
+        assert_eq!(graph.images[0].tags[0], "app:2");
         assert_eq!(graph.args[0].default.as_ref().and_then(|w| w.as_literal()).as_deref(), Some("1"));
     }
 

@@ -106,10 +106,9 @@ pub fn to_kdl(graph: &BuildGraph) -> String {
         let image = graph.images.iter().find(|image| image.stage == StageId(i));
         let mut head = match image {
             Some(image) => {
-                let tags: Vec<String> = image.tags.iter().map(word).collect();
+                let tags: Vec<String> = image.tags.iter().map(|tag| string(&escape_braces(tag))).collect();
                 let mut head = format!("image {}", tags.join(" "));
-                let first = image.tags.first().and_then(Word::as_literal);
-                if stage.name.is_some() && stage.name != first {
+                if stage.name.is_some() && stage.name.as_ref() != image.tags.first() {
                     let _ = write!(head, " name={}", string(stage.name.as_deref().unwrap_or_default()));
                 }
                 head
