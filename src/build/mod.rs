@@ -18,7 +18,7 @@ use crate::exec::{BuildContext, ExecCx, ExecError, ImageState, StepOutcome};
 use crate::graph::args::BuildArgs;
 use crate::graph::{Base, BuildGraph, CopyFrom, GraphError, Op, Origin, RunMount, Security, StageId, describe};
 use crate::oci::{Descriptor, Digest, ImageRef};
-use crate::store::{Store, StoreError, StoredImage};
+use crate::store::{CacheKey, Store, StoreError, StoredImage};
 
 /// What `strata build` was asked to do.
 #[derive(Debug, Default)]
@@ -59,7 +59,7 @@ pub type TriggerParser = fn(&str) -> Result<Op, String>;
 pub struct BuiltImage {
     pub manifest: Descriptor,
     /// The cache key of its last step (`--cache-to mode=min` exports its chain).
-    pub key: Digest,
+    pub key: CacheKey,
     /// The image id: the config digest.
     pub id: Digest,
     pub tags: Vec<String>,

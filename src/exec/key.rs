@@ -7,7 +7,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::oci::Digest;
+use crate::store::CacheKey;
 
 /// Bumped whenever the encoding or what goes into a key changes, so old
 /// entries simply stop matching.
@@ -46,15 +46,20 @@ impl KeyInputs {
     }
 }
 
+/// The key a chain starts from: sha256(seed) (`FROM scratch`; empty below an image's `FROM` step).
+pub fn root_key(seed: &[u8]) -> CacheKey {
+    CacheKey::from_sha256(Sha256::digest(seed).into())
+}
+
 /// key(step) = sha256(version ‖ key(parent) ‖ canonical text ‖ inputs).
-pub fn chain_key(parent: &Digest, text: &str, inputs: &[u8]) -> Digest {
+pub fn chain_key(parent: &CacheKey, text: &str, inputs: &[u8]) -> CacheKey {
     let mut hasher = Sha256::new();
     hasher.update(VERSION);
     for part in [parent.as_str().as_bytes(), text.as_bytes(), inputs] {
         hasher.update(format!("{}:", part.len()).as_bytes());
         hasher.update(part);
     }
-    Digest::from_sha256(hasher.finalize().into())
+    CacheKey::from_sha256(hasher.finalize().into())
 }
 
 #[cfg(test)]
@@ -66,14 +71,14 @@ mod tests {
         let a = KeyInputs::new().field("env", "A=1\nB").field("cwd", "/").as_bytes().to_vec();
         let b = KeyInputs::new().field("env", "A=1").field("B\ncwd", "/").as_bytes().to_vec();
         assert_ne!(a, b);
-        let parent = Digest::of(b"");
+        let parent = root_key(b"");
         assert_ne!(chain_key(&parent, "RUN a", b"b"), chain_key(&parent, "RUN ab", b""));
     }
 
     /// Keys are shared between machines and stores: a change here must be deliberate (bump VERSION).
     #[test]
     fn known_keys_stay_the_same() {
-        let parent = Digest::of(b"FROM scratch");
+        let parent = root_key(b"FROM scratch");
         let inputs = KeyInputs::new().field("cwd", "/src").list("env", &["PATH=/bin"]).as_bytes().to_vec();
         assert_eq!(
             chain_key(&parent, "RUN make", &inputs).as_str(),

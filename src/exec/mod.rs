@@ -25,9 +25,10 @@ use crate::graph::args::{self, BuildArgs};
 use crate::graph::{BuildGraph, CommandLine, CopyFrom, CopySource, Op, StageId, Word};
 use crate::oci::{self, Descriptor, Digest, HealthConfig, History, ImageConfig, RunConfig};
 use crate::store::rootfs::RootfsView;
-use crate::store::{CacheEntry, Store, StoreError, StoredImage};
+use crate::store::{CacheEntry, CacheKey, Store, StoreError, StoredImage};
 
 pub use context::BuildContext;
+use key::root_key;
 pub use key::{KeyInputs, chain_key};
 
 /// Why a step failed: lowercase, naming the path, input or step at fault;
@@ -134,7 +135,7 @@ pub struct ImageState {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
     /// The cache key of the last step.
-    pub key: Digest,
+    pub key: CacheKey,
     /// Build args in scope, with their values (not stored in the image).
     pub args: BTreeMap<String, String>,
     /// Whether CMD was set in this stage (ENTRYPOINT then keeps it).
@@ -174,7 +175,7 @@ impl ImageState {
                 ..Default::default()
             },
             layers: Vec::new(),
-            key: Digest::of(b"FROM scratch"),
+            key: root_key(b"FROM scratch"),
             args: BTreeMap::new(),
             cmd_set: false,
         }
@@ -185,7 +186,7 @@ impl ImageState {
         let mut config = image.config.clone();
         config.created = None;
         ImageState {
-            key: chain_key(&Digest::of(b""), "FROM", image.manifest_descriptor.digest.as_str().as_bytes()),
+            key: chain_key(&root_key(b""), "FROM", image.manifest_descriptor.digest.as_str().as_bytes()),
             layers: image.manifest.layers.clone(),
             config,
             args: BTreeMap::new(),

@@ -29,7 +29,7 @@ use super::client::{self, Client, Payload};
 use super::push::{self, Compression};
 use super::{Options, PARALLEL, RegistryError, Result};
 use crate::oci::{self, Descriptor, Digest, DigestWriter, History, ImageConfig, Index, Manifest, RootFs};
-use crate::store::{self, CacheEntry, SharedCache, Store, StoreError};
+use crate::store::{self, CacheEntry, CacheKey, SharedCache, Store, StoreError};
 
 /// Annotations of an entry's manifest.
 pub const ANNOTATION_KEY: &str = "dev.strata.cache.key";
@@ -40,7 +40,7 @@ pub const ANNOTATION_CREATED: &str = "dev.strata.cache.created";
 pub const ANNOTATION_EXPORTED: &str = "dev.strata.cache.exported";
 
 /// The tag of the entry for `key`.
-pub fn tag_of(key: &Digest) -> String {
+pub fn tag_of(key: &CacheKey) -> String {
     format!("sha256-{}", key.hex())
 }
 
@@ -354,9 +354,9 @@ pub struct BuildCache {
     /// Layers that could not be fetched: their entries are misses from now on.
     failed: Mutex<HashSet<Digest>>,
     /// Every step: key → (the key it follows, its entry), in order of first sight.
-    steps: Mutex<Vec<(Digest, Digest, CacheEntry)>>,
+    steps: Mutex<Vec<(CacheKey, CacheKey, CacheEntry)>>,
     /// Fast keys of COPY steps and the keys they stand for.
-    aliases: Mutex<Vec<(Digest, Digest)>>,
+    aliases: Mutex<Vec<(CacheKey, CacheKey)>>,
 }
 
 impl BuildCache {
@@ -391,12 +391,12 @@ impl BuildCache {
     }
 
     /// The entry tagged for `key` in one source; for an alias (`alias`), the entry and the key it names.
-    fn lookup_in(&self, source: usize, backend: &Backend, key: &Digest, alias: bool) -> Result<Option<(Digest, Found)>> {
+    fn lookup_in(&self, source: usize, backend: &Backend, key: &CacheKey, alias: bool) -> Result<Option<(CacheKey, Found)>> {
         let Some(bytes) = backend.manifest(&tag_of(key))? else { return Ok(None) };
         let invalid = |message: &str| RegistryError::Invalid { reference: tag_of(key), message: message.into() };
         let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| invalid(&format!("parse cache manifest: {e}")))?;
         let get = |name: &str| manifest.annotations.get(name);
-        let named = get(ANNOTATION_KEY).and_then(|k| k.parse::<Digest>().ok()).ok_or_else(|| invalid("no cache key annotation"))?;
+        let named = get(ANNOTATION_KEY).and_then(|k| k.parse::<CacheKey>().ok()).ok_or_else(|| invalid("no cache key annotation"))?;
         if (named == *key) == alias {
             return Err(invalid("the manifest names another cache key"));
         }
@@ -458,7 +458,7 @@ impl BuildCache {
     }
 
     /// The keys `--cache-to` exports: every step (max), or the chains of the images built (min).
-    fn selected(&self, mode: Mode, finals: &[Digest]) -> Vec<(Digest, CacheEntry)> {
+    fn selected(&self, mode: Mode, finals: &[CacheKey]) -> Vec<(CacheKey, CacheEntry)> {
         let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut seen = HashSet::new();
         let mut out = Vec::new();
@@ -471,7 +471,7 @@ impl BuildCache {
                 }
             }
             Mode::Min => {
-                let by_key: HashMap<Digest, (Digest, CacheEntry)> = steps.into_iter().map(|(p, k, e)| (k, (p, e))).collect();
+                let by_key: HashMap<CacheKey, (CacheKey, CacheEntry)> = steps.into_iter().map(|(p, k, e)| (k, (p, e))).collect();
                 for last in finals {
                     let mut key = last.clone();
                     while let Some((parent, entry)) = by_key.get(&key) {
@@ -490,12 +490,12 @@ impl BuildCache {
     /// Writes the entries of this build's steps to `to` (`finals`: the last
     /// keys of the images built, for `mode=min`). Entries already there are
     /// left as they are. Returns (written, already there).
-    pub fn export(&self, store: &Store, to: &CacheTo, finals: &[Digest]) -> Result<(usize, usize)> {
+    pub fn export(&self, store: &Store, to: &CacheTo, finals: &[CacheKey]) -> Result<(usize, usize)> {
         let _build = store.lock_build()?;
         let backend = Backend::open(&to.location, true, &self.options)?;
         let shown = to.location.to_string();
         let entries = self.selected(to.mode, finals);
-        let mut aliases: HashMap<Digest, Vec<Digest>> = HashMap::new();
+        let mut aliases: HashMap<CacheKey, Vec<CacheKey>> = HashMap::new();
         for (fast, key) in self.aliases.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let list = aliases.entry(key.clone()).or_default();
             if !list.contains(fast) {
@@ -566,7 +566,7 @@ impl Read for Tee {
 
 /// The bytes of an entry: its config blob and its manifest (both into the store,
 /// so an upload reads them as any blob). The same entry gives the same config.
-fn entry_objects(store: &Store, key: &Digest, entry: &CacheEntry, layer: Option<&Descriptor>, exported: &str) -> Result<Vec<u8>> {
+fn entry_objects(store: &Store, key: &CacheKey, entry: &CacheEntry, layer: Option<&Descriptor>, exported: &str) -> Result<Vec<u8>> {
     let config = ImageConfig {
         created: Some(entry.created.clone()),
         rootfs: RootFs { kind: "layers".into(), diff_ids: entry.diff_id.iter().cloned().collect() },
@@ -609,9 +609,9 @@ fn export_one(
     store: &Store,
     backend: &Backend,
     compression: Compression,
-    key: &Digest,
+    key: &CacheKey,
     entry: &CacheEntry,
-    fast: &[Digest],
+    fast: &[CacheKey],
     shown: &str,
 ) -> Result<bool> {
     let tag = tag_of(key);
@@ -686,7 +686,7 @@ fn while_links_settle(mut send: impl FnMut() -> Result<()>) -> Result<()> {
 
 impl BuildCache {
     /// The first source's entry for `key` whose layer has not failed.
-    fn find(&self, key: &Digest, alias: bool) -> Option<(Digest, CacheEntry)> {
+    fn find(&self, key: &CacheKey, alias: bool) -> Option<(CacheKey, CacheEntry)> {
         for (source, (location, backend)) in self.sources.iter().enumerate() {
             let Some(backend) = backend else { continue };
             match self.lookup_in(source, backend, key, alias) {
@@ -711,15 +711,15 @@ impl BuildCache {
 }
 
 impl SharedCache for BuildCache {
-    fn lookup(&self, key: &Digest) -> Option<CacheEntry> {
+    fn lookup(&self, key: &CacheKey) -> Option<CacheEntry> {
         self.find(key, false).map(|(_, entry)| entry)
     }
 
-    fn lookup_alias(&self, fast: &Digest) -> Option<(Digest, CacheEntry)> {
+    fn lookup_alias(&self, fast: &CacheKey) -> Option<(CacheKey, CacheEntry)> {
         self.find(fast, true)
     }
 
-    fn record_alias(&self, fast: &Digest, key: &Digest) {
+    fn record_alias(&self, fast: &CacheKey, key: &CacheKey) {
         if let Ok(mut aliases) = self.aliases.lock() {
             aliases.push((fast.clone(), key.clone()));
         }
@@ -738,7 +738,7 @@ impl SharedCache for BuildCache {
         Ok(())
     }
 
-    fn record(&self, parent: &Digest, key: &Digest, entry: &CacheEntry) {
+    fn record(&self, parent: &CacheKey, key: &CacheKey, entry: &CacheEntry) {
         if let Ok(mut steps) = self.steps.lock() {
             steps.push((parent.clone(), key.clone(), entry.clone()));
         }
@@ -899,7 +899,7 @@ mod tests {
     fn one_entry_gives_one_manifest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let key = Digest::of(b"key");
+        let key = CacheKey::from_sha256([7; 32]);
         let entry = CacheEntry { diff_id: None, size: 0, created: "1970-01-01T00:00:00Z".into() };
         let a = entry_objects(&store, &key, &entry, None, "2024-01-01T00:00:00Z").unwrap();
         let b = entry_objects(&store, &key, &entry, None, "2024-01-01T00:00:00Z").unwrap();

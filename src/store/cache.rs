@@ -4,13 +4,60 @@
 //! directory, implemented by `registry::cache`): consulted where the local
 //! cache misses, its layers fetched only when a blob is first needed.
 
+use std::fmt;
 use std::fs;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, io_err};
-use crate::oci::Digest;
+use crate::oci::{Digest, DigestError};
+
+/// A build-cache key: the hash of a step's inputs chained on the key before
+/// it (`exec::key`). Written as a digest (`sha256:<hex>`), but it names no
+/// content, so it cannot stand where a blob digest or diff_id is meant.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CacheKey(Digest);
+
+impl CacheKey {
+    /// The key whose hash is `sum`: made by the key derivation (`exec::key`) only.
+    pub(crate) fn from_sha256(sum: [u8; 32]) -> CacheKey {
+        CacheKey(Digest::from_sha256(sum))
+    }
+
+    /// The 64 hex digits (file names under `strata/cache/`, registry tags).
+    pub fn hex(&self) -> &str {
+        self.0.hex()
+    }
+
+    /// `sha256:<hex>`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// A key read back from where it was written (an alias file, a cache manifest's annotation).
+impl FromStr for CacheKey {
+    type Err = DigestError;
+
+    fn from_str(text: &str) -> std::result::Result<CacheKey, DigestError> {
+        text.parse().map(CacheKey)
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 /// What a cached step produced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,18 +74,18 @@ pub struct CacheEntry {
 /// misses, a layer blob where one is first read (`Store::ensure_blob`).
 pub trait SharedCache: Send + Sync {
     /// The entry recorded for `key` in any source; its layer is not fetched.
-    fn lookup(&self, key: &Digest) -> Option<CacheEntry>;
+    fn lookup(&self, key: &CacheKey) -> Option<CacheEntry>;
     /// Brings the layer `diff_id` of an entry `lookup` gave into `store`,
     /// uncompressed and verified against `diff_id`. An error makes that
     /// entry unusable (the caller builds again without it).
     fn fetch_layer(&self, store: &Store, diff_id: &Digest) -> Result<()>;
     /// Every step of a build, hit or built, with the key it follows (for `--cache-to`).
-    fn record(&self, parent: &Digest, key: &Digest, entry: &CacheEntry);
+    fn record(&self, parent: &CacheKey, key: &CacheKey, entry: &CacheEntry);
     /// The key and entry a fast key (a COPY's, known without reading any
     /// layer) stands for.
-    fn lookup_alias(&self, fast: &Digest) -> Option<(Digest, CacheEntry)>;
+    fn lookup_alias(&self, fast: &CacheKey) -> Option<(CacheKey, CacheEntry)>;
     /// A fast key of this build and the key it stands for (for `--cache-to`).
-    fn record_alias(&self, fast: &Digest, key: &Digest);
+    fn record_alias(&self, fast: &CacheKey, key: &CacheKey);
 }
 
 /// The attached shared cache (a newtype only for `Debug`).
@@ -60,7 +107,7 @@ impl Store {
 
     /// The entry for `key` from the shared cache, recorded locally too (its
     /// layer comes later, when `ensure_blob` first needs it).
-    pub fn shared_cache_get(&self, key: &Digest) -> Option<CacheEntry> {
+    pub fn shared_cache_get(&self, key: &CacheKey) -> Option<CacheEntry> {
         let entry = self.shared.as_ref()?.0.lookup(key)?;
         // Best effort: a lost record only costs another lookup.
         let _ = self.cache_put(key, &entry);
@@ -68,7 +115,7 @@ impl Store {
     }
 
     /// Tells the shared cache, if any, what a step gave (`--cache-to` exports it).
-    pub fn shared_cache_record(&self, parent: &Digest, key: &Digest, entry: &CacheEntry) {
+    pub fn shared_cache_record(&self, parent: &CacheKey, key: &CacheKey, entry: &CacheEntry) {
         if let Some(shared) = &self.shared {
             shared.0.record(parent, key, entry);
         }
@@ -76,8 +123,9 @@ impl Store {
 
     /// The key and entry a fast key stands for (`strata/cache-alias/<fast>`
     /// holds the key), from this store or the shared cache.
-    pub fn cache_alias_get(&self, fast: &Digest) -> Option<(Digest, CacheEntry)> {
-        let local = fs::read_to_string(self.strata_dir("cache-alias").join(fast.hex())).ok().and_then(|t| t.trim().parse::<Digest>().ok());
+    pub fn cache_alias_get(&self, fast: &CacheKey) -> Option<(CacheKey, CacheEntry)> {
+        let local =
+            fs::read_to_string(self.strata_dir("cache-alias").join(fast.hex())).ok().and_then(|t| t.trim().parse::<CacheKey>().ok());
         let found = match local {
             Some(key) => self.cache_get(&key).or_else(|| self.shared_cache_get(&key)).map(|entry| (key, entry)),
             None => None,
@@ -92,7 +140,7 @@ impl Store {
     }
 
     /// Records that `fast` stands for `key` (best effort: a lost record costs a slower lookup).
-    pub fn cache_alias_put(&self, fast: &Digest, key: &Digest) {
+    pub fn cache_alias_put(&self, fast: &CacheKey, key: &CacheKey) {
         let dir = self.strata_dir("cache-alias");
         let path = dir.join(fast.hex());
         if fs::read_to_string(&path).ok().is_none_or(|t| t.trim() != key.as_str()) {
@@ -116,7 +164,7 @@ impl Store {
     }
 
     /// The entry for `key`, if present and its layer is still in the store.
-    pub fn cache_get(&self, key: &Digest) -> Option<CacheEntry> {
+    pub fn cache_get(&self, key: &CacheKey) -> Option<CacheEntry> {
         let bytes = fs::read(self.strata_dir("cache").join(key.hex())).ok()?;
         let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
         match &entry.diff_id {
@@ -125,7 +173,7 @@ impl Store {
         }
     }
 
-    pub fn cache_put(&self, key: &Digest, entry: &CacheEntry) -> Result<()> {
+    pub fn cache_put(&self, key: &CacheKey, entry: &CacheEntry) -> Result<()> {
         let bytes = serde_json::to_vec(entry).unwrap_or_default();
         self.write_file_with(&self.strata_dir("cache").join(key.hex()), &bytes, false)
     }

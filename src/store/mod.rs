@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest};
 
 pub use blob::{BlobWriter, StoredBlob};
-pub use cache::{CacheEntry, SharedCache};
+pub use cache::{CacheEntry, CacheKey, SharedCache};
 pub use verify::{Problem, VerifyReport};
 
 /// A store error: "verb object: cause", naming the path or digest.

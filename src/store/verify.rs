@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn cache_entry_to_a_missing_layer_is_removed() {
         let (_dir, store) = store();
-        let key = Digest::of(b"key");
+        let key = crate::store::CacheKey::from_sha256([7; 32]);
         let entry = CacheEntry { diff_id: Some(Digest::of(b"gone")), size: 4, created: "2024-01-01T00:00:00Z".into() };
         store.cache_put(&key, &entry).expect("cache put");
         let found = lines(&store.verify(true).expect("verify"));
