@@ -1,5 +1,5 @@
-//! Build arguments, resolved here for the Dockerfile front end (at lowering,
-//! for `FROM`) and for the executor (at build time): `--build-arg`
+//! Build arguments, resolved here for both front ends (at lowering, for
+//! `FROM` and other read-time words) and for the executor (at build time): `--build-arg`
 //! values, the global `ARG`s declared before the first stage, BuildKit's
 //! automatic platform args and Docker's proxy args.
 

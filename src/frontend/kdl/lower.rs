@@ -14,6 +14,7 @@ use super::schema::{
 };
 use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::{SourceError, SourceErrors};
+use crate::graph::args::GlobalArgs;
 use crate::graph::{
     ArgDecl, Base, BuildGraph, CacheSettings, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageTarget, Op, Origin, Part,
     RunMount, RunOp, Stage, StageId, Word, did_you_mean,
@@ -36,13 +37,13 @@ pub(crate) fn lower_spec(spec: &Spec, build_args: &BuildArgs, source: Option<Sou
     let mut lowerer = Lowerer {
         source,
         errors: Vec::new(),
-        globals: HashMap::new(),
+        globals: GlobalArgs::empty(build_args),
         names: Vec::new(),
         declared: Vec::new(),
         scope: None,
         uses: Vec::new(),
     };
-    let graph = lowerer.lower(spec, build_args);
+    let graph = lowerer.lower(spec);
     lowerer.check_names(&graph);
     if lowerer.errors.is_empty() { Ok(graph) } else { Err(SourceErrors { errors: lowerer.errors }) }
 }
@@ -101,11 +102,11 @@ fn looks_like_image_ref(value: &str) -> bool {
     value.contains([':', '/', '@', '.'])
 }
 
-struct Lowerer {
+struct Lowerer<'a> {
     source: Option<SourceFile>,
     errors: Vec<SourceError>,
-    /// Effective values of the global args (build arg, else default).
-    globals: HashMap<String, String>,
+    /// Effective values of the global args (build arg, else default), as for a Dockerfile.
+    globals: GlobalArgs<'a>,
     /// Every stage's name, by id, for resolving references.
     names: Vec<Option<String>>,
     /// The global args declared so far, in order.
@@ -122,7 +123,7 @@ fn undeclared_ok(name: &str) -> bool {
     name == "PATH" || crate::graph::args::PROXY_ARGS.contains(&name)
 }
 
-impl Lowerer {
+impl Lowerer<'_> {
     fn origin(&self, span: Option<SourceSpan>) -> Origin {
         match (&self.source, span) {
             (Some(source), Some(span)) => Origin { file: source.name.clone(), line: source.lines.line(span.offset()) },
@@ -210,19 +211,15 @@ impl Lowerer {
 
     /// A spec's words hold only literals and `{NAME}`s, which always expand.
     fn expand_word(&self, word: &Word) -> String {
-        word.expand(&|name| self.globals.get(name).cloned()).unwrap_or_default()
+        word.expand(&|name| self.globals.get(name)).unwrap_or_default()
     }
 
-    fn lower(&mut self, spec: &Spec, build_args: &BuildArgs) -> BuildGraph {
+    fn lower(&mut self, spec: &Spec) -> BuildGraph {
         let mut graph = BuildGraph::default();
         for arg in &spec.args {
             let decl = self.arg_decl(arg);
-            let value = match build_args.get(&decl.name) {
-                Some(value) => Some(value.clone()),
-                None => decl.default.as_ref().map(|word| self.expand_word(word)),
-            };
-            if let Some(value) = value {
-                self.globals.insert(decl.name.clone(), value);
+            if let Err(e) = self.globals.declare(&decl) {
+                self.errors.push(SourceError::new(format!("arg {}: {e}", decl.name), arg.name.span, "this default"));
             }
             self.declared.push(decl.name.clone());
             graph.args.push(decl);
