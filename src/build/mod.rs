@@ -6,7 +6,7 @@
 mod progress;
 pub mod scheduler;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,7 +111,7 @@ fn interrupted() -> bool {
 pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &dyn Progress) -> Result<Vec<BuiltImage>, BuildError> {
     graph.check()?;
     let roots = graph.roots(opts.target.as_deref())?;
-    let plan = graph.plan(&roots)?;
+    let mut plan = graph.plan(&roots)?;
     if !opts.allow_insecure {
         for id in &plan {
             let stage = &graph.stages[id.0];
@@ -132,10 +132,29 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
     let build_args = with_target_stage(graph, &roots, &opts.build_args);
     let context = BuildContext::open(&opts.context, opts.ignore_file.as_deref())?;
     let _build_lock = store.lock_build()?;
-    let bases = resolve_bases(store, graph, &plan, opts)?;
+    let mut bases = resolve_bases(store, graph, &plan, opts)?;
+    // Stages a base's ONBUILD triggers name join the plan, built before the stage that runs them (BuildKit's new deps).
+    let mut deps: HashMap<StageId, BTreeSet<StageId>> = HashMap::new();
+    while let Some(id) = plan.iter().copied().find(|id| !deps.contains_key(id)) {
+        let mut needs = graph.dependencies(id);
+        let named = trigger_stages(store, graph, opts, &bases, id);
+        if !named.is_subset(&plan.iter().copied().collect()) {
+            let wanted: Vec<StageId> = plan.iter().chain(&named).copied().collect();
+            plan = graph.plan(&wanted)?;
+            bases.extend(resolve_bases(store, graph, &plan, opts)?);
+            if !opts.allow_insecure {
+                for id in &plan {
+                    for step in &graph.stages[id.0].steps {
+                        check_security(graph, &step.op, opts, &graph.stage_label(*id), &step.origin)?;
+                    }
+                }
+            }
+        }
+        needs.extend(named);
+        deps.insert(id, needs);
+    }
     let results: Mutex<HashMap<StageId, Arc<ImageState>>> = Mutex::new(HashMap::new());
     let finished = |id: StageId| results.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-    let deps = plan.iter().map(|id| (*id, graph.dependencies(*id))).collect();
     let cx_parts: CxParts = (&context, &finished, &build_args, epoch);
     scheduler::run(deps, opts.jobs.max(1), |id| {
         let state = build_stage(store, graph, opts, progress, cx_parts, &bases, id)?;
@@ -370,9 +389,79 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions
             source: Box::new(source),
         };
         let parse = opts.onbuild.ok_or_else(|| step_error(ExecError::NoTriggerReader))?;
-        let op = parse(&trigger).map_err(|reason| step_error(ExecError::BadTrigger(reason)))?;
+        let op = trigger_in_graph(cx.graph, parse(&trigger).map_err(|reason| step_error(ExecError::BadTrigger(reason)))?);
         check_security(cx.graph, &op, opts, stage, &origin)?;
         state.execute(cx, &op).map_err(step_error)?;
     }
     Ok(())
+}
+
+/// A trigger's `--from` (COPY, or a RUN bind mount) names a stage of the spec
+/// that runs it when one has that name or index, as in BuildKit; else an image.
+fn trigger_in_graph(graph: &BuildGraph, mut op: Op) -> Op {
+    let to_stage = |from: &mut Option<CopyFrom>| {
+        if let Some(CopyFrom::Image(name)) = from
+            && let Some(id) = graph.find_stage(name)
+        {
+            *from = Some(CopyFrom::Stage(id));
+        }
+    };
+    match &mut op {
+        Op::Copy(copy) => to_stage(&mut copy.from),
+        Op::Run(run) => {
+            for mount in &mut run.mounts {
+                if let RunMount::Bind { from, .. } = mount {
+                    to_stage(from);
+                }
+            }
+        }
+        _ => {}
+    }
+    op
+}
+
+/// The stages named by the ONBUILD triggers stage `id` runs: those of its base
+/// image, or the ONBUILD steps of its base stage. A trigger that does not
+/// parse, or a base not found, names none here; running it reports the error.
+fn trigger_stages(
+    store: &Store,
+    graph: &BuildGraph,
+    opts: &BuildOptions,
+    bases: &HashMap<String, StoredImage>,
+    id: StageId,
+) -> BTreeSet<StageId> {
+    let triggers: Vec<String> = match &graph.stages[id.0].base {
+        Base::Scratch => Vec::new(),
+        Base::Stage(base) => graph.stages[base.0]
+            .steps
+            .iter()
+            .filter_map(|step| match &step.op {
+                Op::Onbuild(trigger) => Some(trigger.clone()),
+                _ => None,
+            })
+            .collect(),
+        Base::Image(name) => {
+            let image = bases.get(name).cloned().or_else(|| store.resolve(name).ok());
+            image.and_then(|image| ImageState::from_image(&image).config.config.on_build).unwrap_or_default()
+        }
+    };
+    let mut named = BTreeSet::new();
+    for trigger in triggers {
+        let Some(Ok(op)) = opts.onbuild.map(|parse| parse(&trigger)) else { continue };
+        match trigger_in_graph(graph, op) {
+            Op::Copy(copy) => named.extend(match copy.from {
+                Some(CopyFrom::Stage(stage)) => Some(stage),
+                _ => None,
+            }),
+            Op::Run(run) => {
+                for mount in run.mounts {
+                    if let RunMount::Bind { from: Some(CopyFrom::Stage(stage)), .. } = mount {
+                        named.insert(stage);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    named
 }

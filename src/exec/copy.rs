@@ -219,7 +219,8 @@ impl LayerPlan {
         }
         .into_os_string();
         let dest_exists_as_dir = req.below.and_then(|v| v.lookup(Path::new(&dest_rel))).is_some_and(|real| real.is_dir());
-        // A wildcard that matches one file copies it to the destination path, as Docker does.
+        // A wildcard that matches one file copies it to the destination path, as Docker does;
+        // one that matches several makes the destination a folder, as in BuildKit (one source path).
         let mut matched = 0;
         for source in &req.sources {
             matched += match source {
@@ -231,7 +232,7 @@ impl LayerPlan {
             };
         }
         let dest_is_dir = req.dest.ends_with('/') || req.dest.ends_with("/.") || matched > 1 || dest_exists_as_dir || dest_rel.is_empty();
-        if matched > 1 && !(req.dest.ends_with('/') || dest_exists_as_dir || dest_rel.is_empty()) {
+        if req.sources.len() > 1 && matched > 1 && !(req.dest.ends_with('/') || dest_exists_as_dir || dest_rel.is_empty()) {
             return Err(ExecError::DestinationNotDirectory(req.dest.clone()));
         }
         let owner = req.owner.unwrap_or((0, 0));
@@ -307,6 +308,9 @@ impl LayerPlan {
         } else if ft.is_file() {
             let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
             Content::File { real: real.to_path_buf(), size: meta.len(), inode }
+        } else if ft.is_socket() {
+            // BuildKit's context transfer turns a socket into an empty regular file.
+            Content::Inline(Vec::new())
         } else {
             let kind = if ft.is_char_device() {
                 tar::EntryType::Char
@@ -352,6 +356,17 @@ impl LayerPlan {
             .prefix("add-")
             .tempdir_in(scratch_in)
             .map_err(|e| ExecError::io("create temp dir in", scratch_in, e))?;
+        // An entry under a symlink of the image lands at the link's target, as BuildKit unpacks
+        // onto the image's tree; the entry's own name is replaced, never followed.
+        let place = |rel: &Path| -> Result<OsString, ExecError> {
+            let path = PathBuf::from(join_dest(dest, rel));
+            match (req.below, path.parent(), path.file_name()) {
+                (Some(view), Some(parent), Some(name)) => {
+                    Ok(resolve_in_image(view, parent, &path.to_string_lossy())?.join(name).into_os_string())
+                }
+                _ => Ok(path.into_os_string()),
+            }
+        };
         let mut archive = tar::Archive::new(reader);
         for (n, entry) in archive.entries().map_err(bad)?.enumerate() {
             let mut entry = entry.map_err(bad)?;
@@ -360,7 +375,7 @@ impl LayerPlan {
             if rel.as_os_str().is_empty() {
                 continue;
             }
-            let path = join_dest(dest, &rel);
+            let path = place(&rel)?;
             let h = entry.header();
             let mut attrs = Attrs {
                 mode: h.mode().map_err(bad)? & 0o7777,
@@ -382,7 +397,7 @@ impl LayerPlan {
                 tar::EntryType::Symlink => Content::Symlink(link()?),
                 tar::EntryType::Link => {
                     let target = clean_layer_path(Path::new(&link()?)).ok_or_else(|| escape("hard link", &raw))?;
-                    Content::Hardlink(join_dest(dest, &target))
+                    Content::Hardlink(place(&target)?)
                 }
                 t @ (tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo) => Content::Special {
                     kind: t,
