@@ -69,6 +69,8 @@ pub enum ExecError {
     NotBuilt(String),
     #[error("RUN has no command")]
     NoCommand,
+    #[error("--mount: {0}")]
+    BadMount(String),
     #[error("secret {0:?} is required but was not given (--secret id={0},src=PATH)")]
     MissingSecret(String),
     #[error("encode {what}")]

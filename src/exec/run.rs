@@ -75,8 +75,9 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     // Every mount enters the key; a bind mount by what it shows: the context's
     // files by content and metadata, another stage or image by its key. Cache
     // and secret mounts by their names only, by design (as in BuildKit).
+    let mounts = expand_mounts(state, run)?;
     let mut binds = Vec::new();
-    for mount in &run.mounts {
+    for mount in &mounts {
         match mount {
             RunMount::Cache { id, target, readonly, sharing, file } => {
                 inputs.field("mount", "cache").field("id", id).field("target", target).field("readonly", flag(*readonly));
@@ -106,12 +107,35 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
                     inputs.field("size", size.to_string());
                 }
             }
+            RunMount::Unexpanded { .. } => unreachable!("expand_mounts reads every mount"),
         }
     }
     let command_shown = argv.join(" ");
     state.commit(cx, text, inputs.as_bytes(), |state| {
-        run_in_sandbox(state, cx, run, binds, &argv, env, &cwd, &user, &command_shown).map(Some)
+        run_in_sandbox(state, cx, run, &mounts, binds, &argv, env, &cwd, &user, &command_shown).map(Some)
     })
+}
+
+/// The step's mounts, each option naming a variable expanded as BuildKit
+/// does: with the stage's ENV and build args (what the key and the step see).
+fn expand_mounts(state: &ImageState, run: &RunOp) -> Result<Vec<RunMount>, ExecError> {
+    let mut mounts = Vec::new();
+    for mount in &run.mounts {
+        let RunMount::Unexpanded { fields, from } = mount else {
+            mounts.push(mount.clone());
+            continue;
+        };
+        let mut expanded = Vec::new();
+        for (key, value) in fields {
+            expanded.push((key.clone(), value.as_ref().map(|word| state.expand(word)).transpose()?));
+        }
+        let (mount, _) = crate::graph::parse_mount(&expanded).map_err(ExecError::BadMount)?;
+        mounts.push(match mount {
+            RunMount::Bind { source, target, rw, .. } => RunMount::Bind { from: from.clone(), source, target, rw },
+            mount => mount,
+        });
+    }
+    Ok(mounts)
 }
 
 /// The heredoc of `run` and its body, if the body is to run as a file.
@@ -273,6 +297,7 @@ fn run_in_sandbox(
     state: &ImageState,
     cx: &ExecCx,
     run: &RunOp,
+    run_mounts: &[RunMount],
     binds: Vec<BindSource>,
     argv: &[String],
     env: Vec<String>,
@@ -290,7 +315,7 @@ fn run_in_sandbox(
     // Held until the step ends: the cache mounts' locks.
     let mut cache_locks = Vec::new();
     let mut binds = binds.into_iter();
-    for mount in &run.mounts {
+    for mount in run_mounts {
         match mount {
             RunMount::Cache { id, target, readonly, sharing, file } => {
                 let (cache_dir, lock) = cache_folder(cx.store, id, *sharing)?;
@@ -356,6 +381,7 @@ fn run_in_sandbox(
                 None => {}
             },
             RunMount::Tmpfs { target, size } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd), size: *size }),
+            RunMount::Unexpanded { .. } => unreachable!("expand_mounts reads every mount"),
         }
     }
     if let Some((heredoc, body)) = executable_heredoc(run) {

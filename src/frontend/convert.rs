@@ -192,6 +192,19 @@ fn mount(graph: &BuildGraph, mount: &RunMount) -> String {
         }
         RunMount::Tmpfs { target, size: None } => format!("type=tmpfs,target={target}"),
         RunMount::Tmpfs { target, size: Some(size) } => format!("type=tmpfs,target={target},size={size}"),
+        RunMount::Unexpanded { fields, from } => {
+            let mut options: Vec<String> = fields
+                .iter()
+                .filter(|(key, _)| key != "from")
+                .map(|(key, value)| value.as_ref().map_or_else(|| key.clone(), |v| format!("{key}={v}")))
+                .collect();
+            match from {
+                Some(CopyFrom::Stage(id)) => options.push(format!("from={}", graph.stage_label(*id))),
+                Some(CopyFrom::Image(image)) => options.push(format!("from={image}")),
+                None => {}
+            }
+            options.join(",")
+        }
     }
 }
 

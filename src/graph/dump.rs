@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Base, BuildGraph, CommandLine, CopyFrom, CopySource, Op, RunMount};
+use super::{Base, BuildGraph, CommandLine, CopyFrom, CopySource, Op};
 
 /// The graph as pretty JSON, stable for golden tests.
 pub fn to_json(graph: &BuildGraph) -> String {
@@ -37,9 +37,7 @@ pub fn to_dot(graph: &BuildGraph) -> String {
                 Op::Copy(copy) => from_stages.extend(stage_of(copy.from.as_ref())),
                 Op::Run(run) => {
                     for mount in &run.mounts {
-                        if let RunMount::Bind { from, .. } = mount {
-                            from_stages.extend(stage_of(from.as_ref()));
-                        }
+                        from_stages.extend(stage_of(mount.from()));
                     }
                 }
                 Op::LinkLayers { stage, .. } => from_stages.push(stage.0),

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod dump;
+mod mount;
 mod word;
 
 use std::collections::BTreeSet;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use dump::{describe, to_dot, to_json};
+pub use mount::{mount_fields, parse_mount};
 pub use word::{ExpandError, Part, Word};
 
 /// Index of a stage in [`BuildGraph::stages`].
@@ -261,6 +263,20 @@ pub enum RunMount {
         #[serde(skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
     },
+    /// Options naming a variable (`target=$DIR`): as BuildKit, expanded with
+    /// the stage's ENV and build args when the step runs, then read by
+    /// [`parse_mount`]. `from=` is never expanded, so it is resolved already.
+    Unexpanded { fields: Vec<(String, Option<Word>)>, from: Option<CopyFrom> },
+}
+
+impl RunMount {
+    /// The stage or image a bind mount reads (`from=`).
+    pub fn from(&self) -> Option<&CopyFrom> {
+        match self {
+            RunMount::Bind { from, .. } | RunMount::Unexpanded { from, .. } => from.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// A cache mount's `sharing=`, as BuildKit: steps running at once use one
@@ -449,7 +465,7 @@ impl BuildGraph {
                 }
                 Op::Run(run) => {
                     for mount in &run.mounts {
-                        if let RunMount::Bind { from: Some(CopyFrom::Stage(from)), .. } = mount {
+                        if let Some(CopyFrom::Stage(from)) = mount.from() {
                             deps.insert(*from);
                         }
                     }

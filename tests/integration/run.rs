@@ -139,6 +139,28 @@ fn directories_made_for_nested_mount_targets_stay_out_of_the_layer() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn a_variable_in_a_mount_option_is_read_when_the_step_runs() {
+    if !require_root("a_variable_in_a_mount_option_is_read_when_the_step_runs") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let dockerfile = "FROM busybox:latest\nARG KIND=nfs\nRUN --mount=type=$KIND,target=/m touch /m/x && [ -f /m/x ]\n";
+    // The default names no mount type: the step fails, naming its line and the expanded value.
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    let out = store.strata().args(["build", "--progress", "plain"]).arg(ctx.path()).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("Dockerfile:3") && stderr.contains("\"nfs\""), "{stderr}");
+    // A build arg gives a type that lets the command write at the target.
+    build_with(&store, &[], dockerfile, "mount-kind", &["--build-arg", "KIND=tmpfs"]);
+    // An unset variable leaves no target: refused, not mounted over the root.
+    let ctx = context(&[("Dockerfile", "FROM busybox:latest\nRUN --mount=type=cache,target=$UNSET true\n")]);
+    let out = store.strata().args(["build", "--progress", "plain"]).arg(ctx.path()).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("Dockerfile:2") && stderr.contains("needs target="), "{stderr}");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn a_bind_mount_is_read_only_by_default() {
     if !require_root("a_bind_mount_is_read_only_by_default") {
         return;

@@ -181,4 +181,17 @@ mod tests {
         let Op::Copy(copy) = &g.stages[0].steps[0].op else { panic!() };
         assert_eq!(copy.sources, [CopySource::Inline { name: "EOF".into(), content: crate::graph::Word::lit("$X\n") }]);
     }
+
+    #[test]
+    fn a_mount_naming_a_variable_is_read_when_the_step_runs() {
+        let g = graph("FROM a AS src\nFROM a\nRUN --mount=type=cache,target=/c --mount=type=bind,from=src,target=$AT,ro true\n");
+        let Op::Run(run) = &g.stages[1].steps[0].op else { panic!("not a RUN") };
+        assert!(matches!(&run.mounts[0], crate::graph::RunMount::Cache { target, .. } if target == "/c"));
+        let crate::graph::RunMount::Unexpanded { fields, from } = &run.mounts[1] else { panic!("{:?}", run.mounts[1]) };
+        assert_eq!(from, &Some(CopyFrom::Stage(crate::graph::StageId(0))));
+        let shown: Vec<String> =
+            fields.iter().map(|(k, v)| format!("{k}={}", v.as_ref().map(|v| v.to_string()).unwrap_or_default())).collect();
+        assert_eq!(shown, ["type=bind", "from=src", "target=${AT}", "ro="]);
+        assert!(g.dependencies(crate::graph::StageId(1)).contains(&crate::graph::StageId(0)));
+    }
 }

@@ -22,6 +22,11 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
                 Op::Run(run) if run.mounts.iter().any(has_buildkit_options) => {
                     return Err("a RUN --mount with sharing, mode, uid, gid or size, which a spec cannot express yet".into());
                 }
+                Op::Run(run) if run.mounts.iter().any(|m| matches!(m, RunMount::Unexpanded { .. })) => {
+                    return Err(
+                        "a RUN --mount option naming a variable, which a spec reads when it is lowered, not when the step runs".into()
+                    );
+                }
                 Op::Copy(copy) => {
                     for source in &copy.sources {
                         match source {
@@ -66,7 +71,7 @@ fn has_buildkit_options(mount: &RunMount) -> bool {
         RunMount::Cache { sharing, file, .. } => !sharing.is_shared() || !file.is_unset(),
         RunMount::Secret { file, .. } => !file.is_unset(),
         RunMount::Tmpfs { size, .. } => size.is_some(),
-        RunMount::Bind { .. } => false,
+        RunMount::Bind { .. } | RunMount::Unexpanded { .. } => false,
     }
 }
 
@@ -328,6 +333,14 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
             text
         }
         RunMount::Tmpfs { target, .. } => format!("mount type=\"tmpfs\" target={}", string(&escape_braces(target))),
+        // `check` refuses these; the options as written.
+        RunMount::Unexpanded { fields, .. } => {
+            let mut text = String::from("mount");
+            for (key, value) in fields {
+                let _ = write!(text, " {key}={}", value.as_ref().map_or_else(|| "#true".to_string(), |v| string(&v.to_string())));
+            }
+            text
+        }
     }
 }
 
