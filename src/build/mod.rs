@@ -332,7 +332,7 @@ fn resolve_bases(
                 }
                 Op::Run(run) => {
                     for mount in &run.mounts {
-                        if let RunMount::Bind { from: Some(CopyFrom::Image(name)), .. } = mount {
+                        if let Some(CopyFrom::Image(name)) = mount.from() {
                             names.push((name, &step.origin));
                         }
                     }
@@ -410,7 +410,7 @@ fn trigger_in_graph(graph: &BuildGraph, mut op: Op) -> Op {
         Op::Copy(copy) => to_stage(&mut copy.from),
         Op::Run(run) => {
             for mount in &mut run.mounts {
-                if let RunMount::Bind { from, .. } = mount {
+                if let RunMount::Bind { from, .. } | RunMount::Unexpanded { from, .. } = mount {
                     to_stage(from);
                 }
             }
@@ -454,9 +454,9 @@ fn trigger_stages(
                 _ => None,
             }),
             Op::Run(run) => {
-                for mount in run.mounts {
-                    if let RunMount::Bind { from: Some(CopyFrom::Stage(stage)), .. } = mount {
-                        named.insert(stage);
+                for mount in &run.mounts {
+                    if let Some(CopyFrom::Stage(stage)) = mount.from() {
+                        named.insert(*stage);
                     }
                 }
             }

@@ -384,6 +384,24 @@ fn onbuild_copy_reads_the_child_build_context() {
     assert!(config.get("OnBuild").is_none_or(|o| o.is_null() || o == &serde_json::json!([])), "triggers are consumed: {config}");
 }
 
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn onbuild_mount_from_a_stage_with_a_variable_target_builds_that_stage_first() {
+    if !require_root("onbuild_mount_from_a_stage_with_a_variable_target_builds_that_stage_first") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let parent =
+        context(&[("Dockerfile", "FROM busybox:latest\nENV IN=/in\nONBUILD RUN --mount=from=input,target=$IN cp $IN/value /copied\n")]);
+    store.build(parent.path(), &["-t", "onbuild-mount-var"]);
+    // `input` is named only by the parent's trigger: the child's plan gains it.
+    let child = context(&[("Dockerfile", "FROM busybox:latest AS input\nRUN echo -n stage-value > /value\nFROM onbuild-mount-var\n")]);
+    store.build(child.path(), &["-t", "onbuild-mount-var-child"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("onbuild-mount-var-child:latest", unpacked.path());
+    assert_eq!(read(&root.join("copied")), "stage-value");
+}
+
 // ---- the cache ----
 
 #[test]
