@@ -22,6 +22,8 @@ pub enum Payload<'a> {
     Bytes(&'a [u8]),
     /// A file's whole content, with its length sent as Content-Length; the bar counts what is sent.
     File(&'a std::path::Path, &'a indicatif::ProgressBar),
+    /// Bytes made as they are sent (chunked): sent once, so a retry of it fails.
+    Stream(std::sync::Mutex<Option<Box<dyn std::io::Read + Send>>>),
 }
 
 impl Payload<'_> {
@@ -35,6 +37,11 @@ impl Payload<'_> {
                 // Every attempt sends the whole file again.
                 bar.set_position(0);
                 (SendBody::from_owned_reader(bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, file))), Some(len))
+            }
+            Payload::Stream(reader) => {
+                let reader = reader.lock().ok().and_then(|mut r| r.take());
+                let reader = reader.ok_or_else(|| std::io::Error::other("a streamed body cannot be sent twice"))?;
+                (SendBody::from_owned_reader(reader), None)
             }
         })
     }

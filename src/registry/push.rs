@@ -9,7 +9,7 @@
 //! digest stays the one the source registry gave it.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -22,7 +22,7 @@ use super::client::{self, Client, Payload};
 use super::progress::Transfers;
 use super::{Options, PARALLEL, RegistryError, Result, note};
 use crate::oci::{self, Descriptor, Digest, ImageRef, Manifest};
-use crate::store::{Store, StoreError, StoredImage};
+use crate::store::{Store, StoreError, StoredBlob, StoredImage};
 
 /// How uncompressed local layers are sent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -128,7 +128,22 @@ pub fn push(store: &Store, source: &str, dest: &ImageRef, compression: Compressi
                             let layer = &image.manifest.layers[i - 1];
                             let diff_id = &image.config.rootfs.diff_ids[i - 1];
                             if is_uncompressed(&layer.media_type) && compression != Compression::None {
-                                compressed(store, layer, diff_id, compression)?
+                                match remembered(store, diff_id, compression) {
+                                    Some(known) => known,
+                                    None => {
+                                        // Compressed while it is sent; where the registry will not take a
+                                        // stream, compressed into the store first and sent as a file.
+                                        let transfer = transfers.start("push", layer);
+                                        match stream_compressed(&client, store, layer, diff_id, compression, &shown, &transfer.bar) {
+                                            Ok(blob) => {
+                                                transfer.done();
+                                                return Ok(blob);
+                                            }
+                                            Err(e @ RegistryError::Store(_)) => return Err(e),
+                                            Err(_) => compressed(store, layer, diff_id, compression)?,
+                                        }
+                                    }
+                                }
                             } else {
                                 layer.clone()
                             }
@@ -249,39 +264,153 @@ fn remembered(store: &Store, diff_id: &Digest, compression: Compression) -> Opti
 
 /// The compressed form of an uncompressed layer: remembered, else made into the store now.
 pub(super) fn compressed(store: &Store, layer: &Descriptor, diff_id: &Digest, compression: Compression) -> Result<Descriptor> {
-    let (suffix, media_type) = match compression {
-        Compression::Gzip => ("gzip", oci::MEDIA_LAYER_GZIP),
-        Compression::Zstd => ("zstd", oci::MEDIA_LAYER_ZSTD),
-        Compression::None => return Ok(layer.clone()),
-    };
+    if compression == Compression::None {
+        return Ok(layer.clone());
+    }
     if let Some(known) = remembered(store, diff_id, compression) {
         return Ok(known);
     }
-    let dir = store.strata_dir("compressed");
-    let record = dir.join(format!("{}.{suffix}", diff_id.hex()));
+    let blob = make_compressed(store, layer, compression, io::sink(), &ProgressBar::hidden())?;
+    remember(store, diff_id, compression, blob)
+}
+
+/// Compresses the local layer `layer` into a new store blob, writing the same bytes to `sink`;
+/// `bar` counts the uncompressed bytes read.
+fn make_compressed(store: &Store, layer: &Descriptor, compression: Compression, sink: impl Write, bar: &ProgressBar) -> Result<StoredBlob> {
     let io_err = |action: &'static str| {
         let path = store.blob_path(&layer.digest);
         move |source: io::Error| StoreError::Io { action, path, source }
     };
-    let mut input = BufReader::with_capacity(1 << 20, store.open_blob(&layer.digest)?);
-    let mut writer = store.blob_writer()?;
-    let writer = match compression {
+    let mut input = bar.wrap_read(BufReader::with_capacity(1 << 20, store.open_blob(&layer.digest)?));
+    let mut both = Tee(store.blob_writer()?, sink);
+    match compression {
         Compression::Gzip => {
-            oci::gzip::compress(&mut input, &mut writer).map_err(io_err("compress"))?;
-            writer
+            oci::gzip::compress(&mut input, &mut both).map_err(io_err("compress"))?;
         }
         _ => {
-            let mut encoder = zstd::stream::write::Encoder::new(writer, 3).map_err(io_err("compress"))?;
+            let mut encoder = zstd::stream::write::Encoder::new(&mut both, 3).map_err(io_err("compress"))?;
             io::copy(&mut input, &mut encoder).map_err(io_err("compress"))?;
-            encoder.finish().map_err(io_err("compress"))?
+            encoder.finish().map_err(io_err("compress"))?;
         }
+    }
+    let Tee(writer, _) = both;
+    Ok(writer.commit(None)?)
+}
+
+/// Records `blob` as the `compression` form of the layer `diff_id`; its descriptor.
+fn remember(store: &Store, diff_id: &Digest, compression: Compression, blob: StoredBlob) -> Result<Descriptor> {
+    let (suffix, media_type) = match compression {
+        Compression::Zstd => ("zstd", oci::MEDIA_LAYER_ZSTD),
+        _ => ("gzip", oci::MEDIA_LAYER_GZIP),
     };
-    let blob = writer.commit(None)?;
     let descriptor =
         Descriptor { media_type: media_type.into(), digest: blob.digest, size: blob.size, annotations: BTreeMap::new(), platform: None };
+    let dir = store.strata_dir("compressed");
     std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { action: "create", path: dir.clone(), source })?;
-    store.write_file(&record, &oci::to_blob(&descriptor))?;
+    store.write_file(&dir.join(format!("{}.{suffix}", diff_id.hex())), &oci::to_blob(&descriptor))?;
     Ok(descriptor)
+}
+
+/// Writes every byte to both.
+struct Tee<A, B>(A, B);
+
+impl<A: Write, B: Write> Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(buf)?;
+        self.1.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
+}
+
+/// The compressing thread's end of a stream to the upload: a few chunks in flight.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf.to_vec()).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped reading"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The upload's end: ends when the compressing thread drops its writer.
+struct ChannelReader {
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.chunks.recv() {
+                Ok(next) => (self.chunk, self.at) = (next, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Compresses a local layer while a chunked PATCH sends it, keeping the compressed
+/// copy in the store; once both end, the digest is known and the upload is closed
+/// with it, and the pair is remembered. A compression that fails ends the stream
+/// early and the upload is never closed, so the registry keeps nothing.
+fn stream_compressed(
+    client: &Client,
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    compression: Compression,
+    shown: &str,
+    bar: &ProgressBar,
+) -> Result<Descriptor> {
+    let what = format!("push layer {diff_id} to {shown}");
+    let location = |response: &ureq::http::Response<ureq::Body>| {
+        client::header(response, "location")
+            .map(|l| client.url(l))
+            .ok_or_else(|| RegistryError::Request { what: what.clone(), message: "the registry gave no upload location".into() })
+    };
+    let mut started = client.send(Method::POST, &client.repo_url("blobs/uploads/"), &[], &Payload::Empty)?;
+    if started.status() != StatusCode::ACCEPTED {
+        return Err(status_error(&mut started, client, &what));
+    }
+    let upload_url = location(&started)?;
+    let (sender, chunks) = std::sync::mpsc::sync_channel(8);
+    let (made, patched) = std::thread::scope(|scope| {
+        let making = scope.spawn(|| make_compressed(store, layer, compression, ChannelWriter(sender), bar));
+        let reader: Box<dyn io::Read + Send> = Box::new(ChannelReader { chunks, chunk: Vec::new(), at: 0 });
+        let body = Payload::Stream(Mutex::new(Some(reader)));
+        let patched = client.send(Method::PATCH, &upload_url, &[("content-type", "application/octet-stream")], &body);
+        // The reader goes with the body: a compressor still writing stops.
+        drop(body);
+        (making.join(), patched)
+    });
+    // The upload's error first: a compressor that failed because the upload stopped reading says less.
+    let mut patched = patched?;
+    let blob = made.map_err(|_| RegistryError::Request { what: what.clone(), message: "the compressing thread panicked".into() })??;
+    if patched.status() != StatusCode::ACCEPTED {
+        return Err(status_error(&mut patched, client, &what));
+    }
+    let upload_url = location(&patched)?;
+    let separator = if upload_url.contains('?') { '&' } else { '?' };
+    let put_url = format!("{upload_url}{separator}digest={}", blob.digest.as_str().replace(':', "%3A"));
+    let mut put = client.send(Method::PUT, &put_url, &[("content-type", "application/octet-stream")], &Payload::Empty)?;
+    if put.status() != StatusCode::CREATED {
+        return Err(status_error(&mut put, client, &what));
+    }
+    remember(store, diff_id, compression, blob)
 }
 
 /// How a blob reached the registry.
