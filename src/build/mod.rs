@@ -153,6 +153,7 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
         needs.extend(named);
         deps.insert(id, needs);
     }
+    refuse_cycles(graph, &deps)?;
     let results: Mutex<HashMap<StageId, Arc<ImageState>>> = Mutex::new(HashMap::new());
     let finished = |id: StageId| results.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
     let cx_parts: CxParts = (&context, &finished, &build_args, epoch);
@@ -354,6 +355,28 @@ fn resolve_bases(
         }
     }
     Ok(resolved)
+}
+
+/// Refuses stages that wait on each other through ONBUILD triggers (a cycle
+/// of the spec's own is refused by `plan`), naming the stages of one cycle.
+fn refuse_cycles(graph: &BuildGraph, deps: &HashMap<StageId, BTreeSet<StageId>>) -> Result<(), GraphError> {
+    let mut left: BTreeSet<StageId> = deps.keys().copied().collect();
+    while let Some(free) = left.iter().copied().find(|id| deps[id].iter().all(|dep| !left.contains(dep))) {
+        left.remove(&free);
+    }
+    let Some(&start) = left.first() else { return Ok(()) };
+    // Every stage left waits on another one left: follow them until one repeats.
+    let mut path = vec![start];
+    loop {
+        let last = path[path.len() - 1];
+        let next = deps[&last].iter().copied().find(|dep| left.contains(dep)).unwrap_or(start);
+        if let Some(at) = path.iter().position(|id| *id == next) {
+            let mut cycle: Vec<String> = path[at..].iter().map(|id| graph.stage_label(*id)).collect();
+            cycle.push(graph.stage_label(next));
+            return Err(GraphError::Cycle(cycle));
+        }
+        path.push(next);
+    }
 }
 
 /// Refuses `RUN --security=insecure` unless the build allows `security.insecure`, naming the step.

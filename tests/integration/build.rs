@@ -402,6 +402,17 @@ fn onbuild_mount_from_a_stage_with_a_variable_target_builds_that_stage_first() {
     assert_eq!(read(&root.join("copied")), "stage-value");
 }
 
+#[test]
+fn an_onbuild_trigger_naming_the_stage_that_runs_it_is_a_cycle() {
+    let store = TestStore::with_busybox();
+    let parent = context(&[("Dockerfile", "FROM busybox:latest\nONBUILD COPY --from=child /bin/sh /copied\n")]);
+    store.build(parent.path(), &["-t", "onbuild-loop"]);
+    let child = context(&[("Dockerfile", "FROM onbuild-loop AS child\n")]);
+    let out = store.strata().arg("build").arg(child.path()).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("cycle: child -> child"), "{stderr}");
+}
+
 // ---- the cache ----
 
 #[test]
