@@ -97,8 +97,15 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
                 };
                 binds.push(bind);
             }
-            RunMount::Secret { id, target, required, file } => {
-                inputs.field("mount", "secret").field("id", id).field("target", target).field("required", flag(*required));
+            RunMount::Secret { id, target, env, required, file } => {
+                inputs.field("mount", "secret").field("id", id).field("required", flag(*required));
+                if let Some(target) = target {
+                    inputs.field("target", target);
+                }
+                // The variable's name, never the secret's content.
+                if let Some(env) = env {
+                    inputs.field("env", env);
+                }
                 file_inputs(&mut inputs, file);
             }
             RunMount::Tmpfs { target, size } => {
@@ -300,7 +307,7 @@ fn run_in_sandbox(
     run_mounts: &[RunMount],
     binds: Vec<BindSource>,
     argv: &[String],
-    env: Vec<String>,
+    mut env: Vec<String>,
     cwd: &str,
     user: &str,
     shown: &str,
@@ -367,13 +374,21 @@ fn run_in_sandbox(
                     None => mounts.push(SandboxMount::Layers { lowerdirs, target, scratch }),
                 }
             }
-            RunMount::Secret { id, target, required, file } => match cx.secrets.get(id) {
+            RunMount::Secret { id, target, env: name, required, file } => match cx.secrets.get(id) {
                 Some(src) => {
-                    // A copy in the step's own folder carries the mode and owner BuildKit gives (0400 root).
-                    let source = dir.0.join(format!("secret-{}", mounts.len()));
-                    fs::copy(src, &source).map_err(|e| ExecError::io("open secret", src, e))?;
-                    set_file_attrs(&source, file, 0o400)?;
-                    mounts.push(SandboxMount::Bind { source, target: absolute(target, cwd), readonly: true });
+                    if let Some(name) = name {
+                        // In the command's environment only: the image's config, its history and the key never see it.
+                        let value = fs::read_to_string(src).map_err(|e| ExecError::io("read secret", src, e))?;
+                        env.retain(|entry| entry.split_once('=').is_none_or(|(key, _)| key != name));
+                        env.push(format!("{name}={value}"));
+                    }
+                    if let Some(target) = target {
+                        // A copy in the step's own folder carries the mode and owner BuildKit gives (0400 root).
+                        let source = dir.0.join(format!("secret-{}", mounts.len()));
+                        fs::copy(src, &source).map_err(|e| ExecError::io("open secret", src, e))?;
+                        set_file_attrs(&source, file, 0o400)?;
+                        mounts.push(SandboxMount::Bind { source, target: absolute(target, cwd), readonly: true });
+                    }
                 }
                 None if *required => {
                     return Err(ExecError::MissingSecret(id.clone()));

@@ -187,8 +187,10 @@ fn mount(graph: &BuildGraph, mount: &RunMount) -> String {
             };
             format!("type=bind{from},source={source},target={target}{}", if *rw { ",rw" } else { "" })
         }
-        RunMount::Secret { id, target, required, file } => {
-            format!("type=secret,id={id},target={target}{}{}", if *required { ",required" } else { "" }, file_options(file))
+        RunMount::Secret { id, target, env, required, file } => {
+            let target = target.as_ref().map(|t| format!(",target={t}")).unwrap_or_default();
+            let env = env.as_ref().map(|e| format!(",env={e}")).unwrap_or_default();
+            format!("type=secret,id={id}{target}{env}{}{}", if *required { ",required" } else { "" }, file_options(file))
         }
         RunMount::Tmpfs { target, size: None } => format!("type=tmpfs,target={target}"),
         RunMount::Tmpfs { target, size: Some(size) } => format!("type=tmpfs,target={target},size={size}"),

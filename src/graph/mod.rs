@@ -252,7 +252,11 @@ pub enum RunMount {
     /// A secret given with `--secret id=…,src=…`; never part of a layer or a cache key.
     Secret {
         id: String,
-        target: String,
+        /// None when the secret is only given as `env`.
+        target: Option<String>,
+        /// `env=NAME`: the secret's content is the command's variable NAME.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
         required: bool,
         #[serde(skip_serializing_if = "MountFile::is_unset")]
         file: MountFile,

@@ -16,7 +16,7 @@ pub fn mount_fields(spec: &str) -> Vec<(String, Option<String>)> {
 pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Option<String>), String> {
     let spec = fields.iter().map(|(k, v)| v.as_ref().map_or_else(|| k.clone(), |v| format!("{k}={v}"))).collect::<Vec<_>>().join(",");
     let mut kind = "bind".to_string();
-    let (mut target, mut id, mut source, mut from) = (None, None, None, None);
+    let (mut target, mut id, mut source, mut from, mut env) = (None, None, None, None, None);
     let (mut readonly, mut rw, mut required) = (false, false, false);
     let (mut sharing, mut file, mut size) = (None, MountFile::default(), None);
     for (key, value) in fields {
@@ -33,6 +33,7 @@ pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Opt
             "id" => id = value.filter(|v| !v.is_empty()),
             "source" | "src" => source = value,
             "from" => from = value,
+            "env" => env = value,
             "ro" | "readonly" => readonly = truthy,
             "rw" | "readwrite" => rw = truthy,
             "required" => required = truthy,
@@ -70,6 +71,9 @@ pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Opt
     if required && kind != "secret" {
         return Err(format!("required is not allowed for type={kind} mounts (only secret)"));
     }
+    if env.is_some() && kind != "secret" {
+        return Err(format!("env is not allowed for type={kind} mounts (only secret)"));
+    }
     let mount = match kind.as_str() {
         "cache" => {
             let target = target.ok_or("type=cache needs target=")?;
@@ -82,8 +86,12 @@ pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Opt
         "secret" => {
             let id =
                 id.or_else(|| target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string))).ok_or("type=secret needs id=")?;
-            let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-            RunMount::Secret { id, target, required, file }
+            // As BuildKit: a secret given as a variable is a file too only when a target is named.
+            let target = match (target, &env) {
+                (None, None) => Some(format!("/run/secrets/{id}")),
+                (target, _) => target,
+            };
+            RunMount::Secret { id, target, env, required, file }
         }
         "tmpfs" => RunMount::Tmpfs { target: target.ok_or("type=tmpfs needs target=")?, size },
         other => return Err(format!("unknown mount type {other:?} (cache, bind, secret or tmpfs)")),
@@ -164,5 +172,20 @@ mod tests {
         assert!(matches!(m, RunMount::Bind { .. }));
         assert!(parse("type=nfs,target=/x").is_err());
         assert!(parse("type=cache,target=").unwrap_err().contains("needs target"));
+    }
+
+    #[test]
+    fn a_secret_as_env_is_a_file_only_with_a_target() {
+        let env = Some("TOKEN".to_string());
+        let (m, _) = parse("type=secret,id=tok,env=TOKEN").unwrap();
+        assert_eq!(m, RunMount::Secret { id: "tok".into(), target: None, env: env.clone(), required: false, file: MountFile::default() });
+        let (m, _) = parse("type=secret,id=tok,target=/s/at,env=TOKEN").unwrap();
+        assert_eq!(
+            m,
+            RunMount::Secret { id: "tok".into(), target: Some("/s/at".into()), env, required: false, file: MountFile::default() }
+        );
+        let (m, _) = parse("type=secret,id=tok").unwrap();
+        assert!(matches!(m, RunMount::Secret { target: Some(t), env: None, .. } if t == "/run/secrets/tok"));
+        assert!(parse("type=cache,target=/c,env=X").unwrap_err().contains("env is not allowed"));
     }
 }

@@ -1923,7 +1923,6 @@ fn buildkit_test_wildcard_rename_cache() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
-#[ignore = "differs from BuildKit: RUN --mount=type=secret,env= is refused"]
 fn buildkit_test_secret_as_environ() {
     if !require_root("buildkit_test_secret_as_environ") {
         return;
@@ -1938,7 +1937,6 @@ fn buildkit_test_secret_as_environ() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
-#[ignore = "differs from BuildKit: RUN --mount=type=secret,env= is refused"]
 fn buildkit_test_secret_as_environ_with_file_mount() {
     if !require_root("buildkit_test_secret_as_environ_with_file_mount") {
         return;

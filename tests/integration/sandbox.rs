@@ -137,6 +137,28 @@ fn cache_mounts_persist_and_secrets_stay_out_of_the_store() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn a_secret_as_env_reaches_only_its_command() {
+    if !require_root("a_secret_as_env_reaches_only_its_command") {
+        return;
+    }
+    let store = TestStore::with_busybox();
+    let dockerfile = "FROM busybox:latest\nENV TOKEN=before\nRUN --mount=type=secret,id=tok,env=TOKEN echo \"length=${#TOKEN}\" && [ ! -e /run/secrets/tok ]\nRUN echo \"after=$TOKEN\"\n";
+    let (_secret, spec) = crate::secret_file("s3cr3t-env-77");
+    let (_, stderr) = build_ok(&store, dockerfile, "secret-env", &["--secret", &spec]);
+    assert!(stderr.contains("length=13") && stderr.contains("after=before"), "{stderr}");
+    for blob in std::fs::read_dir(store.root().join("blobs/sha256")).expect("blobs").flatten() {
+        let bytes = std::fs::read(blob.path()).expect("blob");
+        assert!(!bytes.windows(13).any(|w| w == b"s3cr3t-env-77"), "the secret is in blob {:?}", blob.file_name());
+    }
+    // Another content, the same key: the step is taken from the cache.
+    let (_other, spec) = crate::secret_file("changed");
+    let (_, stderr) = build_ok(&store, dockerfile, "secret-env-2", &["--secret", &spec]);
+    let outcomes = crate::step_outcomes(&stderr);
+    assert!(outcomes.iter().any(|(step, cached)| step.contains("length=") && *cached), "{outcomes:?}");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn bind_mounts_read_other_stages() {
     if !require_root("bind_mounts_read_other_stages") {
         return;

@@ -441,7 +441,7 @@ impl Lowerer<'_> {
                             (None, None) => String::new(),
                         };
                         let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-                        RunMount::Secret { id, target, required: *required, file: Default::default() }
+                        RunMount::Secret { id, target: Some(target), env: None, required: *required, file: Default::default() }
                     }
                     MountSpec::Tmpfs { target } => RunMount::Tmpfs { target: self.expand(target), size: None },
                 })

@@ -20,7 +20,9 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
                     return Err("a RUN heredoc starting with #! runs as a script file, which a spec cannot express".into());
                 }
                 Op::Run(run) if run.mounts.iter().any(has_buildkit_options) => {
-                    return Err("a RUN --mount with sharing, mode, uid, gid or size, which a spec cannot express yet".into());
+                    return Err(
+                        "a RUN --mount with sharing, mode, uid, gid, size or a secret's env, which a spec cannot express yet".into()
+                    );
                 }
                 Op::Run(run) if run.mounts.iter().any(|m| matches!(m, RunMount::Unexpanded { .. })) => {
                     return Err(
@@ -69,7 +71,7 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
 fn has_buildkit_options(mount: &RunMount) -> bool {
     match mount {
         RunMount::Cache { sharing, file, .. } => !sharing.is_shared() || !file.is_unset(),
-        RunMount::Secret { file, .. } => !file.is_unset(),
+        RunMount::Secret { file, target, env, .. } => !file.is_unset() || target.is_none() || env.is_some(),
         RunMount::Tmpfs { size, .. } => size.is_some(),
         RunMount::Bind { .. } | RunMount::Unexpanded { .. } => false,
     }
@@ -326,7 +328,10 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
             text
         }
         RunMount::Secret { id, target, required, .. } => {
-            let mut text = format!("mount type=\"secret\" id={} target={}", string(&escape_braces(id)), string(&escape_braces(target)));
+            let mut text = format!("mount type=\"secret\" id={}", string(&escape_braces(id)));
+            if let Some(target) = target {
+                let _ = write!(text, " target={}", string(&escape_braces(target)));
+            }
             if *required {
                 text.push_str(" required=#true");
             }
