@@ -377,16 +377,11 @@ fn stream_compressed(
     bar: &ProgressBar,
 ) -> Result<Descriptor> {
     let what = format!("push layer {diff_id} to {shown}");
-    let location = |response: &ureq::http::Response<ureq::Body>| {
-        client::header(response, "location")
-            .map(|l| client.url(l))
-            .ok_or_else(|| RegistryError::Request { what: what.clone(), message: "the registry gave no upload location".into() })
-    };
     let mut started = client.send(Method::POST, &client.repo_url("blobs/uploads/"), &[], &Payload::Empty)?;
     if started.status() != StatusCode::ACCEPTED {
         return Err(status_error(&mut started, client, &what));
     }
-    let upload_url = location(&started)?;
+    let upload_url = upload_location(client, &started, &what)?;
     let (sender, chunks) = std::sync::mpsc::sync_channel(8);
     let (made, patched) = std::thread::scope(|scope| {
         let making = scope.spawn(|| make_compressed(store, layer, compression, ChannelWriter(sender), bar));
@@ -403,13 +398,8 @@ fn stream_compressed(
     if patched.status() != StatusCode::ACCEPTED {
         return Err(status_error(&mut patched, client, &what));
     }
-    let upload_url = location(&patched)?;
-    let separator = if upload_url.contains('?') { '&' } else { '?' };
-    let put_url = format!("{upload_url}{separator}digest={}", blob.digest.as_str().replace(':', "%3A"));
-    let mut put = client.send(Method::PUT, &put_url, &[("content-type", "application/octet-stream")], &Payload::Empty)?;
-    if put.status() != StatusCode::CREATED {
-        return Err(status_error(&mut put, client, &what));
-    }
+    let upload_url = upload_location(client, &patched, &what)?;
+    close_upload(client, &upload_url, &blob.digest, &Payload::Empty, &what)?;
     remember(store, diff_id, compression, blob)
 }
 
@@ -470,12 +460,7 @@ fn upload_once(
     if response.status() != StatusCode::ACCEPTED {
         return Err(status_error(&mut response, client, &what));
     }
-    let location = |response: &ureq::http::Response<ureq::Body>| {
-        client::header(response, "location")
-            .map(|l| client.url(l))
-            .ok_or_else(|| RegistryError::Request { what: what.clone(), message: "the registry gave no upload location".into() })
-    };
-    let mut upload_url = location(&response)?;
+    let mut upload_url = upload_location(client, &response, &what)?;
     let path = store.blob_path(&blob.digest);
     if !path.exists() {
         return Err(StoreError::MissingBlob(blob.digest.clone()).into());
@@ -486,16 +471,29 @@ fn upload_once(
         if patched.status() != StatusCode::ACCEPTED {
             return Err(status_error(&mut patched, client, &what));
         }
-        upload_url = location(&patched)?;
+        upload_url = upload_location(client, &patched, &what)?;
         Payload::Empty
     } else {
         Payload::File(&path, bar)
     };
-    let separator = if upload_url.contains('?') { '&' } else { '?' };
-    let put_url = format!("{upload_url}{separator}digest={}", blob.digest.as_str().replace(':', "%3A"));
-    let mut put = client.send(Method::PUT, &put_url, &[("content-type", "application/octet-stream")], &body)?;
-    if put.status() != StatusCode::CREATED {
-        return Err(status_error(&mut put, client, &what));
-    }
+    close_upload(client, &upload_url, &blob.digest, &body, &what)?;
     Ok(Upload::Sent)
+}
+
+/// Where an upload session goes on, from a response that opened or continued it.
+fn upload_location(client: &Client, response: &ureq::http::Response<ureq::Body>, what: &str) -> Result<String> {
+    client::header(response, "location")
+        .map(|l| client.url(l))
+        .ok_or_else(|| RegistryError::Request { what: what.into(), message: "the registry gave no upload location".into() })
+}
+
+/// Ends an upload session with the blob's digest (and `body`, its last bytes, if any).
+fn close_upload(client: &Client, upload_url: &str, digest: &Digest, body: &Payload, what: &str) -> Result<()> {
+    let separator = if upload_url.contains('?') { '&' } else { '?' };
+    let put_url = format!("{upload_url}{separator}digest={}", digest.as_str().replace(':', "%3A"));
+    let mut put = client.send(Method::PUT, &put_url, &[("content-type", "application/octet-stream")], body)?;
+    if put.status() != StatusCode::CREATED {
+        return Err(status_error(&mut put, client, what));
+    }
+    Ok(())
 }
