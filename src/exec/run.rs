@@ -4,13 +4,13 @@
 //! and everything it runs with (env, build args, workdir, user, shell,
 //! mounts, network) but never a secret's content.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
@@ -227,6 +227,22 @@ fn cache_folder(store: &crate::store::Store, id: &str, sharing: Sharing) -> Resu
     }
 }
 
+/// With `--no-cache` a cache mount starts empty, as in BuildKit: the first step
+/// of this build to use a cache folder empties it (one strata process runs one
+/// build), later steps of the build see what earlier ones left.
+fn start_empty_once(dir: &Path) -> Result<(), ExecError> {
+    static EMPTIED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let mut emptied = EMPTIED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if emptied.insert(dir.to_path_buf()) {
+        for entry in fs::read_dir(dir).map_err(|e| ExecError::io("list cache mount", dir, e))?.flatten() {
+            let path = entry.path();
+            let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+            removed.map_err(|e| ExecError::io("empty cache mount", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 fn network_name(network: Network) -> &'static str {
     match network {
         Network::Default => "default",
@@ -327,6 +343,9 @@ fn run_in_sandbox(
             RunMount::Cache { id, target, readonly, sharing, file } => {
                 let (cache_dir, lock) = cache_folder(cx.store, id, *sharing)?;
                 cache_locks.push(lock);
+                if cx.no_cache {
+                    start_empty_once(&cache_dir)?;
+                }
                 if !file.is_unset() {
                     set_file_attrs(&cache_dir, file, 0o755)?;
                 }

@@ -115,8 +115,13 @@ fn cache_mounts_persist_and_secrets_stay_out_of_the_store() {
     let store = TestStore::with_busybox();
     let dockerfile = "FROM busybox:latest\nRUN --mount=type=cache,target=/cache ls /cache && date +%N >> /cache/runs\n";
     build_ok(&store, dockerfile, "c1", &[]);
-    let (_, stderr) = build_ok(&store, dockerfile, "c2", &["--no-cache"]);
+    // Another command (a cache miss) sees what the first build left in the cache mount.
+    let rerun = dockerfile.replace("ls /cache", "ls /cache && true");
+    let (_, stderr) = build_ok(&store, &rerun, "c2", &[]);
     assert!(stderr.contains(" runs"), "the second build sees the first one's file:\n{stderr}");
+    // With --no-cache a cache mount starts empty, as in BuildKit.
+    let (_, stderr) = build_ok(&store, dockerfile, "c3", &["--no-cache"]);
+    assert!(!stderr.contains(" runs"), "a --no-cache build starts with an empty cache mount:\n{stderr}");
     let (_secret, spec) = crate::secret_file("s3cr3t-value-42");
     let (_, stderr) = build_ok(
         &store,
