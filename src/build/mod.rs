@@ -16,7 +16,7 @@ pub use progress::{Progress, ProgressMode, reporter};
 
 use crate::exec::{BuildContext, ExecCx, ExecError, ImageState, StepOutcome};
 use crate::graph::args::BuildArgs;
-use crate::graph::{Base, BuildGraph, CopyFrom, GraphError, Op, Origin, RunMount, Security, StageId, describe};
+use crate::graph::{Base, BuildGraph, CopyFrom, GraphError, ImageName, Op, Origin, RunMount, Security, StageId, StageName, describe};
 use crate::oci::{Descriptor, Digest, ImageRef};
 use crate::store::{CacheKey, Store, StoreError, StoredImage};
 
@@ -48,7 +48,7 @@ pub struct BuildOptions {
 /// Finds a base image by name, fetching it first if the caller's policy says
 /// so: given by the caller, since the build knows no registry.
 pub trait BaseResolver: Send + Sync + std::fmt::Debug {
-    fn resolve(&self, store: &Store, name: &str) -> Result<StoredImage, Box<dyn std::error::Error + Send + Sync>>;
+    fn resolve(&self, store: &Store, name: &ImageName) -> Result<StoredImage, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// Turns one ONBUILD trigger's text into an op, or says why it cannot.
@@ -212,7 +212,7 @@ fn source_date_epoch(graph: &BuildGraph, opts: &BuildOptions) -> Result<Option<u
 fn with_target_stage(graph: &BuildGraph, roots: &[StageId], build_args: &BuildArgs) -> BuildArgs {
     let mut args = build_args.clone();
     if let [root] = roots {
-        let name = graph.stages[root.0].name.clone().unwrap_or_else(|| "default".to_string());
+        let name = graph.stages[root.0].name.as_ref().map_or_else(|| "default".to_string(), StageName::to_string);
         args.entry("TARGETSTAGE".to_string()).or_insert(name);
     }
     args
@@ -224,7 +224,7 @@ fn build_stage(
     opts: &BuildOptions,
     progress: &dyn Progress,
     (context, finished, build_args, epoch): CxParts,
-    bases: &HashMap<String, StoredImage>,
+    bases: &HashMap<ImageName, StoredImage>,
     id: StageId,
 ) -> Result<ImageState, BuildError> {
     let stage = &graph.stages[id.0];
@@ -233,7 +233,7 @@ fn build_stage(
     // for an unnamed stage of several.
     let from_step = usize::from(!matches!(stage.base, Base::Scratch));
     let total = stage.steps.len() + from_step;
-    let shown = stage.name.clone().unwrap_or_else(|| format!("stage-{}", id.0));
+    let shown = stage.name.as_ref().map_or_else(|| format!("stage-{}", id.0), StageName::to_string);
     let prefix = |n: usize| {
         if stage.name.is_some() || graph.stages.len() > 1 { format!("[{shown} {n}/{total}]") } else { format!("[{n}/{total}]") }
     };
@@ -272,11 +272,11 @@ fn build_stage(
         Base::Image(name) => {
             let image = match bases.get(name) {
                 Some(image) => image.clone(),
-                None => store.resolve(name).map_err(|source| {
+                None => store.resolve(name.as_str()).map_err(|source| {
                     if let Some(step_id) = step_id {
                         progress.failed(step_id, "base image not found");
                     }
-                    BuildError::MissingBase { name: name.clone(), stage: label.clone(), source }
+                    BuildError::MissingBase { name: name.to_string(), stage: label.clone(), source }
                 })?,
             };
             let mut state = ImageState::from_image(&image);
@@ -315,7 +315,7 @@ fn resolve_bases(
     graph: &BuildGraph,
     plan: &[StageId],
     opts: &BuildOptions,
-) -> Result<HashMap<String, StoredImage>, BuildError> {
+) -> Result<HashMap<ImageName, StoredImage>, BuildError> {
     let mut resolved = HashMap::new();
     let Some(resolver) = &opts.bases else { return Ok(resolved) };
     for id in plan {
@@ -346,7 +346,7 @@ fn resolve_bases(
                 continue;
             }
             let image = resolver.resolve(store, name).map_err(|source| BuildError::Base {
-                name: name.clone(),
+                name: name.to_string(),
                 stage: graph.stage_label(*id),
                 origin: origin.clone(),
                 source,
@@ -424,7 +424,7 @@ fn run_onbuild_triggers(state: &mut ImageState, cx: &ExecCx, opts: &BuildOptions
 fn trigger_in_graph(graph: &BuildGraph, mut op: Op) -> Op {
     let to_stage = |from: &mut Option<CopyFrom>| {
         if let Some(CopyFrom::Image(name)) = from
-            && let Some(id) = graph.find_stage(name)
+            && let Some(id) = graph.find_stage(name.as_str())
         {
             *from = Some(CopyFrom::Stage(id));
         }
@@ -450,7 +450,7 @@ fn trigger_stages(
     store: &Store,
     graph: &BuildGraph,
     opts: &BuildOptions,
-    bases: &HashMap<String, StoredImage>,
+    bases: &HashMap<ImageName, StoredImage>,
     id: StageId,
 ) -> BTreeSet<StageId> {
     let triggers: Vec<String> = match &graph.stages[id.0].base {
@@ -464,7 +464,7 @@ fn trigger_stages(
             })
             .collect(),
         Base::Image(name) => {
-            let image = bases.get(name).cloned().or_else(|| store.resolve(name).ok());
+            let image = bases.get(name).cloned().or_else(|| store.resolve(name.as_str()).ok());
             image.and_then(|image| ImageState::from_image(&image).config.config.on_build).unwrap_or_default()
         }
     };

@@ -8,6 +8,7 @@ use clap::{ArgAction, Args};
 use miette::miette;
 
 use strata::build::{BaseResolver, BuiltImage};
+use strata::graph::ImageName;
 use strata::registry::{self, Compression, Options, PullPolicy, auth::Credentials};
 use strata::store::{Store, StoredImage};
 
@@ -138,8 +139,8 @@ pub struct PullingResolver {
 }
 
 impl BaseResolver for PullingResolver {
-    fn resolve(&self, store: &Store, name: &str) -> Result<StoredImage, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(registry::resolve_base(store, name, self.policy, &self.options)?)
+    fn resolve(&self, store: &Store, name: &ImageName) -> Result<StoredImage, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(registry::resolve_base(store, name.as_str(), self.policy, &self.options)?)
     }
 }
 

@@ -487,7 +487,7 @@ impl ImageState {
             Some(CopyFrom::Stage(id)) => {
                 Some((cx.stage)(*id).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", cx.graph.stage_label(*id))))?)
             }
-            Some(CopyFrom::Image(name)) => Some(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
+            Some(CopyFrom::Image(name)) => Some(Arc::new(ImageState::from_image(&cx.store.resolve(name.as_str())?))),
         };
         let dest = self.expand(&op.dest)?;
         let dest_abs = if dest.starts_with('/') {
@@ -527,7 +527,7 @@ impl ImageState {
         if let Some(from) = &op.from {
             let shown = match from {
                 CopyFrom::Stage(id) => cx.graph.stage_label(*id),
-                CopyFrom::Image(name) => name.clone(),
+                CopyFrom::Image(name) => name.to_string(),
             };
             text.push_str(&format!(" --from={shown}"));
         }

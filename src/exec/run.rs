@@ -301,7 +301,7 @@ impl BindSource {
             Some(CopyFrom::Stage(id)) => {
                 BindSource::Image((cx.stage)(*id).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", cx.graph.stage_label(*id))))?)
             }
-            Some(CopyFrom::Image(name)) => BindSource::Image(Arc::new(ImageState::from_image(&cx.store.resolve(name)?))),
+            Some(CopyFrom::Image(name)) => BindSource::Image(Arc::new(ImageState::from_image(&cx.store.resolve(name.as_str())?))),
         })
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::graph::{
     Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, MountFile, Network, Op, Part, RunMount, Security, Sharing, StageId,
-    Word,
+    StageName, Word,
 };
 
 /// The graph as a KDL spec.
@@ -27,7 +27,10 @@ pub fn to_dockerfile(graph: &BuildGraph) -> Result<String, String> {
         return Err(format!("a Dockerfile builds its last stage, but the image is made by stage {}", graph.stage_label(image.stage)));
     }
     if let Some(stage) = graph.stages.iter().find(|s| s.hidden) {
-        return Err(format!("{} is a linked layer, which a Dockerfile cannot express", stage.name.as_deref().unwrap_or("a stage")));
+        return Err(format!(
+            "{} is a linked layer, which a Dockerfile cannot express",
+            stage.name.as_ref().map_or("a stage", StageName::as_str)
+        ));
     }
     let mut out = String::new();
     for arg in &graph.args {
@@ -46,7 +49,7 @@ pub fn to_dockerfile(graph: &BuildGraph) -> Result<String, String> {
         }
         match &stage.base {
             Base::Scratch => out.push_str("scratch"),
-            Base::Image(image) => out.push_str(image),
+            Base::Image(image) => out.push_str(image.as_str()),
             Base::Stage(id) => out.push_str(&graph.stage_label(*id)),
         }
         if let Some(name) = &stage.name

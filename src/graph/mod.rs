@@ -5,6 +5,7 @@
 pub mod args;
 mod dump;
 mod mount;
+mod name;
 mod word;
 
 use std::collections::BTreeSet;
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 pub use dump::{describe, to_dot, to_json};
 pub use mount::{mount_fields, parse_mount};
+pub use name::{ImageName, StageName};
 pub use word::{ExpandError, Part, Word};
 
 /// Index of a stage in [`BuildGraph::stages`].
@@ -60,7 +62,7 @@ pub struct ImageTarget {
 /// One `FROM … AS name` and the steps under it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stage {
-    pub name: Option<String>,
+    pub name: Option<StageName>,
     pub base: Base,
     pub platform: Option<Word>,
     pub steps: Vec<Step>,
@@ -75,8 +77,8 @@ pub struct Stage {
 #[serde(rename_all = "snake_case")]
 pub enum Base {
     Scratch,
-    /// An image reference, already expanded with the global build args.
-    Image(String),
+    /// An image, its reference already expanded with the global build args.
+    Image(ImageName),
     Stage(StageId),
 }
 
@@ -325,7 +327,7 @@ impl MountFile {
 #[serde(rename_all = "snake_case")]
 pub enum CopyFrom {
     Stage(StageId),
-    Image(String),
+    Image(ImageName),
 }
 
 /// `COPY` or `ADD`.
@@ -423,14 +425,14 @@ impl BuildGraph {
     /// The display name of a stage: its name, else its index.
     pub fn stage_label(&self, id: StageId) -> String {
         match &self.stages[id.0].name {
-            Some(name) => name.clone(),
+            Some(name) => name.to_string(),
             None => id.0.to_string(),
         }
     }
 
     /// Finds a stage by name or index, as `--target` and `COPY --from` accept.
     pub fn find_stage(&self, name: &str) -> Option<StageId> {
-        if let Some(i) = self.stages.iter().position(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name))) {
+        if let Some(i) = self.stages.iter().position(|s| s.name.as_ref().is_some_and(|n| n.is(name))) {
             return Some(StageId(i));
         }
         name.parse::<usize>().ok().filter(|i| *i < self.stages.len()).map(StageId)
@@ -446,7 +448,7 @@ impl BuildGraph {
                     return Ok(vec![image.stage]);
                 }
                 self.find_stage(name).map(|id| vec![id]).ok_or_else(|| {
-                    let names = self.stages.iter().filter_map(|s| s.name.as_deref());
+                    let names = self.stages.iter().filter_map(|s| s.name.as_ref().map(StageName::as_str));
                     GraphError::UnknownTarget { name: name.to_string(), did_you_mean: did_you_mean(name, names) }
                 })
             }
@@ -540,7 +542,7 @@ mod tests {
 
     fn stage(name: &str, base: Base, steps: Vec<Op>) -> Stage {
         Stage {
-            name: Some(name.into()),
+            name: Some(StageName::new(name)),
             base,
             platform: None,
             steps: steps.into_iter().map(|op| Step { op, origin: Origin::default(), comments: vec![] }).collect(),

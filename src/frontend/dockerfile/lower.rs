@@ -12,8 +12,8 @@ use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::SourceError;
 use crate::graph::args::GlobalArgs;
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, Network, Op, Origin, RunHeredoc, RunMount, RunOp,
-    Security, Stage, StageId, Step, Word, did_you_mean, mount_fields, parse_mount,
+    ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, ImageName, Network, Op, Origin, RunHeredoc,
+    RunMount, RunOp, Security, Stage, StageId, StageName, Step, Word, did_you_mean, mount_fields, parse_mount,
 };
 
 /// Every instruction Docker knows.
@@ -44,7 +44,7 @@ pub struct Lowerer<'a> {
     build_args: &'a BuildArgs,
     pub errors: Vec<SourceError>,
     /// Stage names in order (None for unnamed), known before any step is lowered.
-    stage_names: Vec<Option<String>>,
+    stage_names: Vec<Option<StageName>>,
     /// The global ARGs declared so far, valued.
     globals: GlobalArgs<'a>,
     /// The index of the stage being lowered.
@@ -249,53 +249,60 @@ impl<'a> Lowerer<'a> {
     }
 
     /// A `--from=` of COPY (`flag` is `from`) or of a RUN mount (`mount`): a
-    /// stage defined before this one, by name or index, else an image.
-    fn stage_ref(&mut self, line: &Line, flag: &Flag, value: &str) -> CopyFrom {
+    /// stage defined before this one, by name or index, else an image; none
+    /// when it is neither (the error is recorded).
+    fn stage_ref(&mut self, line: &Line, flag: &Flag, value: &str) -> Option<CopyFrom> {
         let flag_span = span(flag.offset, flag.name.len() + 2 + flag.value.as_deref().map_or(0, |v| v.len() + 1));
         // As BuildKit: a stage reference is taken as written, never expanded.
         let Some(value) = self.word(line, value).as_literal() else {
             let e = SourceError::new(format!("variables are not expanded in from={value}"), flag_span, "a variable");
             self.errors.push(e.help("define a stage with FROM (a global ARG may name its image) and name that stage"));
-            return CopyFrom::Image(String::new());
+            return None;
         };
-        if self.trigger {
-            return CopyFrom::Image(value);
-        }
-        let by_name = self.stage_names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&value)));
-        let by_index = value.parse::<usize>().ok().filter(|i| *i < self.stage_names.len());
-        if let Some(i) = by_name.or(by_index) {
-            if i > self.stage_index {
-                let verb = if flag.name == "from" { "copy from" } else { "mount" };
-                let e = SourceError::new(
-                    format!("cannot {verb} stage {value:?}: it is defined after the current stage"),
-                    flag_span,
-                    "a later stage",
-                );
-                self.errors.push(e.help("a stage can only use the stages written before it"));
+        if !self.trigger {
+            let by_name = self.stage_names.iter().position(|n| n.as_ref().is_some_and(|n| n.is(&value)));
+            let by_index = value.parse::<usize>().ok().filter(|i| *i < self.stage_names.len());
+            if let Some(i) = by_name.or(by_index) {
+                if i > self.stage_index {
+                    let verb = if flag.name == "from" { "copy from" } else { "mount" };
+                    let e = SourceError::new(
+                        format!("cannot {verb} stage {value:?}: it is defined after the current stage"),
+                        flag_span,
+                        "a later stage",
+                    );
+                    self.errors.push(e.help("a stage can only use the stages written before it"));
+                }
+                return Some(CopyFrom::Stage(StageId(i)));
             }
-            return CopyFrom::Stage(StageId(i));
+            if let Ok(i) = value.parse::<usize>() {
+                self.errors.push(SourceError::new(
+                    format!("stage index {i} does not exist (the file has {} stages)", self.stage_names.len()),
+                    span(flag.offset, flag.name.len() + 2),
+                    "here",
+                ));
+                return None;
+            }
+            let names: Vec<&str> = self.stage_names.iter().flatten().map(StageName::as_str).collect();
+            if !value.contains([':', '/', '.', '@'])
+                && let Some(s) = did_you_mean(&value, names)
+            {
+                let mut e = SourceError::new(
+                    format!("unknown stage {value:?}"),
+                    span(flag.offset, flag.name.len() + 3 + value.len()),
+                    "no stage has this name",
+                );
+                e.help = Some(format!("did you mean {s:?}?"));
+                self.errors.push(e);
+                return None;
+            }
         }
-        if let Ok(i) = value.parse::<usize>() {
-            self.errors.push(SourceError::new(
-                format!("stage index {i} does not exist (the file has {} stages)", self.stage_names.len()),
-                span(flag.offset, flag.name.len() + 2),
-                "here",
-            ));
-            return CopyFrom::Image(value);
+        match ImageName::parse(&value) {
+            Ok(image) => Some(CopyFrom::Image(image)),
+            Err(e) => {
+                self.errors.push(SourceError::new(e.to_string(), flag_span, "neither a stage nor an image"));
+                None
+            }
         }
-        let names: Vec<String> = self.stage_names.iter().flatten().cloned().collect();
-        if !value.contains([':', '/', '.', '@'])
-            && let Some(s) = did_you_mean(&value, names.iter().map(String::as_str))
-        {
-            let mut e = SourceError::new(
-                format!("unknown stage {value:?}"),
-                span(flag.offset, flag.name.len() + 3 + value.len()),
-                "no stage has this name",
-            );
-            e.help = Some(format!("did you mean {s:?}?"));
-            self.errors.push(e);
-        }
-        CopyFrom::Image(value)
     }
 
     /// Lowers the whole file.
@@ -306,7 +313,7 @@ impl<'a> Lowerer<'a> {
             if line.keyword.eq_ignore_ascii_case("FROM") {
                 let words = lexer::raw_words(&line.args, self.escape);
                 let name = match words.as_slice() {
-                    [_, (_, as_kw), (_, name)] if as_kw.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+                    [_, (_, as_kw), (_, name)] if as_kw.eq_ignore_ascii_case("as") => Some(StageName::new(name.to_lowercase())),
                     _ => None,
                 };
                 self.stage_names.push(name);
@@ -375,14 +382,14 @@ impl<'a> Lowerer<'a> {
                     self.errors.push(e);
                 }
                 let lower = name.to_lowercase();
-                if self.stage_names[..index].iter().flatten().any(|n| *n == lower) {
+                if self.stage_names[..index].iter().flatten().any(|n| n.is(&lower)) {
                     self.errors.push(SourceError::new(
                         format!("duplicate stage name {name:?}"),
                         span(line.args_offset(*offset), name.len()),
                         "already used",
                     ));
                 }
-                (image.clone(), Some(lower))
+                (image.clone(), Some(StageName::new(lower)))
             }
             [] => {
                 self.error(line, "FROM needs an image: FROM <image> [AS <name>]", "missing image");
@@ -410,15 +417,19 @@ impl<'a> Lowerer<'a> {
         }
         let base = if image.eq_ignore_ascii_case("scratch") {
             Base::Scratch
-        } else if let Some(i) = self.stage_names[..index].iter().position(|n| n.as_deref() == Some(image.to_lowercase().as_str())) {
+        } else if let Some(i) = self.stage_names[..index].iter().position(|n| n.as_ref().is_some_and(|n| n.is(&image))) {
             Base::Stage(StageId(i))
         } else {
-            if !image.is_empty()
-                && let Err(e) = image.parse::<crate::oci::ImageRef>()
-            {
-                self.args_error(line, e.to_string(), "not an image reference", None);
+            match ImageName::parse(&image) {
+                Ok(image) => Base::Image(image),
+                // An empty name was reported above; either way the graph is refused.
+                Err(e) => {
+                    if !image.is_empty() {
+                        self.args_error(line, e.to_string(), "not an image reference", None);
+                    }
+                    Base::Scratch
+                }
             }
-            Base::Image(image)
         };
         Stage { name, base, platform, steps: Vec::new(), hidden: false, origin }
     }
@@ -584,7 +595,7 @@ impl<'a> Lowerer<'a> {
                 .collect();
             if words.iter().any(|(_, word)| word.as_ref().is_some_and(|w| w.as_literal().is_none())) {
                 let from = fields.iter().rev().find(|(key, _)| key == "from").and_then(|(_, v)| v.as_ref());
-                let from = from.map(|from| self.stage_ref(line, flag, from));
+                let from = from.and_then(|from| self.stage_ref(line, flag, from));
                 let fields = words
                     .into_iter()
                     .zip(&fields)
@@ -598,7 +609,7 @@ impl<'a> Lowerer<'a> {
                     let mount = match (mount, from) {
                         (RunMount::Bind { source, target, rw, .. }, Some(from)) => {
                             let from = self.stage_ref(line, flag, &from);
-                            RunMount::Bind { from: Some(from), source, target, rw }
+                            RunMount::Bind { from, source, target, rw }
                         }
                         // Checked as BuildKit checks every from=, though only a bind mount reads it here.
                         (m, Some(from)) => {
@@ -705,7 +716,7 @@ impl<'a> Lowerer<'a> {
             Some(f) => {
                 let value = f.value.clone().unwrap_or_default();
                 let f = f.clone();
-                Some(self.stage_ref(line, &f, &value))
+                self.stage_ref(line, &f, &value)
             }
             None => None,
         };

@@ -41,7 +41,7 @@ pub fn parse_trigger(text: &str) -> miette::Result<Op> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Base, CopyFrom, CopySource};
+    use crate::graph::{Base, CopyFrom, CopySource, ImageName, StageName};
 
     fn graph(text: &str) -> BuildGraph {
         lower("Dockerfile", text, &BuildArgs::new()).unwrap_or_else(|e| panic!("{e:?}"))
@@ -62,9 +62,9 @@ mod tests {
     #[test]
     fn triggers_name_images_even_by_index() {
         let Op::Copy(copy) = parse_trigger("COPY --from=0 /a /b").expect("a trigger") else { panic!("not a copy") };
-        assert_eq!(copy.from, Some(CopyFrom::Image("0".into())));
+        assert_eq!(copy.from, Some(CopyFrom::Image(ImageName::parse("0").unwrap())));
         let Op::Copy(copy) = parse_trigger("copy --from=build /a /b").expect("a trigger") else { panic!("not a copy") };
-        assert_eq!(copy.from, Some(CopyFrom::Image("build".into())));
+        assert_eq!(copy.from, Some(CopyFrom::Image(ImageName::parse("build").unwrap())));
         assert!(matches!(parse_trigger("RUN echo hi"), Ok(Op::Run(_))));
     }
 
@@ -112,8 +112,8 @@ mod tests {
     #[test]
     fn from_resolves_earlier_stages_only() {
         let g = graph("FROM later\nFROM busybox AS Later\nFROM LATER\nFROM scratch\n");
-        assert_eq!(g.stages[0].base, Base::Image("later".into()));
-        assert_eq!(g.stages[1].name.as_deref(), Some("later"));
+        assert_eq!(g.stages[0].base, Base::Image(ImageName::parse("later").unwrap()));
+        assert_eq!(g.stages[1].name.as_ref().map(StageName::as_str), Some("later"));
         assert_eq!(g.stages[2].base, Base::Stage(crate::graph::StageId(1)));
         assert_eq!(g.stages[3].base, Base::Scratch);
     }
@@ -123,7 +123,7 @@ mod tests {
         assert!(error("ARG IMAGE\nFROM $IMAGE\n").contains("expands to an empty string"));
         let args = BuildArgs::from([("IMAGE".to_string(), "busybox".to_string())]);
         let g = lower("Dockerfile", "ARG IMAGE\nFROM $IMAGE\n", &args).expect("lowers");
-        assert_eq!(g.stages[0].base, Base::Image("busybox".into()));
+        assert_eq!(g.stages[0].base, Base::Image(ImageName::parse("busybox").unwrap()));
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::frontend::BuildArgs;
 use crate::frontend::diagnostic::{SourceError, SourceErrors};
 use crate::graph::args::GlobalArgs;
 use crate::graph::{
-    ArgDecl, Base, BuildGraph, CacheSettings, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageTarget, Op, Origin, Part,
-    RunMount, RunOp, Stage, StageId, Word, did_you_mean,
+    ArgDecl, Base, BuildGraph, CacheSettings, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageName, ImageTarget, Op, Origin,
+    Part, RunMount, RunOp, Stage, StageId, StageName, Word, did_you_mean,
 };
 
 impl Spec {
@@ -108,7 +108,7 @@ struct Lowerer<'a> {
     /// Effective values of the global args (build arg, else default), as for a Dockerfile.
     globals: GlobalArgs<'a>,
     /// Every stage's name, by id, for resolving references.
-    names: Vec<Option<String>>,
+    names: Vec<Option<StageName>>,
     /// The global args declared so far, in order.
     declared: Vec<String>,
     /// The stage whose steps are being lowered: their words expand at build time.
@@ -241,19 +241,19 @@ impl Lowerer<'_> {
                 {
                     let layer_name = self.expand(&layer.name);
                     plan.push(Planned::Layer { parent: index, step });
-                    self.names.push(Some(format!("{label}/layer/{layer_name}")));
+                    self.names.push(Some(StageName::new(format!("{label}/layer/{layer_name}"))));
                 }
             }
             plan.push(Planned::Stage(index));
             if let Some(name) = &name
-                && let Some(earlier) = self.names.iter().position(|n| n.as_deref() == Some(name))
+                && let Some(earlier) = self.names.iter().position(|n| n.as_ref().is_some_and(|n| n.is(name)))
             {
                 self.errors.push(
                     SourceError::new(format!("duplicate stage name {name:?}"), stage.span, "declared again here")
                         .help(format!("stage {earlier} already has this name")),
                 );
             }
-            self.names.push(name);
+            self.names.push(name.map(StageName::new));
         }
 
         let mut layer_ids: HashMap<(usize, usize), StageId> = HashMap::new();
@@ -328,7 +328,7 @@ impl Lowerer<'_> {
 
     /// Resolves a reference to a stage (by name or index) for `from=`, if it is one.
     fn stage_ref(&mut self, text: &Text, value: &str) -> Result<Option<StageId>, ()> {
-        if let Some(i) = self.names.iter().position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(value))) {
+        if let Some(i) = self.names.iter().position(|n| n.as_ref().is_some_and(|n| n.is(value))) {
             return Ok(Some(StageId(i)));
         }
         if let Ok(i) = value.parse::<usize>() {
@@ -339,7 +339,7 @@ impl Lowerer<'_> {
             return Err(());
         }
         if !looks_like_image_ref(value) {
-            let suggestion = did_you_mean(value, self.names.iter().filter_map(|n| n.as_deref()));
+            let suggestion = did_you_mean(value, self.names.iter().flatten().map(StageName::as_str));
             if suggestion.is_some() {
                 self.errors
                     .push(SourceError::new(format!("unknown stage {value:?} in from="), text.span, "not a stage").did_you_mean(suggestion));
@@ -356,7 +356,7 @@ impl Lowerer<'_> {
         }
         match self.stage_ref(from, &value) {
             Ok(Some(id)) => Base::Stage(id),
-            Ok(None) => Base::Image(value),
+            Ok(None) => self.image(from, &value).map_or(Base::Scratch, Base::Image),
             Err(()) => Base::Scratch,
         }
     }
@@ -365,9 +365,14 @@ impl Lowerer<'_> {
         let value = self.expand(from);
         match self.stage_ref(from, &value) {
             Ok(Some(id)) => Some(CopyFrom::Stage(id)),
-            Ok(None) => Some(CopyFrom::Image(value)),
+            Ok(None) => self.image(from, &value).map(CopyFrom::Image),
             Err(()) => None,
         }
+    }
+
+    /// The image `value` (`from` expanded) names; none, and an error, when it is no image reference.
+    fn image(&mut self, from: &Text, value: &str) -> Option<ImageName> {
+        ImageName::parse(value).map_err(|e| self.errors.push(SourceError::new(e.to_string(), from.span, "neither a stage nor an image"))).ok()
     }
 
     /// Lowers `steps`; `layer_id` gives the hidden stage of the linked layer at an index.

@@ -82,7 +82,7 @@ pub fn lower(file: &str, text: &str, build_args: &BuildArgs) -> miette::Result<B
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Base, Op, StageId};
+    use crate::graph::{Base, ImageName, Op, StageId, StageName};
 
     fn lower_text(text: &str) -> Result<BuildGraph, SourceErrors> {
         let (spec, errors) = parse::parse(text).map_err(|errors| SourceErrors { errors })?;
@@ -103,7 +103,7 @@ mod tests {
         let layer = &graph.stages[0];
         assert!(layer.hidden);
         assert_eq!(layer.base, Base::Scratch);
-        assert_eq!(layer.name.as_deref(), Some("app:1/layer/assets"));
+        assert_eq!(layer.name.as_ref().map(StageName::as_str), Some("app:1/layer/assets"));
         assert_eq!(graph.stages[1].steps[0].op, Op::LinkLayers { stage: StageId(0), name: "assets".into() });
         assert_eq!(graph.images[0].stage, StageId(1));
     }
@@ -117,7 +117,7 @@ mod tests {
         .unwrap();
         let args = BuildArgs::from([("V".to_string(), "2".to_string())]);
         let graph = spec.lower(&args).unwrap();
-        assert_eq!(graph.stages[0].base, Base::Image("busybox:2".into()));
+        assert_eq!(graph.stages[0].base, Base::Image(ImageName::parse("busybox:2").unwrap()));
         assert_eq!(graph.images[0].tags[0], "app:2");
         assert_eq!(graph.args[0].default.as_ref().and_then(|w| w.as_literal()).as_deref(), Some("1"));
     }

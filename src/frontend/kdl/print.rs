@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 
 use crate::graph::{
-    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Security, Stage, StageId, Step, Word,
+    Base, BuildGraph, CommandLine, CopyFrom, CopySource, Healthcheck, Network, Op, Part, RunMount, Security, Stage, StageId, StageName,
+    Step, Word,
 };
 
 /// Why `graph` cannot be printed as a spec that lowers back to it, if so.
@@ -115,19 +116,19 @@ pub fn to_kdl(graph: &BuildGraph) -> String {
             Some(image) => {
                 let tags: Vec<String> = image.tags.iter().map(|tag| string(&escape_braces(tag))).collect();
                 let mut head = format!("image {}", tags.join(" "));
-                if stage.name.is_some() && stage.name.as_ref() != image.tags.first() {
-                    let _ = write!(head, " name={}", string(stage.name.as_deref().unwrap_or_default()));
+                if stage.name.is_some() && stage.name.as_ref().map(StageName::as_str) != image.tags.first().map(String::as_str) {
+                    let _ = write!(head, " name={}", string(stage.name.as_ref().map_or("", StageName::as_str)));
                 }
                 head
             }
             None => match &stage.name {
-                Some(name) => format!("stage {}", string(name)),
+                Some(name) => format!("stage {}", string(name.as_str())),
                 None => "stage".to_string(),
             },
         };
         let from = match &stage.base {
             Base::Scratch => "scratch".to_string(),
-            Base::Image(image) => escape_braces(image),
+            Base::Image(image) => escape_braces(image.as_str()),
             Base::Stage(id) => stage_ref(graph, *id),
         };
         let _ = write!(head, " from={}", string(&from));
@@ -210,7 +211,7 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
                     let _ = write!(text, " from={}", string(&stage_ref(graph, *id)));
                 }
                 Some(CopyFrom::Image(image)) => {
-                    let _ = write!(text, " from={}", string(&escape_braces(image)));
+                    let _ = write!(text, " from={}", string(&escape_braces(image.as_str())));
                 }
                 None => {}
             }
@@ -278,7 +279,7 @@ fn arg_node(name: &str, default: Option<&Word>) -> String {
 fn stage_ref(graph: &BuildGraph, id: StageId) -> String {
     let stage: &Stage = &graph.stages[id.0];
     match &stage.name {
-        Some(name) => escape_braces(name),
+        Some(name) => escape_braces(name.as_str()),
         None => id.0.to_string(),
     }
 }
@@ -317,7 +318,7 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
                     let _ = write!(text, " from={}", string(&stage_ref(graph, *id)));
                 }
                 Some(CopyFrom::Image(image)) => {
-                    let _ = write!(text, " from={}", string(&escape_braces(image)));
+                    let _ = write!(text, " from={}", string(&escape_braces(image.as_str())));
                 }
                 None => {}
             }
