@@ -372,7 +372,9 @@ impl Lowerer<'_> {
 
     /// The image `value` (`from` expanded) names; none, and an error, when it is no image reference.
     fn image(&mut self, from: &Text, value: &str) -> Option<ImageName> {
-        ImageName::parse(value).map_err(|e| self.errors.push(SourceError::new(e.to_string(), from.span, "neither a stage nor an image"))).ok()
+        ImageName::parse(value)
+            .map_err(|e| self.errors.push(SourceError::new(e.to_string(), from.span, "neither a stage nor an image")))
+            .ok()
     }
 
     /// Lowers `steps`; `layer_id` gives the hidden stage of the linked layer at an index.
