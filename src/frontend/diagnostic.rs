@@ -44,14 +44,19 @@ pub struct SourceErrors {
     pub errors: Vec<SourceError>,
 }
 
-/// [`SourceErrors`] against a named file.
+/// [`SourceErrors`] against a named file: the first [`MAX_REPORTED`] of `total`.
 #[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{file}: {} errors", .errors.len())]
+#[error("{file}: {total} errors{}", if *.total > .errors.len() { format!(" (the first {} shown)", .errors.len()) } else { String::new() })]
 struct FileErrors {
     file: String,
+    total: usize,
     #[related]
     errors: Vec<SourceError>,
 }
+
+/// The most errors one report shows: past them a reader learns nothing new,
+/// and a hostile file could otherwise make millions.
+pub const MAX_REPORTED: usize = 50;
 
 impl SourceErrors {
     /// A report of these errors against the file they came from: a single
@@ -62,14 +67,16 @@ impl SourceErrors {
     /// error in it (the label then names the real column), so a 1 MiB line is
     /// never printed whole.
     pub fn into_report(self, file: &str, text: &str) -> miette::Report {
-        let clipped = ClippedText::new(text, self.errors.iter().filter_map(|e| e.span));
+        let total = self.errors.len();
+        let shown = &self.errors[..total.min(MAX_REPORTED)];
+        let clipped = ClippedText::new(text, shown.iter().filter_map(|e| e.span));
         let source = miette::NamedSource::new(file, clipped.text.clone());
-        let mut errors: Vec<SourceError> = self.errors.into_iter().map(|e| clipped.error(e)).collect();
-        if errors.len() == 1 {
+        let mut errors: Vec<SourceError> = self.errors.into_iter().take(MAX_REPORTED).map(|e| clipped.error(e)).collect();
+        if total == 1 {
             let only = errors.remove(0);
             miette::Report::new(only).with_source_code(source)
         } else {
-            miette::Report::new(FileErrors { file: file.to_string(), errors }).with_source_code(source)
+            miette::Report::new(FileErrors { file: file.to_string(), total, errors }).with_source_code(source)
         }
     }
 }
@@ -207,6 +214,16 @@ mod tests {
         let error = SourceError::new("unknown instruction: BOGUS", Some((13, 5).into()), "not an instruction");
         let out = render(SourceErrors { errors: vec![error] }.into_report("Dockerfile", text));
         assert!(out.contains("2 │ BOGUS x") && out.contains("not an instruction\n"), "{out}");
+    }
+
+    #[test]
+    fn a_report_shows_the_first_errors_and_counts_them_all() {
+        let text = "x\n".repeat(MAX_REPORTED + 70);
+        let errors = (0..MAX_REPORTED + 70).map(|i| SourceError::new(format!("error number {i}"), Some((2 * i, 1).into()), "here"));
+        let out = render(SourceErrors { errors: errors.collect() }.into_report("spec.kdl", &text));
+        assert!(out.contains(&format!("spec.kdl: {} errors (the first {MAX_REPORTED} shown)", MAX_REPORTED + 70)), "{out}");
+        assert!(out.contains(&format!("error number {}\n", MAX_REPORTED - 1)), "{out}");
+        assert!(!out.contains(&format!("error number {}\n", MAX_REPORTED)), "{out}");
     }
 
     #[test]

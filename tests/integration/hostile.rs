@@ -55,6 +55,27 @@ fn a_kdl_spec_nested_100000_deep_is_an_error_not_a_stack_overflow() {
 }
 
 #[test]
+fn a_malformed_kdl_spec_with_many_open_braces_is_refused_before_parsing() {
+    // Found by fuzzing: 1.5 KB on which the kdl crate's error recovery spent
+    // 2 s and made 900,000 diagnostics (twice the text exhausted memory).
+    let text = std::fs::read_to_string(crate::fixtures().join("fuzz/kdl/regress-open-braces.kdl")).expect("read fixture");
+    for text in [text.clone(), format!("{text}\n{text}")] {
+        let (status, _, stderr) = graph("spec.kdl", &text);
+        assert_eq!(status.code(), Some(1), "{status:?} (signal {:?})\n{stderr}", status.signal());
+        assert!(stderr.contains("more than 64 `{` are open at once"), "{stderr}");
+        assert!(stderr.contains("spec.kdl:"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_file_with_thousands_of_errors_reports_the_first_fifty() {
+    let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\n{}", "BOGUS x\n".repeat(10_000)));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(unwrapped(&stderr).contains("Dockerfile: 10000 errors (the first 50 shown)"), "{stderr}");
+    assert_eq!(stderr.matches("unknown instruction: BOGUS").count(), 50, "{stderr}");
+}
+
+#[test]
 fn an_error_in_a_megabyte_line_quotes_it_clipped() {
     let long = "x".repeat(1 << 20);
     let (status, _, stderr) = graph("Dockerfile", &format!("FROM scratch\nBOGUS{long}\nRUN true\n"));
