@@ -17,6 +17,9 @@ use crate::store::Store;
 use crate::store::rootfs::RootfsView;
 
 /// A command to start in a sandbox over an image.
+/// The host name of a sandbox unless a build asks for another.
+pub const DEFAULT_HOSTNAME: &str = "strata";
+
 pub struct Launch<'a> {
     pub view: &'a RootfsView,
     pub argv: Vec<String>,
@@ -24,6 +27,8 @@ pub struct Launch<'a> {
     pub cwd: String,
     pub ids: users::UserIds,
     pub network_none: bool,
+    /// In the UTS namespace, /etc/hostname and /etc/hosts.
+    pub hostname: String,
     pub mounts: Vec<SandboxMount>,
     /// The upper layer is scratch until a layer is written from it (RUN, not a kept run).
     pub volatile_upper: bool,
@@ -99,7 +104,7 @@ impl Launch<'_> {
             fs::create_dir_all(&empty).map_err(|e| ExecError::io("create", &empty, e))?;
             lowerdirs.push(empty);
         }
-        let hostname = "strata".to_string();
+        let hostname = self.hostname.clone();
         let hosts = dir.join("hosts");
         let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
         let resolv = dir.join("resolv.conf");

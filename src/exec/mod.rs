@@ -65,6 +65,8 @@ pub enum ExecError {
     BadPortRange(String),
     #[error("--chmod={0}: not an octal mode")]
     BadMode(String),
+    #[error("BUILDKIT_SANDBOX_HOSTNAME={0:?}: not a host name (up to 64 letters, digits, '-' and '.')")]
+    BadHostname(String),
     #[error("{0} was not built")]
     NotBuilt(String),
     #[error("RUN has no command")]

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
 use super::idmap::IdMap;
-use super::launch::{Launch, changes_to_layer};
+use super::launch::{DEFAULT_HOSTNAME, Launch, changes_to_layer};
 use super::sandbox::{SandboxMount, SandboxSpec};
 use super::{ExecCx, ExecError, ImageState, KeyInputs, StepOutcome, users};
-use crate::graph::args::PROXY_ARGS;
+use crate::graph::args::{PROXY_ARGS, SANDBOX_HOSTNAME_ARG};
 use crate::graph::{CommandLine, CopyFrom, MountFile, Network, RunHeredoc, RunMount, RunOp, Security, Sharing};
 
 /// How many output lines a failure message repeats.
@@ -66,6 +66,10 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     let mut inputs = KeyInputs::new();
     inputs.list("argv", &argv).list("env", &state.config.config.env).field("cwd", &cwd).field("user", &user);
     inputs.field("network", network_name(run.network));
+    let hostname = sandbox_hostname(cx)?;
+    if hostname != DEFAULT_HOSTNAME {
+        inputs.field("hostname", hostname);
+    }
     if run.security == Security::Insecure {
         inputs.field("security", "insecure");
     }
@@ -251,6 +255,15 @@ fn network_name(network: Network) -> &'static str {
     }
 }
 
+/// The host name RUN steps get: `--build-arg BUILDKIT_SANDBOX_HOSTNAME`, as in BuildKit.
+fn sandbox_hostname<'a>(cx: &'a ExecCx) -> Result<&'a str, ExecError> {
+    match cx.build_args.get(SANDBOX_HOSTNAME_ARG).filter(|name| !name.is_empty()) {
+        None => Ok(DEFAULT_HOSTNAME),
+        Some(name) if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') => Ok(name),
+        Some(name) => Err(ExecError::BadHostname(name.clone())),
+    }
+}
+
 /// What a bind mount shows, resolved once for both the key and the sandbox.
 enum BindSource {
     /// A path of the build context: its real path, the plan of what it
@@ -431,6 +444,7 @@ fn run_in_sandbox(
         cwd: cwd.to_string(),
         ids,
         network_none: run.network == Network::None,
+        hostname: sandbox_hostname(cx)?.to_string(),
         mounts,
         // Only the layer written from the upper directory must be durable, and it is, once.
         volatile_upper: true,

@@ -15,6 +15,10 @@ pub type BuildArgs = BTreeMap<String, String>;
 pub const PROXY_ARGS: [&str; 10] =
     ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"];
 
+/// The build arg that names the host RUN steps see, as in BuildKit (which
+/// reads it whether or not an `ARG` declares it).
+pub const SANDBOX_HOSTNAME_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
+
 /// Build args every stage may declare without a default (BuildKit's automatic platform args).
 pub fn automatic_args() -> BuildArgs {
     let arch = oci::host_architecture();

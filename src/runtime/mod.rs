@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::exec::launch::{Changes, Launch, attempt_dir, changes_to_layer};
+use crate::exec::launch::{Changes, DEFAULT_HOSTNAME, Launch, attempt_dir, changes_to_layer};
 use crate::exec::{ExecError, ImageState, sandbox, timestamp, users};
 use crate::oci::{Descriptor, Digest, ImageRef};
 use crate::store::{Store, StoreError};
@@ -217,6 +217,7 @@ fn execute(store: &Store, req: &RunRequest, dir: &Path, mut record: RunRecord, o
         cwd,
         ids,
         network_none: false,
+        hostname: DEFAULT_HOSTNAME.to_string(),
         mounts: Vec::new(),
         volatile_upper: false,
         confined: !req.privileged,

@@ -567,6 +567,22 @@ fn buildkit_test_labels() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_dockerfile_check_hostname() {
+    if !require_root("buildkit_test_dockerfile_check_hostname") {
+        return;
+    }
+    let checks = "RUN cat /etc/hosts | grep foo\nRUN echo $HOSTNAME | grep foo\nRUN echo $(hostname) | grep foo\n";
+    let case = Case::new(&[("Dockerfile", &format!("FROM busybox\n{checks}"))]);
+    case.build(&["--build-arg", "BUILDKIT_SANDBOX_HOSTNAME=foo"]);
+    // Without it the steps see another host name and fail; the name is part of each RUN's key.
+    let stderr = case.fails(&[]);
+    assert!(stderr.contains("grep foo"), "{stderr}");
+    let stderr = case.fails(&["--build-arg", "BUILDKIT_SANDBOX_HOSTNAME=foo\nbar"]);
+    assert!(stderr.contains("not a host name"), "{stderr}");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_user() {
     if !require_root("buildkit_test_user") {
         return;
