@@ -17,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use super::ExecError;
 use super::context::{BuildContext, clean};
 use super::layer::{Attrs, LayerWriter};
+use crate::graph::Mode;
 use crate::oci::Digest;
 use crate::store::Store;
 use crate::store::rootfs::RootfsView;
@@ -66,7 +67,7 @@ pub struct CopyRequest<'a> {
     /// Absolute destination in the image.
     pub dest: String,
     pub owner: Option<(u32, u32)>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<Mode>,
     /// The layers below (none for `--link`): decides whether parents exist and whether dest is a directory.
     pub below: Option<&'a RootfsView>,
     pub clamp: Option<u64>,
@@ -77,6 +78,13 @@ pub struct CopyRequest<'a> {
     /// plan only names each archive, enough to key it by its bytes: a cached
     /// ADD never opens the archive's entries.
     pub extract_in: Option<&'a Path>,
+}
+
+impl CopyRequest<'_> {
+    /// The mode of a copied file that had (or would get) `mode`: `--chmod` applied to it.
+    fn mode(&self, mode: u32, dir: bool) -> u32 {
+        self.chmod.as_ref().map_or(mode, |chmod| chmod.apply(mode, dir))
+    }
 }
 
 /// One expanded source.
@@ -241,13 +249,13 @@ impl LayerPlan {
                 CopyInput::Inline { name, content } => {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                     let attrs =
-                        Attrs { mode: req.chmod.unwrap_or(0o644), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
+                        Attrs { mode: req.mode(0o644, false), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
                     plan.insert(path, Content::Inline(content.clone().into_bytes()), attrs);
                 }
                 CopyInput::Download { name, file, mtime, .. } => {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                     let size = fs::metadata(file).map_err(|e| ExecError::io("stat", file, e))?.len();
-                    let attrs = Attrs { mode: req.chmod.unwrap_or(0o600), uid: owner.0.into(), gid: owner.1.into(), mtime: *mtime };
+                    let attrs = Attrs { mode: req.mode(0o600, false), uid: owner.0.into(), gid: owner.1.into(), mtime: *mtime };
                     plan.insert(path, Content::File { real: file.clone(), size, inode: None }, attrs);
                 }
                 CopyInput::Checkout { dir: None, .. } => {}
@@ -298,9 +306,7 @@ impl LayerPlan {
         let ft = meta.file_type();
         let owner = entry_owner(root, meta, req);
         let mut attrs = Attrs { mode: meta.mode() & 0o7777, uid: owner.0.into(), gid: owner.1.into(), mtime: meta.mtime().max(0) as u64 };
-        if let Some(mode) = req.chmod {
-            attrs.mode = mode;
-        }
+        attrs.mode = req.mode(attrs.mode, ft.is_dir());
         let kind = if ft.is_dir() {
             Content::Dir
         } else if ft.is_symlink() {
@@ -386,9 +392,7 @@ impl LayerPlan {
             if let Some((uid, gid)) = req.owner {
                 (attrs.uid, attrs.gid) = (uid.into(), gid.into());
             }
-            if let Some(mode) = req.chmod {
-                attrs.mode = mode;
-            }
+            attrs.mode = req.mode(attrs.mode, h.entry_type().is_dir());
             let link = || -> Result<OsString, ExecError> {
                 Ok(entry.link_name().map_err(bad)?.map(|l| l.into_owned().into_os_string()).unwrap_or_default())
             };
@@ -598,7 +602,7 @@ fn image_attrs(meta: &fs::Metadata) -> Attrs {
 /// makes it: `--chmod`'s mode, else 0755; `--chown`'s owner, else root.
 fn created_dir_attrs(req: &CopyRequest) -> Attrs {
     let (uid, gid) = req.owner.unwrap_or((0, 0));
-    Attrs { mode: req.chmod.unwrap_or(0o755), uid: uid.into(), gid: gid.into(), mtime: req.clamp.unwrap_or(0) }
+    Attrs { mode: req.mode(0o755, true), uid: uid.into(), gid: gid.into(), mtime: req.clamp.unwrap_or(0) }
 }
 
 /// Image path `path` (relative, cleaned) with the symlinks of the part that

@@ -63,7 +63,7 @@ pub enum ExecError {
     BadPasswdEntry(String),
     #[error("EXPOSE {0}: not a port range")]
     BadPortRange(String),
-    #[error("--chmod={0}: not an octal mode")]
+    #[error("--chmod={0}: not a mode (octal as 0644, or symbolic as u+x,go-w)")]
     BadMode(String),
     #[error("BUILDKIT_SANDBOX_HOSTNAME={0:?}: not a host name (up to 64 letters, digits, '-' and '.')")]
     BadHostname(String),
@@ -536,8 +536,8 @@ impl ImageState {
         if let Some(c) = &chown {
             text.push_str(&format!(" --chown={c}"));
         }
-        if let Some(m) = chmod {
-            text.push_str(&format!(" --chmod={m:o}"));
+        if let Some(m) = &chmod {
+            text.push_str(&format!(" --chmod={m}"));
         }
         if op.link {
             text.push_str(" --link");
@@ -563,7 +563,7 @@ impl ImageState {
                     sources: sources.clone(),
                     dest: dest_abs.clone(),
                     owner: None,
-                    chmod,
+                    chmod: chmod.clone(),
                     below: None,
                     clamp: cx.epoch,
                     keep_owners: false,

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod dump;
+mod mode;
 mod mount;
 mod name;
 mod word;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use dump::{describe, to_dot, to_json};
+pub use mode::{Mode, parse_mode};
 pub use mount::{mount_fields, parse_mount};
 pub use name::{ImageName, StageName};
 pub use word::{ExpandError, Part, Word};
@@ -347,11 +349,6 @@ pub struct CopyOp {
     /// ADD `--keep-git-dir`: a git source keeps its `.git` folder.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub keep_git_dir: bool,
-}
-
-/// A `--chmod` value: an octal mode of at most 0o7777, as Docker takes it.
-pub fn parse_mode(text: &str) -> Option<u32> {
-    u32::from_str_radix(text, 8).ok().filter(|mode| *mode <= 0o7777 && !text.starts_with('+'))
 }
 
 /// An ADD `--checksum` value.

@@ -567,6 +567,42 @@ fn buildkit_test_labels() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_chmod_non_octal() {
+    if !require_root("buildkit_test_chmod_non_octal") {
+        return;
+    }
+    // (name, mode, a directory?): chmod(1) on a copy made in a RUN is the expected result.
+    let cases = [
+        ("f1", "go-w", false),
+        ("f2", "u=rw,g=r,o=r", false),
+        ("f3", "a+X", false),
+        ("d1", "go-w", true),
+        ("d2", "u+rw,g+r,o-x,o+w", true),
+        ("d3", "a+X", true),
+    ];
+    let (mut expected, mut copies, mut checks) = (String::new(), String::new(), String::new());
+    for (name, mode, dir) in cases {
+        if dir {
+            expected += &format!("RUN mkdir -p /input/dirs/{name} && cp -a /input/dir /input/dirs/{name}/{name}\n");
+            expected += &format!("RUN cp -a /input/dirs/{name}/. /expected/ && chmod {mode} /expected/{name}\n");
+            copies += &format!("COPY --from=base --chmod={mode} /input/dirs/{name} /\n");
+        } else {
+            expected += &format!("RUN cp -a /input/file /expected/{name} && chmod {mode} /expected/{name}\n");
+            copies += &format!("COPY --from=base --chmod={mode} /input/file /{name}\n");
+        }
+        checks += &format!("RUN [ \"$(stat -c %A /actual/{name})\" = \"$(stat -c %A /expected/{name})\" ]\n");
+    }
+    let dockerfile = format!(
+        "FROM busybox AS base\nRUN <<EOT\nset -ex\nmkdir /input /expected\ntouch /input/file\nchmod 666 /input/file\nmkdir /input/dir\nchmod 124 /input/dir\nEOT\n{expected}\nFROM scratch AS result\n{copies}\nFROM base\nCOPY --from=result / /actual/\n{checks}"
+    );
+    let case = Case::new(&[("Dockerfile", &dockerfile)]);
+    case.build(&[]);
+    let stderr = Case::new(&[("Dockerfile", "FROM busybox\nCOPY --chmod=u+q Dockerfile /\n")]).fails(&[]);
+    assert!(stderr.contains("--chmod=u+q: not a mode"), "{stderr}");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_dockerfile_check_hostname() {
     if !require_root("buildkit_test_dockerfile_check_hostname") {
         return;

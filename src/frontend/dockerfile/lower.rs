@@ -725,8 +725,8 @@ impl<'a> Lowerer<'a> {
             let word = self.word(line, &v);
             if word.as_literal().is_some_and(|text| crate::graph::parse_mode(&text).is_none()) {
                 self.errors.push(
-                    SourceError::new(format!("--chmod={v}: not an octal mode"), span(offset, 8 + v.len()), "here")
-                        .help("write an octal mode such as 0644 or 755"),
+                    SourceError::new(format!("--chmod={v}: not a mode"), span(offset, 8 + v.len()), "here")
+                        .help("write an octal mode such as 0644, or a symbolic one such as u+x,go-w"),
                 );
             }
             word

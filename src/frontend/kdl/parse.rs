@@ -654,8 +654,8 @@ impl Parser {
             chmod: self.string_prop(node, "chmod").inspect(|text| {
                 if !text.value.contains('{') && crate::graph::parse_mode(&text.value).is_none() {
                     self.error(
-                        SourceError::new(format!("invalid mode {:?} for `chmod`", text.value), text.span, "not an octal mode")
-                            .help("write an octal mode such as \"0644\" or \"755\""),
+                        SourceError::new(format!("invalid mode {:?} for `chmod`", text.value), text.span, "not a mode")
+                            .help("write an octal mode such as \"0644\", or a symbolic one such as \"u+x,go-w\""),
                     );
                 }
             }),
