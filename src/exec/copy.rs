@@ -78,6 +78,9 @@ pub struct CopyRequest<'a> {
     /// plan only names each archive, enough to key it by its bytes: a cached
     /// ADD never opens the archive's entries.
     pub extract_in: Option<&'a Path>,
+    /// `COPY --parents`: a source keeps its path under the destination, from
+    /// after the first `/./` in its pattern, else whole.
+    pub parents: bool,
 }
 
 impl CopyRequest<'_> {
@@ -163,6 +166,19 @@ impl SourceRoot<'_> {
             let part = component.as_os_str().to_string_lossy();
             let mut next = Vec::new();
             for base in matches {
+                // `**`: the path so far and everything under it, at any depth.
+                if part == "**" {
+                    let mut pending = vec![base];
+                    while let Some(path) = pending.pop() {
+                        if let Ok(real) = self.resolve(&path, "")
+                            && real.is_dir()
+                        {
+                            pending.extend(self.children(&path, &real)?.into_iter().map(|(name, _)| path.join(name)));
+                        }
+                        next.push(path);
+                    }
+                    continue;
+                }
                 if !has_wildcard(&part) {
                     next.push(base.join(component));
                     continue;
@@ -184,6 +200,8 @@ impl SourceRoot<'_> {
             }
             matches = next;
         }
+        matches.sort();
+        matches.dedup();
         Ok(matches.into_iter().filter(|m| self.resolve(m, "").is_ok() && !self.is_excluded(m)).collect())
     }
 }
@@ -204,6 +222,12 @@ fn is_archive(path: &Path) -> bool {
         || head.starts_with(b"BZh")
         || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
         || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+/// How many leading components of a `COPY --parents` match stay out of the
+/// destination: those before the first `/./` of the pattern.
+fn parents_pivot(pattern: &str) -> usize {
+    pattern.find("/./").and_then(|at| clean(Path::new(&pattern[..at]))).map_or(0, |prefix| prefix.components().count())
 }
 
 /// `dest/name` (dest is relative, from `clean`; it may be empty).
@@ -271,10 +295,19 @@ impl LayerPlan {
                     let rel = clean(Path::new(pattern)).ok_or_else(|| ExecError::OutsideContext(pattern.clone()))?;
                     // A wildcard that matches nothing copies nothing, as in BuildKit.
                     let matches = if has_wildcard(pattern) { root.glob(&rel)? } else { vec![rel] };
+                    let pivot = parents_pivot(pattern);
                     for rel in matches {
                         let real = root.resolve(&rel, pattern)?;
                         let meta = fs::metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
-                        if meta.is_dir() {
+                        let kept: PathBuf = rel.components().skip(pivot).collect();
+                        if req.parents && !kept.as_os_str().is_empty() {
+                            // The source itself, under its kept path; missing parents are made.
+                            let path = join_dest(&dest_rel, &kept);
+                            plan.add_entry(root, path.clone(), &real, &meta, req);
+                            if meta.is_dir() {
+                                plan.walk(root, &rel, &real, &path, req)?;
+                            }
+                        } else if meta.is_dir() {
                             if dest_rel.is_empty() {
                                 plan.walk(root, &rel, &real, OsStr::new(""), req)?;
                             } else {
@@ -297,6 +330,11 @@ impl LayerPlan {
                     }
                 }
             }
+        }
+        // `--parents` copies a tree filtered by its patterns, as BuildKit does, so the
+        // destination folder is made even when they match nothing (a plain wildcard makes none).
+        if req.parents && !dest_rel.is_empty() && !dest_exists_as_dir && !plan.entries.contains_key(&dest_rel) {
+            plan.insert(dest_rel, Content::Dir, created_dir_attrs(req));
         }
         plan.add_parents(req);
         Ok(plan)

@@ -476,6 +476,7 @@ impl ImageState {
                 clamp: cx.epoch,
                 keep_owners: false,
                 extract_in: None,
+                parents: false,
             };
             let mut plan = copy::LayerPlan::default();
             plan.make_dir(&cleaned, owner, &req);
@@ -542,6 +543,9 @@ impl ImageState {
         if op.link {
             text.push_str(" --link");
         }
+        if op.parents {
+            text.push_str(" --parents");
+        }
         for s in &sources {
             match s {
                 copy::CopyInput::Path(p) => text.push_str(&format!(" {p}")),
@@ -568,6 +572,7 @@ impl ImageState {
                     clamp: cx.epoch,
                     keep_owners: false,
                     extract_in: None,
+                    parents: op.parents,
                 };
                 let content = copy::LayerPlan::for_copy(&copy::SourceRoot::Context(cx.context), &alone)?.content_key(cx.store)?;
                 Some(chain_key(&self.key, &format!("FAST {text}"), content.as_str().as_bytes()))
@@ -602,6 +607,7 @@ impl ImageState {
             clamp: cx.epoch,
             keep_owners: false,
             extract_in: None,
+            parents: op.parents,
         };
         let from_view = match &from_state {
             Some(state) => Some(state.view(cx.store)?),

@@ -304,6 +304,7 @@ impl BindSource {
                     clamp: None,
                     keep_owners: true,
                     extract_in: None,
+                    parents: false,
                 };
                 let plan = LayerPlan::for_copy(&root, &request)?;
                 let real = cx.context.resolve(&rel, source)?;

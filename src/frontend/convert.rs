@@ -114,6 +114,9 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
             if copy.link {
                 text.push_str(" --link");
             }
+            if copy.parents {
+                text.push_str(" --parents");
+            }
             if let Some(checksum) = &copy.checksum {
                 let _ = write!(text, " --checksum={checksum}");
             }

@@ -97,6 +97,9 @@ pub fn describe(graph: &BuildGraph, op: &Op) -> String {
             if copy.link {
                 flags.push_str("--link ");
             }
+            if copy.parents {
+                flags.push_str("--parents ");
+            }
             format!("{flags}{}", words.join(" "))
         }
         Op::Env(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),

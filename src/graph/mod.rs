@@ -349,6 +349,9 @@ pub struct CopyOp {
     /// ADD `--keep-git-dir`: a git source keeps its `.git` folder.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub keep_git_dir: bool,
+    /// COPY `--parents`: each source keeps its path (after a `/./` in it) under the destination.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
 }
 
 /// An ADD `--checksum` value.
@@ -559,6 +562,7 @@ mod tests {
             link: false,
             checksum: None,
             keep_git_dir: false,
+            parents: false,
         })
     }
 

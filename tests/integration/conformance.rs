@@ -565,6 +565,88 @@ fn buildkit_test_labels() {
     assert_eq!(labels["on.cli"], "given", "{labels}");
 }
 
+/// The tree BuildKit's --parents tests copy from, made in a stage named `base` under /test.
+const PARENTS_BASE: &str = "FROM busybox AS base\nWORKDIR /test\nRUN <<EOT\nset -ex\nmkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2\ntouch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\nEOT\n";
+
+/// A stage `name` of busybox that copies `copy` (with --from=base --parents) and runs `checks`.
+fn parents_stage(name: &str, copy: &str, checks: &[&str]) -> String {
+    let mut stage = format!("\nFROM busybox AS {name}\nCOPY --from=base --parents {copy}\n");
+    for check in checks {
+        stage += &format!("RUN [ {check} ]\n");
+    }
+    stage
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_copy_parents() {
+    if !require_root("buildkit_test_copy_parents") {
+        return;
+    }
+    let dockerfile = "FROM scratch AS result\nCOPY --parents foo1/foo2/bar /\nWORKDIR /test\nCOPY --parents foo1/foo2/ba* .\n\
+        FROM busybox\nCOPY --from=result / /r/\n\
+        RUN [ \"$(cat /r/foo1/foo2/bar)\" = testing ] && [ \"$(cat /r/test/foo1/foo2/bar)\" = testing ] && [ \"$(cat /r/test/foo1/foo2/baz)\" = testing2 ]\n";
+    let case = Case::new(&[("Dockerfile", dockerfile), ("foo1/foo2/bar", "testing"), ("foo1/foo2/baz", "testing2")]);
+    case.build(&[]);
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_copy_relative_parents() {
+    if !require_root("buildkit_test_copy_relative_parents") {
+        return;
+    }
+    let stages = [
+        ("middle", "/test/a/b/./c/d /out/", &["-d /out/c/d/e", "-f /out/c/d/foo", "! -d /out/a", "! -d /out/e"][..]),
+        ("end", "/test/a/b/c/d/. /out/", &["-d /out/test/a/b/c/d/e", "-f /out/test/a/b/c/d/foo"]),
+        ("start", "./test/a/b/c/d /out/", &["-d /out/test/a/b/c/d/e", "-f /out/test/a/b/c/d/foo"]),
+        ("double", "/test/a/./b/./c /out/", &["-d /out/b/c/d/e", "-f /out/b/c/d/foo"]),
+        ("wildcard", "/test/a/./*/c /out/", &["-d /out/b/c/d/e", "-f /out/b2/c/d/e/bar"]),
+        ("doublewildcard", "/test/a/b*/./c/**/e /out/", &["-d /out/c/d/e", "-f /out/c/d/e/bay", "-f /out/c/d/e/bar"]),
+        (
+            "doubleinputs",
+            "/test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /out/",
+            &["-f /out/d/e/baz", "! -f /out/d/e/bay", "-f /out/d/e2/baz", "-f /out/c/d/e/bar"],
+        ),
+    ];
+    let mut dockerfile = PARENTS_BASE.to_string();
+    for (name, copy, checks) in stages {
+        dockerfile += &parents_stage(name, copy, checks);
+    }
+    let case = Case::new(&[("Dockerfile", &dockerfile)]);
+    for (name, _, _) in stages {
+        case.build(&["--target", name]);
+    }
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_copy_parents_missing_directory() {
+    if !require_root("buildkit_test_copy_parents_missing_directory") {
+        return;
+    }
+    let stages = [
+        ("normal", "/test/a/b/c/d /out/", &["-d /out/test/a/b/c/d/e", "-f /out/test/a/b/c/d/e/bay", "! -d /out/e", "! -d /out/a"][..]),
+        ("withpivot", "/test/a/b/./c/d /out/", &["-d /out/c/d/e", "-f /out/c/d/foo", "! -d /out/a", "! -d /out/e"]),
+        ("nonexistentfile", "/test/nonexistent-file /out/", &[]),
+        ("wildcard-nonexistent", "/test/a/b3*/c /out/", &["-d /out", "! -d /out/a"]),
+        ("wildcard-afterpivot", "/test/a/b/./c3* /out/", &["-d /out", "! -d /out/a", "! -d /out/c3"]),
+    ];
+    let mut dockerfile = PARENTS_BASE.to_string();
+    for (name, copy, checks) in stages {
+        dockerfile += &parents_stage(name, copy, checks);
+    }
+    let case = Case::new(&[("Dockerfile", &dockerfile)]);
+    for (name, _, _) in stages {
+        if name == "nonexistentfile" {
+            let stderr = case.fails(&["--target", name]);
+            assert!(stderr.contains("test/nonexistent-file"), "{stderr}");
+        } else {
+            case.build(&["--target", name]);
+        }
+    }
+}
+
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_chmod_non_octal() {

@@ -55,7 +55,7 @@ pub struct Lowerer<'a> {
 }
 
 /// Flags that may be given without a value (`--link` is `--link=true`).
-const SWITCHES: [&str; 2] = ["link", "keep-git-dir"];
+const SWITCHES: [&str; 3] = ["link", "keep-git-dir", "parents"];
 
 /// Whether a flag has the value it needs; one that has not is reported once, by `check_flags`.
 fn has_value(flag: &Flag) -> bool {
@@ -667,7 +667,7 @@ impl<'a> Lowerer<'a> {
 
     fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {
         let allowed: &[&str] =
-            if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
+            if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link", "parents"] };
         self.check_flags(line, allowed);
         let keyword = if add { "ADD" } else { "COPY" };
         let raw: Vec<String> = match json_args(&line.args) {
@@ -740,7 +740,8 @@ impl<'a> Lowerer<'a> {
             word
         });
         let keep_git_dir = add && self.bool_flag(line, "keep-git-dir");
-        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir })
+        let parents = !add && self.bool_flag(line, "parents");
+        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir, parents })
     }
 
     fn healthcheck(&mut self, line: &Line) -> Option<Healthcheck> {

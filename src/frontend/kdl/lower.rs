@@ -475,6 +475,7 @@ impl Lowerer<'_> {
             link: copy.link,
             checksum: copy.checksum.as_ref().map(|c| self.word(c)),
             keep_git_dir: copy.keep_git_dir,
+            parents: copy.parents,
         }
     }
 }

@@ -109,6 +109,16 @@ mod tests {
     }
 
     #[test]
+    fn copy_parents_lowers_and_prints_back() {
+        let graph = lower_text(r#"image "app:1" from="busybox:latest" { copy "src/./a" "/out/" parents=#true }"#).unwrap();
+        let Op::Copy(copy) = &graph.stages[0].steps[0].op else { panic!("not a copy") };
+        assert!(copy.parents);
+        assert!(to_kdl(&graph).contains("parents=#true"), "{}", to_kdl(&graph));
+        let dockerfile = crate::frontend::convert::to_dockerfile(&graph).unwrap();
+        assert!(dockerfile.contains("COPY --parents src/./a /out/"), "{dockerfile}");
+    }
+
+    #[test]
     fn build_args_override_defaults_in_from_and_tags() {
         let spec = Spec::parse(
             r#"arg "V" default=1

@@ -605,8 +605,11 @@ impl Parser {
     }
 
     fn parse_copy(&mut self, node: &KdlNode, add: bool) -> Option<CopySpec> {
-        let props: &[&str] =
-            if add { &["from", "chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link"] };
+        let props: &[&str] = if add {
+            &["from", "chown", "chmod", "link", "checksum", "keep-git-dir"]
+        } else {
+            &["from", "chown", "chmod", "link", "parents"]
+        };
         self.check_node(node, props, true);
         let mut paths = self.string_args(node);
         let mut inline = Vec::new();
@@ -668,6 +671,7 @@ impl Parser {
                 }
             }),
             keep_git_dir: self.bool_prop(node, "keep-git-dir"),
+            parents: self.bool_prop(node, "parents"),
         })
     }
 

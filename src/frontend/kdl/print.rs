@@ -230,6 +230,9 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
             if copy.keep_git_dir {
                 text.push_str(" keep-git-dir=#true");
             }
+            if copy.parents {
+                text.push_str(" parents=#true");
+            }
             if !inline.is_empty() {
                 text.push_str(" {\n");
                 for (name, content) in inline {

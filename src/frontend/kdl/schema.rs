@@ -197,6 +197,8 @@ pub struct CopySpec {
     pub checksum: Option<Text>,
     /// `add … keep-git-dir=#true`: a git source keeps its `.git` folder.
     pub keep_git_dir: bool,
+    /// `copy … parents=#true`: sources keep their paths under the destination.
+    pub parents: bool,
 }
 
 /// One source of a copy: a path, or a `file "name" "content"` child.
@@ -318,6 +320,7 @@ impl CopySpec {
             link: false,
             checksum: None,
             keep_git_dir: false,
+            parents: false,
         }
     }
 }
