@@ -11,7 +11,7 @@ use crate::store::snapshot::{clean_layer_path, decompress};
 
 /// `.dockerignore` rules, Docker's way: patterns match a path or any of its
 /// parents, `**` spans directories, `!` re-includes, and the last match wins.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct IgnoreRules {
     rules: Vec<(GlobMatcher, bool)>,
 }
@@ -33,18 +33,26 @@ impl IgnoreRules {
             if negated && pattern.is_empty() {
                 return Err(ExecError::EmptyExclusion { file: file.to_path_buf(), line: number + 1 });
             }
-            let cleaned = clean(Path::new(pattern)).unwrap_or_default();
-            let text = cleaned.to_string_lossy();
-            let glob = Glob::new(if text.is_empty() { "." } else { &text })
-                .and_then(|g| globset::GlobBuilder::new(g.glob()).literal_separator(true).backslash_escape(true).build())
-                .map_err(|source| ExecError::IgnorePattern {
-                    file: file.to_path_buf(),
-                    line: number + 1,
-                    pattern: pattern.to_string(),
-                    source,
-                })?;
-            rules.push((glob.compile_matcher(), negated));
+            let matcher = matcher(pattern).map_err(|source| ExecError::IgnorePattern {
+                file: file.to_path_buf(),
+                line: number + 1,
+                pattern: pattern.to_string(),
+                source,
+            })?;
+            rules.push((matcher, negated));
         }
+        Ok(IgnoreRules { rules })
+    }
+
+    /// Rules from `--exclude` patterns (no `!`), each a path relative to the source it filters.
+    pub fn exclude(patterns: &[String]) -> Result<IgnoreRules, ExecError> {
+        let rules = patterns
+            .iter()
+            .map(|pattern| {
+                let matcher = matcher(pattern).map_err(|source| ExecError::Pattern { pattern: pattern.clone(), source })?;
+                Ok((matcher, false))
+            })
+            .collect::<Result<_, ExecError>>()?;
         Ok(IgnoreRules { rules })
     }
 
@@ -69,6 +77,14 @@ impl IgnoreRules {
     pub fn has_exceptions(&self) -> bool {
         self.rules.iter().any(|(_, negated)| *negated)
     }
+}
+
+/// A pattern's matcher, the pattern cleaned as a path (`**` spans folders).
+fn matcher(pattern: &str) -> Result<GlobMatcher, globset::Error> {
+    let cleaned = clean(Path::new(pattern)).unwrap_or_default();
+    let text = cleaned.to_string_lossy();
+    let glob = Glob::new(if text.is_empty() { "." } else { &text })?;
+    Ok(globset::GlobBuilder::new(glob.glob()).literal_separator(true).backslash_escape(true).build()?.compile_matcher())
 }
 
 /// A path made relative and cleaned; `None` if it climbs out of its root.

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::ExecError;
-use super::context::{BuildContext, clean};
+use super::context::{BuildContext, IgnoreRules, clean};
 use super::layer::{Attrs, LayerWriter};
 use crate::graph::Mode;
 use crate::oci::Digest;
@@ -81,6 +81,8 @@ pub struct CopyRequest<'a> {
     /// `COPY --parents`: a source keeps its path under the destination, from
     /// after the first `/./` in its pattern, else whole.
     pub parents: bool,
+    /// `--exclude` rules, matched against paths below each source (a file source by its name).
+    pub exclude: IgnoreRules,
 }
 
 impl CopyRequest<'_> {
@@ -299,6 +301,9 @@ impl LayerPlan {
                     for rel in matches {
                         let real = root.resolve(&rel, pattern)?;
                         let meta = fs::metadata(&real).map_err(|e| ExecError::io("stat", &real, e))?;
+                        if !meta.is_dir() && rel.file_name().is_some_and(|name| req.exclude.excluded(Path::new(name))) {
+                            continue;
+                        }
                         let kept: PathBuf = rel.components().skip(pivot).collect();
                         if req.parents && !kept.as_os_str().is_empty() {
                             // The source itself, under its kept path; missing parents are made.
@@ -370,8 +375,25 @@ impl LayerPlan {
     }
 
     fn walk(&mut self, root: &SourceRoot, rel: &Path, real: &Path, dest: &OsStr, req: &CopyRequest) -> Result<(), ExecError> {
+        self.walk_below(root, rel, rel, real, dest, req)
+    }
+
+    /// [`walk`](Self::walk) of `rel`, part of the source `source` (what `--exclude` matches below).
+    fn walk_below(
+        &mut self,
+        root: &SourceRoot,
+        source: &Path,
+        rel: &Path,
+        real: &Path,
+        dest: &OsStr,
+        req: &CopyRequest,
+    ) -> Result<(), ExecError> {
         for (name, child_real) in root.children(rel, real)? {
             let child_rel = rel.join(&name);
+            // Excluded by the COPY, with everything below it (there are no exceptions).
+            if req.exclude.excluded(child_rel.strip_prefix(source).unwrap_or(&child_rel)) {
+                continue;
+            }
             let path = join_dest(dest, &name);
             let meta = fs::symlink_metadata(&child_real).map_err(|e| ExecError::io("stat", &child_real, e))?;
             if root.is_excluded(&child_rel) && !meta.is_dir() {
@@ -382,7 +404,7 @@ impl LayerPlan {
                 if !excluded {
                     self.add_entry(root, path.clone(), &child_real, &meta, req);
                 }
-                self.walk(root, &child_rel, &child_real, &path, req)?;
+                self.walk_below(root, source, &child_rel, &child_real, &path, req)?;
             } else {
                 self.add_entry(root, path, &child_real, &meta, req);
             }

@@ -477,6 +477,7 @@ impl ImageState {
                 keep_owners: false,
                 extract_in: None,
                 parents: false,
+                exclude: Default::default(),
             };
             let mut plan = copy::LayerPlan::default();
             plan.make_dir(&cleaned, owner, &req);
@@ -546,6 +547,11 @@ impl ImageState {
         if op.parents {
             text.push_str(" --parents");
         }
+        let patterns: Vec<String> = op.exclude.iter().map(|w| self.expand(w)).collect::<Result<_, _>>()?;
+        for pattern in &patterns {
+            text.push_str(&format!(" --exclude={pattern}"));
+        }
+        let exclude = context::IgnoreRules::exclude(&patterns)?;
         for s in &sources {
             match s {
                 copy::CopyInput::Path(p) => text.push_str(&format!(" {p}")),
@@ -573,6 +579,7 @@ impl ImageState {
                     keep_owners: false,
                     extract_in: None,
                     parents: op.parents,
+                    exclude: exclude.clone(),
                 };
                 let content = copy::LayerPlan::for_copy(&copy::SourceRoot::Context(cx.context), &alone)?.content_key(cx.store)?;
                 Some(chain_key(&self.key, &format!("FAST {text}"), content.as_str().as_bytes()))
@@ -608,6 +615,7 @@ impl ImageState {
             keep_owners: false,
             extract_in: None,
             parents: op.parents,
+            exclude,
         };
         let from_view = match &from_state {
             Some(state) => Some(state.view(cx.store)?),

@@ -305,6 +305,7 @@ impl BindSource {
                     keep_owners: true,
                     extract_in: None,
                     parents: false,
+                    exclude: Default::default(),
                 };
                 let plan = LayerPlan::for_copy(&root, &request)?;
                 let real = cx.context.resolve(&rel, source)?;

@@ -117,6 +117,9 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
             if copy.parents {
                 text.push_str(" --parents");
             }
+            for pattern in &copy.exclude {
+                let _ = write!(text, " --exclude={pattern}");
+            }
             if let Some(checksum) = &copy.checksum {
                 let _ = write!(text, " --checksum={checksum}");
             }

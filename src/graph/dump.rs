@@ -100,6 +100,9 @@ pub fn describe(graph: &BuildGraph, op: &Op) -> String {
             if copy.parents {
                 flags.push_str("--parents ");
             }
+            for pattern in &copy.exclude {
+                flags.push_str(&format!("--exclude={pattern} "));
+            }
             format!("{flags}{}", words.join(" "))
         }
         Op::Env(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),

@@ -352,6 +352,9 @@ pub struct CopyOp {
     /// COPY `--parents`: each source keeps its path (after a `/./` in it) under the destination.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub parents: bool,
+    /// `--exclude` patterns (`.dockerignore` syntax), matched below each source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Word>,
 }
 
 /// An ADD `--checksum` value.
@@ -563,6 +566,7 @@ mod tests {
             checksum: None,
             keep_git_dir: false,
             parents: false,
+            exclude: Vec::new(),
         })
     }
 

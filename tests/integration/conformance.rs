@@ -565,6 +565,66 @@ fn buildkit_test_labels() {
     assert_eq!(labels["on.cli"], "given", "{labels}");
 }
 
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_excluded_files_on_copy() {
+    if !require_root("buildkit_test_excluded_files_on_copy") {
+        return;
+    }
+    let files = [
+        ("dir1/file-101.png", "2"),
+        ("dir1/file-102.txt", "3"),
+        ("dir1/file-103.jpeg", "4"),
+        ("dir2/file-201.pdf", "6"),
+        ("dir2/file-202.jpeg", "7"),
+        ("dir2/file-203.png", "8"),
+        ("dir3/file-301.mp3", "9"),
+        ("dir3/file-302.mpeg", "10"),
+    ];
+    let builders = [
+        "COPY --exclude=*/*.png --exclude=*/*.jpeg . /1",
+        "COPY --exclude=*/*.pdf --exclude=*/*.txt . /2",
+        "ADD --exclude=*.mp3 dir3/ /3/",
+        "COPY --exclude=*.mp3 --exclude=*.jpeg --exclude=*.png --exclude=*.pdf --exclude=*.txt dir* /4/",
+        "ADD --exclude=*.mp* --exclude=*.jpeg --exclude=*.png --exclude=*.pdf dir* /5",
+        "ADD --exclude=* dir* /6",
+    ];
+    // (path in the final image, its content, or None when excluded)
+    let mut expected: Vec<(String, Option<&str>)> = Vec::new();
+    let kept1 = ["dir1/file-102.txt", "dir2/file-201.pdf", "dir3/file-301.mp3", "dir3/file-302.mpeg"];
+    let kept2 =
+        ["dir1/file-101.png", "dir1/file-103.jpeg", "dir2/file-202.jpeg", "dir2/file-203.png", "dir3/file-301.mp3", "dir3/file-302.mpeg"];
+    for (path, content) in files {
+        let name = path.split('/').nth(1).unwrap();
+        expected.push((format!("/b1/1/{path}"), kept1.contains(&path).then_some(content)));
+        expected.push((format!("/b2/2/{path}"), kept2.contains(&path).then_some(content)));
+        if path.starts_with("dir3/") {
+            expected.push((format!("/b3/3/{name}"), (name == "file-302.mpeg").then_some(content)));
+        }
+        expected.push((format!("/b4/4/{name}"), (name == "file-302.mpeg").then_some(content)));
+        expected.push((format!("/b5/5/{name}"), (name == "file-102.txt").then_some(content)));
+    }
+    let mut dockerfile = String::new();
+    for (i, copy) in builders.iter().enumerate() {
+        dockerfile += &format!("FROM scratch AS builder{}\n{copy}\n", i + 1);
+    }
+    dockerfile += "FROM busybox\n";
+    for i in 1..=builders.len() {
+        dockerfile += &format!("COPY --from=builder{i} / /b{i}/\n");
+    }
+    for (path, content) in &expected {
+        dockerfile += &match content {
+            Some(content) => format!("RUN [ \"$(cat {path})\" = {content} ]\n"),
+            None => format!("RUN [ ! -e {path} ]\n"),
+        };
+    }
+    dockerfile += "RUN [ -d /b6/6 ] && [ -z \"$(ls -A /b6/6)\" ]\n";
+    let mut context_files = vec![("Dockerfile", dockerfile.as_str())];
+    context_files.extend(files);
+    let case = Case::new(&context_files);
+    case.build(&[]);
+}
+
 /// The tree BuildKit's --parents tests copy from, made in a stage named `base` under /test.
 const PARENTS_BASE: &str = "FROM busybox AS base\nWORKDIR /test\nRUN <<EOT\nset -ex\nmkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2\ntouch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\nEOT\n";
 

@@ -666,8 +666,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {
-        let allowed: &[&str] =
-            if add { &["chown", "chmod", "link", "checksum", "keep-git-dir"] } else { &["from", "chown", "chmod", "link", "parents"] };
+        let allowed: &[&str] = if add {
+            &["chown", "chmod", "link", "checksum", "keep-git-dir", "exclude"]
+        } else {
+            &["from", "chown", "chmod", "link", "parents", "exclude"]
+        };
         self.check_flags(line, allowed);
         let keyword = if add { "ADD" } else { "COPY" };
         let raw: Vec<String> = match json_args(&line.args) {
@@ -741,7 +744,9 @@ impl<'a> Lowerer<'a> {
         });
         let keep_git_dir = add && self.bool_flag(line, "keep-git-dir");
         let parents = !add && self.bool_flag(line, "parents");
-        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir, parents })
+        let exclude =
+            line.flags.iter().filter(|f| f.name == "exclude").filter_map(|f| f.value.clone()).map(|v| self.word(line, &v)).collect();
+        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir, parents, exclude })
     }
 
     fn healthcheck(&mut self, line: &Line) -> Option<Healthcheck> {

@@ -476,6 +476,7 @@ impl Lowerer<'_> {
             checksum: copy.checksum.as_ref().map(|c| self.word(c)),
             keep_git_dir: copy.keep_git_dir,
             parents: copy.parents,
+            exclude: copy.exclude.iter().map(|pattern| self.word(pattern)).collect(),
         }
     }
 }

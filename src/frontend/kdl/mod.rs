@@ -119,6 +119,18 @@ mod tests {
     }
 
     #[test]
+    fn copy_excludes_lower_and_print_back() {
+        let graph = lower_text(r#"image "app:1" from="busybox:latest" { copy "." "/1" { exclude "*.png" "*/*.jpg"; }; }"#).unwrap();
+        let Op::Copy(copy) = &graph.stages[0].steps[0].op else { panic!("not a copy") };
+        assert_eq!(copy.exclude.len(), 2);
+        let printed = to_kdl(&graph);
+        assert!(printed.contains(r#"exclude "*.png" "*/*.jpg""#), "{printed}");
+        assert_eq!(lower_text(&printed).unwrap(), graph);
+        let dockerfile = crate::frontend::convert::to_dockerfile(&graph).unwrap();
+        assert!(dockerfile.contains("COPY --exclude=*.png --exclude=*/*.jpg . /1"), "{dockerfile}");
+    }
+
+    #[test]
     fn build_args_override_defaults_in_from_and_tags() {
         let spec = Spec::parse(
             r#"arg "V" default=1

@@ -613,8 +613,14 @@ impl Parser {
         self.check_node(node, props, true);
         let mut paths = self.string_args(node);
         let mut inline = Vec::new();
+        let mut exclude = Vec::new();
         if let Some(block) = node.children() {
             for child in block.nodes() {
+                if child.name().value() == "exclude" {
+                    self.check_node(child, &[], false);
+                    exclude.extend(self.string_args(child));
+                    continue;
+                }
                 if child.name().value() != "file" {
                     let name = child.name().value();
                     self.error(
@@ -623,7 +629,7 @@ impl Parser {
                             Some(child.name().span()),
                             "unknown child",
                         )
-                        .help("only `file \"name\" \"content\"` children are accepted"),
+                        .help("the children are `file \"name\" \"content\"` and `exclude \"pattern\" …`"),
                     );
                     continue;
                 }
@@ -672,6 +678,7 @@ impl Parser {
             }),
             keep_git_dir: self.bool_prop(node, "keep-git-dir"),
             parents: self.bool_prop(node, "parents"),
+            exclude,
         })
     }
 

@@ -233,8 +233,12 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
             if copy.parents {
                 text.push_str(" parents=#true");
             }
-            if !inline.is_empty() {
+            if !inline.is_empty() || !copy.exclude.is_empty() {
                 text.push_str(" {\n");
+                if !copy.exclude.is_empty() {
+                    let patterns: Vec<String> = copy.exclude.iter().map(word).collect();
+                    let _ = writeln!(text, "{indent}    exclude {}", patterns.join(" "));
+                }
                 for (name, content) in inline {
                     let _ = writeln!(text, "{indent}    file {} {}", string(name), word(content));
                 }

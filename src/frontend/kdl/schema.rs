@@ -199,6 +199,8 @@ pub struct CopySpec {
     pub keep_git_dir: bool,
     /// `copy … parents=#true`: sources keep their paths under the destination.
     pub parents: bool,
+    /// `exclude "pattern" …` children: what is left out below each source.
+    pub exclude: Vec<Text>,
 }
 
 /// One source of a copy: a path, or a `file "name" "content"` child.
@@ -321,6 +323,7 @@ impl CopySpec {
             checksum: None,
             keep_git_dir: false,
             parents: false,
+            exclude: Vec::new(),
         }
     }
 }
