@@ -83,6 +83,8 @@ pub struct CopyRequest<'a> {
     pub parents: bool,
     /// `--exclude` rules, matched against paths below each source (a file source by its name).
     pub exclude: IgnoreRules,
+    /// ADD `--unpack`: `Some(false)` keeps local archives whole, `Some(true)` extracts downloaded ones too.
+    pub unpack: Option<bool>,
 }
 
 impl CopyRequest<'_> {
@@ -278,6 +280,10 @@ impl LayerPlan {
                         Attrs { mode: req.mode(0o644, false), uid: owner.0.into(), gid: owner.1.into(), mtime: req.clamp.unwrap_or(0) };
                     plan.insert(path, Content::Inline(content.clone().into_bytes()), attrs);
                 }
+                CopyInput::Download { file, .. } if req.unpack == Some(true) && is_archive(file) => match req.extract_in {
+                    Some(dir) => plan.extract_archive(file, &dest_rel, req, dir)?,
+                    None => plan.archives.push((file.clone(), dest_rel.clone())),
+                },
                 CopyInput::Download { name, file, mtime, .. } => {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                     let size = fs::metadata(file).map_err(|e| ExecError::io("stat", file, e))?.len();
@@ -322,7 +328,7 @@ impl LayerPlan {
                                 }
                                 plan.walk(root, &rel, &real, &dest_rel, req)?;
                             }
-                        } else if req.add && is_archive(&real) {
+                        } else if req.add && req.unpack != Some(false) && is_archive(&real) {
                             match req.extract_in {
                                 Some(dir) => plan.extract_archive(&real, &dest_rel, req, dir)?,
                                 None => plan.archives.push((real, dest_rel.clone())),

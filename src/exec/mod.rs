@@ -478,6 +478,7 @@ impl ImageState {
                 extract_in: None,
                 parents: false,
                 exclude: Default::default(),
+                unpack: None,
             };
             let mut plan = copy::LayerPlan::default();
             plan.make_dir(&cleaned, owner, &req);
@@ -552,6 +553,9 @@ impl ImageState {
             text.push_str(&format!(" --exclude={pattern}"));
         }
         let exclude = context::IgnoreRules::exclude(&patterns)?;
+        if let Some(unpack) = op.unpack {
+            text.push_str(&format!(" --unpack={unpack}"));
+        }
         for s in &sources {
             match s {
                 copy::CopyInput::Path(p) => text.push_str(&format!(" {p}")),
@@ -580,6 +584,7 @@ impl ImageState {
                     extract_in: None,
                     parents: op.parents,
                     exclude: exclude.clone(),
+                    unpack: op.unpack,
                 };
                 let content = copy::LayerPlan::for_copy(&copy::SourceRoot::Context(cx.context), &alone)?.content_key(cx.store)?;
                 Some(chain_key(&self.key, &format!("FAST {text}"), content.as_str().as_bytes()))
@@ -616,6 +621,7 @@ impl ImageState {
             extract_in: None,
             parents: op.parents,
             exclude,
+            unpack: op.unpack,
         };
         let from_view = match &from_state {
             Some(state) => Some(state.view(cx.store)?),

@@ -306,6 +306,7 @@ impl BindSource {
                     extract_in: None,
                     parents: false,
                     exclude: Default::default(),
+                    unpack: None,
                 };
                 let plan = LayerPlan::for_copy(&root, &request)?;
                 let real = cx.context.resolve(&rel, source)?;

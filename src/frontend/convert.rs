@@ -120,6 +120,9 @@ fn instruction(graph: &BuildGraph, op: &Op) -> Result<String, String> {
             for pattern in &copy.exclude {
                 let _ = write!(text, " --exclude={pattern}");
             }
+            if let Some(unpack) = copy.unpack {
+                let _ = write!(text, " --unpack={unpack}");
+            }
             if let Some(checksum) = &copy.checksum {
                 let _ = write!(text, " --checksum={checksum}");
             }

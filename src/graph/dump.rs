@@ -103,6 +103,9 @@ pub fn describe(graph: &BuildGraph, op: &Op) -> String {
             for pattern in &copy.exclude {
                 flags.push_str(&format!("--exclude={pattern} "));
             }
+            if let Some(unpack) = copy.unpack {
+                flags.push_str(&format!("--unpack={unpack} "));
+            }
             format!("{flags}{}", words.join(" "))
         }
         Op::Env(pairs) => pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),

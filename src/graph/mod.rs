@@ -355,6 +355,10 @@ pub struct CopyOp {
     /// `--exclude` patterns (`.dockerignore` syntax), matched below each source.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<Word>,
+    /// ADD `--unpack`: extract (or, when false, keep whole) an archive; by
+    /// default a local one is extracted and a downloaded one is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpack: Option<bool>,
 }
 
 /// An ADD `--checksum` value.
@@ -567,6 +571,7 @@ mod tests {
             keep_git_dir: false,
             parents: false,
             exclude: Vec::new(),
+            unpack: None,
         })
     }
 

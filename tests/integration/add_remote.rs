@@ -259,6 +259,32 @@ fn buildkit_test_dockerfile_add_archive_from_url_is_not_extracted() {
     assert!(!root.join("x/inside.txt").exists(), "a remote archive is not extracted");
 }
 
+/// The `--unpack` part of BuildKit's testDockerfileAddArchive: `--unpack=true`
+/// extracts a downloaded archive, `--unpack=false` keeps a local one whole.
+#[test]
+fn buildkit_test_dockerfile_add_archive_unpack() {
+    let ctx = context(&[("inside.txt", "inside")]);
+    let tar = Command::new("tar").arg("-czf").arg("-").arg("-C").arg(ctx.path()).arg("inside.txt").output().expect("run tar");
+    assert!(tar.status.success());
+    let server = HttpServer::start();
+    server.set("/a.tar.gz", Resource { body: tar.stdout.clone(), ..Resource::default() });
+    std::fs::write(ctx.path().join("t.tar.gz"), &tar.stdout).expect("write t.tar.gz");
+    let dockerfile = format!(
+        "FROM scratch\nADD --unpack=true {} /dest/\nADD --unpack=false t.tar.gz /kept/\nADD t.tar.gz /extracted/\n",
+        server.url("/a.tar.gz")
+    );
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    let store = TestStore::empty();
+    store.build(ctx.path(), &["-t", "unpack"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("unpack:latest", unpacked.path());
+    assert_eq!(std::fs::read(root.join("dest/inside.txt")).expect("extracted download"), b"inside");
+    assert!(!root.join("dest/a.tar.gz").exists(), "the download was extracted, not kept");
+    assert_eq!(std::fs::read(root.join("kept/t.tar.gz")).expect("the local archive whole"), tar.stdout);
+    assert!(!root.join("kept/inside.txt").exists());
+    assert_eq!(std::fs::read(root.join("extracted/inside.txt")).expect("a local archive by default"), b"inside");
+}
+
 #[test]
 fn buildkit_test_add_checksum() {
     let server = HttpServer::start();

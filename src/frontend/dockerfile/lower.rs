@@ -55,7 +55,7 @@ pub struct Lowerer<'a> {
 }
 
 /// Flags that may be given without a value (`--link` is `--link=true`).
-const SWITCHES: [&str; 3] = ["link", "keep-git-dir", "parents"];
+const SWITCHES: [&str; 4] = ["link", "keep-git-dir", "parents", "unpack"];
 
 /// Whether a flag has the value it needs; one that has not is reported once, by `check_flags`.
 fn has_value(flag: &Flag) -> bool {
@@ -667,7 +667,7 @@ impl<'a> Lowerer<'a> {
 
     fn copy(&mut self, line: &Line, add: bool) -> Option<CopyOp> {
         let allowed: &[&str] = if add {
-            &["chown", "chmod", "link", "checksum", "keep-git-dir", "exclude"]
+            &["chown", "chmod", "link", "checksum", "keep-git-dir", "exclude", "unpack"]
         } else {
             &["from", "chown", "chmod", "link", "parents", "exclude"]
         };
@@ -746,7 +746,8 @@ impl<'a> Lowerer<'a> {
         let parents = !add && self.bool_flag(line, "parents");
         let exclude =
             line.flags.iter().filter(|f| f.name == "exclude").filter_map(|f| f.value.clone()).map(|v| self.word(line, &v)).collect();
-        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir, parents, exclude })
+        let unpack = (add && Self::flag(line, "unpack").is_some()).then(|| self.bool_flag(line, "unpack"));
+        Some(CopyOp { add, from, sources, dest, chown, chmod, link, checksum, keep_git_dir, parents, exclude, unpack })
     }
 
     fn healthcheck(&mut self, line: &Line) -> Option<Healthcheck> {

@@ -477,6 +477,7 @@ impl Lowerer<'_> {
             keep_git_dir: copy.keep_git_dir,
             parents: copy.parents,
             exclude: copy.exclude.iter().map(|pattern| self.word(pattern)).collect(),
+            unpack: copy.unpack,
         }
     }
 }

@@ -131,6 +131,16 @@ mod tests {
     }
 
     #[test]
+    fn add_unpack_lowers_and_prints_back() {
+        let graph = lower_text(r#"image "app:1" from="busybox:latest" { add "t.tar.gz" "/kept/" unpack=#false; }"#).unwrap();
+        let Op::Copy(copy) = &graph.stages[0].steps[0].op else { panic!("not an add") };
+        assert_eq!(copy.unpack, Some(false));
+        assert_eq!(lower_text(&to_kdl(&graph)).unwrap(), graph);
+        let dockerfile = crate::frontend::convert::to_dockerfile(&graph).unwrap();
+        assert!(dockerfile.contains("ADD --unpack=false t.tar.gz /kept/"), "{dockerfile}");
+    }
+
+    #[test]
     fn build_args_override_defaults_in_from_and_tags() {
         let spec = Spec::parse(
             r#"arg "V" default=1

@@ -606,7 +606,7 @@ impl Parser {
 
     fn parse_copy(&mut self, node: &KdlNode, add: bool) -> Option<CopySpec> {
         let props: &[&str] = if add {
-            &["from", "chown", "chmod", "link", "checksum", "keep-git-dir"]
+            &["from", "chown", "chmod", "link", "checksum", "keep-git-dir", "unpack"]
         } else {
             &["from", "chown", "chmod", "link", "parents"]
         };
@@ -679,6 +679,7 @@ impl Parser {
             keep_git_dir: self.bool_prop(node, "keep-git-dir"),
             parents: self.bool_prop(node, "parents"),
             exclude,
+            unpack: self.prop(node, "unpack").is_some().then(|| self.bool_prop(node, "unpack")),
         })
     }
 

@@ -233,6 +233,9 @@ fn write_op(graph: &BuildGraph, op: &Op, indent: &str, out: &mut String) {
             if copy.parents {
                 text.push_str(" parents=#true");
             }
+            if let Some(unpack) = copy.unpack {
+                let _ = write!(text, " unpack=#{unpack}");
+            }
             if !inline.is_empty() || !copy.exclude.is_empty() {
                 text.push_str(" {\n");
                 if !copy.exclude.is_empty() {

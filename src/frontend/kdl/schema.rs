@@ -201,6 +201,8 @@ pub struct CopySpec {
     pub parents: bool,
     /// `exclude "pattern" …` children: what is left out below each source.
     pub exclude: Vec<Text>,
+    /// `add … unpack=#true|#false`: whether an archive is extracted.
+    pub unpack: Option<bool>,
 }
 
 /// One source of a copy: a path, or a `file "name" "content"` child.
@@ -324,6 +326,7 @@ impl CopySpec {
             keep_git_dir: false,
             parents: false,
             exclude: Vec::new(),
+            unpack: None,
         }
     }
 }
