@@ -20,6 +20,7 @@ use miette::{IntoDiagnostic, WrapErr, miette};
 pub use args::{Cli, Command};
 
 use strata::build::{self, BuildOptions};
+use strata::exec::remote;
 use strata::oci::ImageRef;
 use strata::store::Store;
 
@@ -180,6 +181,27 @@ fn build_input(
 ) -> miette::Result<(PathBuf, String, strata::graph::BuildGraph, Option<tempfile::TempDir>)> {
     let stdin_text = || std::io::read_to_string(std::io::stdin()).into_diagnostic().wrap_err("read the Dockerfile from stdin");
     let from_stdin = |text: &str| strata::frontend::dockerfile::lower("Dockerfile", text, build_args);
+    let url = args.context.to_str().filter(|c| remote::is_http(c) || remote::git_source(c).is_some());
+    if let Some(url) = url {
+        let tmp = store.tmp_dir();
+        let dir = tempfile::Builder::new().prefix("context-").tempdir_in(&tmp).into_diagnostic().wrap_err("create a temp folder")?;
+        let fetched = remote::fetch_context(store, url, dir.path()).map_err(|e| failed(e, format!("fetch the build context {url}")))?;
+        let context = dir.path().to_path_buf();
+        return match fetched {
+            // A Dockerfile alone is the build file, whatever -f says (as BuildKit).
+            remote::UrlContext::Dockerfile(text) => Ok((context, "Dockerfile".into(), from_stdin(&text)?, Some(dir))),
+            remote::UrlContext::Unpacked => {
+                let (name, graph) = file_inside(&context, args.file.as_deref(), build_args)?;
+                Ok((context, name, graph, Some(dir)))
+            }
+            // The checkout lies inside `dir`, which removes it.
+            remote::UrlContext::Checkout { root, guard } => {
+                let _ = guard.keep();
+                let (name, graph) = file_inside(&root, args.file.as_deref(), build_args)?;
+                Ok((root, name, graph, Some(dir)))
+            }
+        };
+    }
     if is_stdin(&args.context) {
         if args.file.as_deref().is_some_and(is_stdin) {
             return Err(miette!("the build context and the Dockerfile cannot both come from stdin (context - with -f -)"));
@@ -192,18 +214,7 @@ fn build_input(
         return match read {
             strata::exec::context::StdinContext::Dockerfile(text) => Ok((context, "Dockerfile".into(), from_stdin(&text)?, Some(dir))),
             strata::exec::context::StdinContext::Unpacked => {
-                let inside = match &args.file {
-                    Some(file) => Some(
-                        context.join(
-                            strata::exec::context::clean(file)
-                                .ok_or_else(|| miette!("-f {}: not a path inside the context tar", file.display()))?,
-                        ),
-                    ),
-                    None => None,
-                };
-                let file = build_file(&context, inside)?;
-                let name = file.strip_prefix(&context).unwrap_or(&file).display().to_string();
-                let graph = strata::frontend::load(&file, build_args)?;
+                let (name, graph) = file_inside(&context, args.file.as_deref(), build_args)?;
                 Ok((context, name, graph, Some(dir)))
             }
         };
@@ -222,6 +233,25 @@ fn build_input(
     let file = build_file(&context, file)?;
     let graph = strata::frontend::load(&file, build_args)?;
     Ok((context, file.display().to_string(), graph, None))
+}
+
+/// The build file of a fetched context (a tar or a checkout): where `-f`
+/// names it inside, else found at its root; its name and graph.
+fn file_inside(
+    context: &Path,
+    file: Option<&Path>,
+    build_args: &strata::frontend::BuildArgs,
+) -> miette::Result<(String, strata::graph::BuildGraph)> {
+    let inside = match file {
+        Some(file) => Some(
+            context
+                .join(strata::exec::context::clean(file).ok_or_else(|| miette!("-f {}: not a path inside the context", file.display()))?),
+        ),
+        None => None,
+    };
+    let file = build_file(context, inside)?;
+    let name = file.strip_prefix(context).unwrap_or(&file).display().to_string();
+    Ok((name, strata::frontend::load(&file, build_args)?))
 }
 
 fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {

@@ -151,7 +151,12 @@ const MAX_DOCKERFILE: u64 = 16 << 20;
 /// gzip, bzip2, xz or zstd) is unpacked into `dest`; anything else is a
 /// Dockerfile alone.
 pub fn read_stdin_context(input: impl Read + 'static, dest: &Path) -> Result<StdinContext, ExecError> {
-    let bad = |source| ExecError::Extract { archive: PathBuf::from(STDIN), source };
+    read_context(input, dest, Path::new(STDIN))
+}
+
+/// [`read_stdin_context`] of any input; `name` names it in errors.
+pub fn read_context(input: impl Read + 'static, dest: &Path, name: &Path) -> Result<StdinContext, ExecError> {
+    let bad = |source| ExecError::Extract { archive: name.to_path_buf(), source };
     let mut reader = decompress(input).map_err(bad)?;
     let mut head = Vec::with_capacity(512);
     reader.by_ref().take(512).read_to_end(&mut head).map_err(bad)?;
@@ -162,7 +167,7 @@ pub fn read_stdin_context(input: impl Read + 'static, dest: &Path) -> Result<Std
         whole.take(MAX_DOCKERFILE).read_to_string(&mut text).map_err(bad)?;
         return Ok(StdinContext::Dockerfile(text));
     }
-    unpack_context(whole, dest)?;
+    unpack_context(whole, dest, name)?;
     Ok(StdinContext::Unpacked)
 }
 
@@ -171,9 +176,9 @@ pub fn read_stdin_context(input: impl Read + 'static, dest: &Path) -> Result<Std
 /// and so is any write through a symlink out of it (the tar crate checks each
 /// entry's parent and hard link target); device nodes and fifos are skipped;
 /// owners are not kept.
-fn unpack_context(reader: impl Read, dest: &Path) -> Result<(), ExecError> {
-    let bad = |source| ExecError::Extract { archive: PathBuf::from(STDIN), source };
-    let escape = |entry: &Path| ExecError::ArchiveEscape { archive: PathBuf::from(STDIN), what: "entry", entry: entry.to_path_buf() };
+fn unpack_context(reader: impl Read, dest: &Path, name: &Path) -> Result<(), ExecError> {
+    let bad = |source| ExecError::Extract { archive: name.to_path_buf(), source };
+    let escape = |entry: &Path| ExecError::ArchiveEscape { archive: name.to_path_buf(), what: "entry", entry: entry.to_path_buf() };
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use ureq::http::StatusCode;
 
 use super::ExecError;
-use super::context::clean;
+use super::context::{StdinContext, clean, read_context};
 use super::copy::CopyInput;
 use crate::graph::{Checksum, parse_checksum};
 use crate::oci::Digest;
@@ -434,6 +434,35 @@ pub fn resolve(
         }
     }
     Ok(remote)
+}
+
+/// A build context given as a URL (`strata build URL`), fetched as `docker build` fetches one.
+pub enum UrlContext {
+    /// A git repository checked out at its ref; the context is the folder
+    /// (its subdir, if the URL names one), which lives as long as the guard.
+    Checkout { root: PathBuf, guard: tempfile::TempDir },
+    /// A tar (plain or compressed) downloaded and unpacked into the destination folder.
+    Unpacked,
+    /// A Dockerfile alone downloaded: the context is empty.
+    Dockerfile(String),
+}
+
+/// Fetches the build context `url` names: a git URL (as ADD tells them
+/// apart) is checked out under `dest`; an HTTP(S) URL is downloaded into the
+/// store and unpacked into `dest` when it is a tar, else read as the Dockerfile.
+pub fn fetch_context(store: &Store, url: &str, dest: &Path) -> Result<UrlContext, ExecError> {
+    if let Some(git) = git_source(url) {
+        let (commit, refname) = git.resolve()?;
+        let (guard, root) = git.checkout(&commit, refname.as_deref(), false, dest)?;
+        return Ok(UrlContext::Checkout { root, guard });
+    }
+    let (input, _) = fetch(store, url, None, false, LIMITS)?;
+    let CopyInput::Download { file, .. } = input else { unreachable!("fetch gives a download") };
+    let reader = fs::File::open(&file).map_err(|e| ExecError::io("open", &file, e))?;
+    Ok(match read_context(reader, dest, Path::new(url))? {
+        StdinContext::Unpacked => UrlContext::Unpacked,
+        StdinContext::Dockerfile(text) => UrlContext::Dockerfile(text),
+    })
 }
 
 #[cfg(test)]

@@ -490,3 +490,102 @@ fn buildkit_test_add_git_checksum_cache() {
     let (_, stderr) = store.build(pinned.path(), &[]);
     assert!(step_outcomes(&stderr).iter().any(|(step, cached)| step.contains("ADD") && *cached), "{stderr}");
 }
+
+/// A working tree whose `.git` git's dumb HTTP protocol can serve: a
+/// Dockerfile committed on branch `first`, then a second commit that also
+/// copies `bar2` (on the default branch).
+fn git_context_repo(dir: &Path, object_format: &str) -> Option<()> {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    if Command::new("git").arg("--version").output().is_err() {
+        eprintln!("skipping: git is not installed (apt-get install git)");
+        return None;
+    }
+    let mut dockerfile = String::from("FROM busybox AS build\nRUN echo -n fromgit > foo\nFROM scratch\nCOPY --from=build foo bar\n");
+    std::fs::write(dir.join("Dockerfile"), &dockerfile).expect("write");
+    git(&["init", "-q", &format!("--object-format={object_format}")]);
+    git(&["add", "Dockerfile"]);
+    git(&["commit", "-qm", "initial"]);
+    git(&["branch", "first"]);
+    dockerfile += "COPY --from=build foo bar2\n";
+    std::fs::write(dir.join("Dockerfile"), &dockerfile).expect("write");
+    git(&["commit", "-qam", "second"]);
+    git(&["update-server-info"]);
+    Some(())
+}
+
+/// BuildKit's testDockerfileFromGit: a git URL is the build context, at the
+/// ref its fragment names, else at the default branch.
+fn dockerfile_from_git(object_format: &str) {
+    if !crate::require_root("dockerfile_from_git") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let Some(()) = git_context_repo(dir.path(), object_format) else { return };
+    let server = HttpServer::start();
+    server.serve_dir(dir.path());
+    let store = TestStore::with_busybox();
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    store.build(Path::new(&server.url("/git/.git#first")), &["-t", "first"]);
+    let root = store.unpack("first:latest", &unpacked.path().join("first"));
+    assert_eq!(std::fs::read_to_string(root.join("bar")).expect("bar"), "fromgit");
+    assert!(!root.join("bar2").exists(), "branch first has no bar2");
+    store.build(Path::new(&server.url("/git/.git")), &["-t", "head"]);
+    let root = store.unpack("head:latest", &unpacked.path().join("head"));
+    assert_eq!(std::fs::read_to_string(root.join("bar")).expect("bar"), "fromgit");
+    assert_eq!(std::fs::read_to_string(root.join("bar2")).expect("bar2"), "fromgit");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_dockerfile_from_git_sha1() {
+    dockerfile_from_git("sha1");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_dockerfile_from_git_sha256() {
+    dockerfile_from_git("sha256");
+}
+
+#[test]
+fn buildkit_test_dockerfile_from_http() {
+    let files = context(&[("mydockerfile", "FROM scratch\nCOPY foo bar\n"), ("foo", "foo-contents")]);
+    let tar = Command::new("tar").arg("-cf").arg("-").arg("-C").arg(files.path()).args(["mydockerfile", "foo"]).output().expect("run tar");
+    assert!(tar.status.success());
+    let server = HttpServer::start();
+    server.set("/myurl", Resource { body: tar.stdout, ..Resource::default() });
+    let store = TestStore::empty();
+    store.build(Path::new(&server.url("/myurl")), &["-f", "mydockerfile", "-t", "from-http"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("from-http:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("bar")).expect("bar"), "foo-contents");
+    // A URL that answers 404 is a clear error naming it.
+    let out = store.strata().args(["build", "-t", "x"]).arg(server.url("/missing")).output().expect("run strata build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("/missing"), "{stderr}");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_http_dockerfile() {
+    if !crate::require_root("buildkit_test_http_dockerfile") {
+        return;
+    }
+    let dockerfile = "FROM busybox\nRUN echo -n \"foo-contents\" > /foo\nFROM scratch\nCOPY --from=0 /foo /foo\n";
+    let server = HttpServer::start();
+    server.set("/df", Resource { body: dockerfile.as_bytes().to_vec(), ..Resource::default() });
+    let store = TestStore::with_busybox();
+    // -f names a file inside a context; a Dockerfile alone is used whatever it says.
+    store.build(Path::new(&server.url("/df")), &["-f", "mydockerfile", "-t", "http-dockerfile"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("http-dockerfile:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("foo")).expect("foo"), "foo-contents");
+}
