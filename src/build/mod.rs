@@ -35,6 +35,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     pub jobs: usize,
     pub secrets: BTreeMap<String, PathBuf>,
+    /// `--ssh ID[=socket|keys]`: the agents `RUN --mount=type=ssh` reaches.
+    pub ssh: BTreeMap<String, crate::exec::ssh::SshSource>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
     /// Reads a base image's ONBUILD trigger (a Dockerfile instruction) into
@@ -255,6 +257,7 @@ fn build_stage(
         no_cache: opts.no_cache,
         epoch,
         secrets: &opts.secrets,
+        ssh: &opts.ssh,
         stage: finished,
         output: &output,
         interrupted: &interrupted,

@@ -147,6 +147,9 @@ pub struct BuildArgsCli {
     /// A secret for `RUN --mount=type=secret`: `id=NAME,src=PATH`.
     #[arg(long = "secret", value_name = "id=…,src=…")]
     pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` (the agent of $SSH_AUTH_SOCK), or `ID=SOCKET` or `ID=KEY[,KEY…]`.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,…]")]
+    pub ssh: Vec<String>,
     /// Allow an entitlement: `security.insecure` lets `RUN --security=insecure` steps run unconfined.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,

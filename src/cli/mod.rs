@@ -283,6 +283,12 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         let src = src.ok_or_else(|| miette!("--secret {spec}: missing src="))?;
         secrets.insert(id, src);
     }
+    let mut ssh = std::collections::BTreeMap::new();
+    for spec in &args.ssh {
+        let (id, value) = spec.split_once('=').map_or((spec.as_str(), None), |(id, value)| (id, Some(value)));
+        let source = strata::exec::ssh::SshSource::parse(value).map_err(|why| miette!("--ssh {spec}: {why}"))?;
+        ssh.insert(id.to_string(), source);
+    }
     let output = args.output.as_deref().map(parse_output).transpose()?;
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut allow_insecure = false;
@@ -313,6 +319,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         no_cache: args.no_cache,
         jobs,
         secrets,
+        ssh,
         allow_insecure,
         onbuild: Some(onbuild_trigger),
         bases: Some(std::sync::Arc::new(registry::PullingResolver { policy: args.pull, options: registry_options.clone() })),

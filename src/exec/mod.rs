@@ -14,6 +14,7 @@ mod layer;
 pub mod remote;
 pub mod run;
 pub mod sandbox;
+pub mod ssh;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,10 @@ pub enum ExecError {
     BadMount(String),
     #[error("secret {0:?} is required but was not given (--secret id={0},src=PATH)")]
     MissingSecret(String),
+    #[error("ssh agent {0:?} is required but was not given (--ssh {0}[=SOCKET|KEY,…])")]
+    MissingSsh(String),
+    #[error("ssh: {0}")]
+    Ssh(String),
     #[error("encode {what}")]
     Encode { what: &'static str, source: serde_json::Error },
     #[error("process {command:?} did not complete successfully: exit code: {code}\n{tail}")]
@@ -126,6 +131,8 @@ pub struct ExecCx<'a> {
     pub epoch: Option<u64>,
     /// `--secret id=…,src=…`.
     pub secrets: &'a BTreeMap<String, PathBuf>,
+    /// `--ssh ID[=socket|keys]`.
+    pub ssh: &'a BTreeMap<String, ssh::SshSource>,
     /// The finished state of another stage.
     pub stage: &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync),
     /// Receives each line a RUN step prints.

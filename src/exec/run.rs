@@ -112,6 +112,14 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
                 }
                 file_inputs(&mut inputs, file);
             }
+            // The agent's id, never its keys.
+            RunMount::Ssh { id, target, required, file } => {
+                inputs.field("mount", "ssh").field("id", id).field("required", flag(*required));
+                if let Some(target) = target {
+                    inputs.field("target", target);
+                }
+                file_inputs(&mut inputs, file);
+            }
             RunMount::Tmpfs { target, size } => {
                 inputs.field("mount", "tmpfs").field("target", target);
                 if let Some(size) = size {
@@ -351,8 +359,9 @@ fn run_in_sandbox(
         tempfile::Builder::new().prefix("run-").tempdir_in(&tmp_root).map_err(|e| ExecError::io("create run folder in", &tmp_root, e))?;
     let dir = RunDir(dir.keep());
     let mut mounts = Vec::new();
-    // Held until the step ends: the cache mounts' locks.
+    // Held until the step ends: the cache mounts' locks and the ssh agents' forwards.
     let mut cache_locks = Vec::new();
+    let mut ssh_forwards = Vec::new();
     let mut binds = binds.into_iter();
     for mount in run_mounts {
         match mount {
@@ -428,6 +437,25 @@ fn run_in_sandbox(
                 None if *required => {
                     return Err(ExecError::MissingSecret(id.clone()));
                 }
+                None => {}
+            },
+            RunMount::Ssh { id, target, required, file } => match cx.ssh.get(id) {
+                Some(source) => {
+                    let target = target.clone().unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{}", ssh_forwards.len()));
+                    let forward = super::ssh::Forward::start(source, |socket| set_file_attrs(socket, file, 0o600))?;
+                    // As BuildKit: the first agent is the command's SSH_AUTH_SOCK.
+                    if ssh_forwards.is_empty() {
+                        env.retain(|entry| !entry.starts_with("SSH_AUTH_SOCK="));
+                        env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    mounts.push(SandboxMount::Bind {
+                        source: forward.path().to_path_buf(),
+                        target: absolute(&target, cwd),
+                        readonly: false,
+                    });
+                    ssh_forwards.push(forward);
+                }
+                None if *required => return Err(ExecError::MissingSsh(id.clone())),
                 None => {}
             },
             RunMount::Tmpfs { target, size } => mounts.push(SandboxMount::Tmpfs { target: absolute(target, cwd), size: *size }),

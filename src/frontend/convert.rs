@@ -204,6 +204,10 @@ fn mount(graph: &BuildGraph, mount: &RunMount) -> String {
             let env = env.as_ref().map(|e| format!(",env={e}")).unwrap_or_default();
             format!("type=secret,id={id}{target}{env}{}{}", if *required { ",required" } else { "" }, file_options(file))
         }
+        RunMount::Ssh { id, target, required, file } => {
+            let target = target.as_ref().map(|t| format!(",target={t}")).unwrap_or_default();
+            format!("type=ssh,id={id}{target}{}{}", if *required { ",required" } else { "" }, file_options(file))
+        }
         RunMount::Tmpfs { target, size: None } => format!("type=tmpfs,target={target}"),
         RunMount::Tmpfs { target, size: Some(size) } => format!("type=tmpfs,target={target},size={size}"),
         RunMount::Unexpanded { fields, from } => {

@@ -265,6 +265,17 @@ pub enum RunMount {
         #[serde(skip_serializing_if = "MountFile::is_unset")]
         file: MountFile,
     },
+    /// An SSH agent given with `--ssh id=…`, as a socket at `target` (by
+    /// default `/run/buildkit/ssh_agent.N`, N counting the step's SSH
+    /// mounts) named by `SSH_AUTH_SOCK`; never part of a layer or a cache key.
+    Ssh {
+        id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        required: bool,
+        #[serde(skip_serializing_if = "MountFile::is_unset")]
+        file: MountFile,
+    },
     Tmpfs {
         target: String,
         /// `size=`: at most this many bytes (the kernel's default, half of RAM, when unset).

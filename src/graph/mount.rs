@@ -59,8 +59,8 @@ pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Opt
         }
     }
     // As BuildKit: each option only where it means something.
-    if !file.is_unset() && !matches!(kind.as_str(), "cache" | "secret") {
-        return Err(format!("mode, uid and gid are not allowed for type={kind} mounts (only cache and secret)"));
+    if !file.is_unset() && !matches!(kind.as_str(), "cache" | "secret" | "ssh") {
+        return Err(format!("mode, uid and gid are not allowed for type={kind} mounts (only cache, secret and ssh)"));
     }
     if sharing.is_some() && kind != "cache" {
         return Err(format!("sharing is not allowed for type={kind} mounts (only cache)"));
@@ -68,8 +68,8 @@ pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Opt
     if size.is_some() && kind != "tmpfs" {
         return Err(format!("size is not allowed for type={kind} mounts (only tmpfs)"));
     }
-    if required && kind != "secret" {
-        return Err(format!("required is not allowed for type={kind} mounts (only secret)"));
+    if required && !matches!(kind.as_str(), "secret" | "ssh") {
+        return Err(format!("required is not allowed for type={kind} mounts (only secret and ssh)"));
     }
     if env.is_some() && kind != "secret" {
         return Err(format!("env is not allowed for type={kind} mounts (only secret)"));
@@ -93,8 +93,9 @@ pub fn parse_mount(fields: &[(String, Option<String>)]) -> Result<(RunMount, Opt
             };
             RunMount::Secret { id, target, env, required, file }
         }
+        "ssh" => RunMount::Ssh { id: id.unwrap_or_else(|| "default".into()), target, required, file },
         "tmpfs" => RunMount::Tmpfs { target: target.ok_or("type=tmpfs needs target=")?, size },
-        other => return Err(format!("unknown mount type {other:?} (cache, bind, secret or tmpfs)")),
+        other => return Err(format!("unknown mount type {other:?} (cache, bind, secret, ssh or tmpfs)")),
     };
     Ok((mount, from))
 }

@@ -625,6 +625,32 @@ fn buildkit_test_excluded_files_on_copy() {
     case.build(&[]);
 }
 
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_ssh_socket_params() {
+    if !require_root("buildkit_test_ssh_socket_params") {
+        return;
+    }
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = keys.path().join("key");
+    let made = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).output();
+    let Ok(made) = made else {
+        eprintln!("skipping: ssh-keygen is not installed (apt-get install openssh-client)");
+        return;
+    };
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let dockerfile = "FROM busybox\n\
+        RUN --mount=type=ssh,mode=741,uid=100,gid=102 [ \"$(stat -c \"%u %g %f\" $SSH_AUTH_SOCK)\" = \"100 102 c1e1\" ]\n\
+        RUN --mount=type=ssh [ \"$SSH_AUTH_SOCK\" = /run/buildkit/ssh_agent.0 ] && [ -S /run/buildkit/ssh_agent.0 ]\n\
+        RUN --mount=type=ssh,id=other,target=/agent [ ! -e /agent ] && [ -z \"$SSH_AUTH_SOCK\" ]\n";
+    let case = Case::new(&[("Dockerfile", dockerfile)]);
+    case.build(&["--ssh", &format!("default={}", key.display())]);
+    // A required agent that was not given fails the step, naming it.
+    let required = Case::new(&[("Dockerfile", "FROM busybox\nRUN --mount=type=ssh,id=deploy,required true\n")]);
+    let stderr = required.fails(&[]);
+    assert!(stderr.contains("ssh agent \"deploy\" is required"), "{stderr}");
+}
+
 /// The tree BuildKit's --parents tests copy from, made in a stage named `base` under /test.
 const PARENTS_BASE: &str = "FROM busybox AS base\nWORKDIR /test\nRUN <<EOT\nset -ex\nmkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2\ntouch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\nEOT\n";
 

@@ -20,6 +20,9 @@ pub fn check(graph: &BuildGraph) -> Result<(), String> {
                 Op::Run(run) if run.heredoc.as_ref().is_some_and(|h| h.executable) => {
                     return Err("a RUN heredoc starting with #! runs as a script file, which a spec cannot express".into());
                 }
+                Op::Run(run) if run.mounts.iter().any(|m| matches!(m, RunMount::Ssh { .. })) => {
+                    return Err("a RUN --mount=type=ssh, which a spec cannot express yet".into());
+                }
                 Op::Run(run) if run.mounts.iter().any(has_buildkit_options) => {
                     return Err(
                         "a RUN --mount with sharing, mode, uid, gid, size or a secret's env, which a spec cannot express yet".into()
@@ -74,7 +77,7 @@ fn has_buildkit_options(mount: &RunMount) -> bool {
         RunMount::Cache { sharing, file, .. } => !sharing.is_shared() || !file.is_unset(),
         RunMount::Secret { file, target, env, .. } => !file.is_unset() || target.is_none() || env.is_some(),
         RunMount::Tmpfs { size, .. } => size.is_some(),
-        RunMount::Bind { .. } | RunMount::Unexpanded { .. } => false,
+        RunMount::Bind { .. } | RunMount::Ssh { .. } | RunMount::Unexpanded { .. } => false,
     }
 }
 
@@ -350,6 +353,7 @@ fn mount_node(graph: &BuildGraph, mount: &RunMount) -> String {
         }
         RunMount::Tmpfs { target, .. } => format!("mount type=\"tmpfs\" target={}", string(&escape_braces(target))),
         // `check` refuses these; the options as written.
+        RunMount::Ssh { id, .. } => format!("mount type=\"ssh\" id={}", string(id)),
         RunMount::Unexpanded { fields, .. } => {
             let mut text = String::from("mount");
             for (key, value) in fields {
