@@ -337,7 +337,7 @@ fn add_url_refuses_a_missing_file_and_a_file_over_the_limit() {
 
 /// A repository with two commits (tag `v1` on the first, `main` on the
 /// second), cloned bare into `served/repo.git` for git's dumb HTTP protocol.
-fn git_repository(dir: &Path) -> Option<(String, String)> {
+fn git_repository(dir: &Path, object_format: &str) -> Option<(String, String)> {
     let git = |cwd: &Path, args: &[&str]| -> String {
         let out = Command::new("git")
             .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
@@ -354,7 +354,7 @@ fn git_repository(dir: &Path) -> Option<(String, String)> {
     }
     let work = dir.join("work");
     std::fs::create_dir_all(work.join("sub")).expect("mkdir");
-    git(&work, &["init", "-q"]);
+    git(&work, &["init", "-q", &format!("--object-format={object_format}")]);
     std::fs::write(work.join("a.txt"), "one").expect("write");
     std::fs::write(work.join("sub/s.txt"), "in sub").expect("write");
     git(&work, &["add", "."]);
@@ -372,9 +372,19 @@ fn git_repository(dir: &Path) -> Option<(String, String)> {
 }
 
 #[test]
-fn buildkit_test_add_git() {
+fn buildkit_test_add_git_sha1() {
+    add_git("sha1");
+}
+
+#[test]
+fn buildkit_test_add_git_sha256() {
+    add_git("sha256");
+}
+
+/// BuildKit's testAddGit, for a repository of either object format.
+fn add_git(object_format: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some((first, second)) = git_repository(dir.path()) else { return };
+    let Some((first, second)) = git_repository(dir.path(), object_format) else { return };
     let server = HttpServer::start();
     server.serve_dir(&dir.path().join("served"));
     let repo = server.url("/git/repo.git");
@@ -462,7 +472,7 @@ impl Drop for GitDaemon {
 #[test]
 fn add_git_fetches_only_the_commit_from_a_server_that_can() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some((first, _)) = git_repository(dir.path()) else { return };
+    let Some((first, _)) = git_repository(dir.path(), "sha1") else { return };
     let daemon = GitDaemon::start(&dir.path().join("served"));
     let repo = format!("git://127.0.0.1:{}/repo.git", daemon.port);
     let store = TestStore::empty();
@@ -479,7 +489,7 @@ fn add_git_fetches_only_the_commit_from_a_server_that_can() {
 fn buildkit_test_add_git_checksum_cache() {
     // Pinning the commit a ref already names does not change the step's key.
     let dir = tempfile::tempdir().expect("temp dir");
-    let Some((first, _)) = git_repository(dir.path()) else { return };
+    let Some((first, _)) = git_repository(dir.path(), "sha1") else { return };
     let server = HttpServer::start();
     server.serve_dir(&dir.path().join("served"));
     let repo = server.url("/git/repo.git");
