@@ -53,6 +53,10 @@ pub enum RemoteError {
     Git { url: String, action: &'static str, message: String },
     #[error("git {url}: no ref {reference:?} (expected a branch, a tag or a full commit)")]
     NoSuchRef { url: String, reference: String },
+    #[error("git {url}: {reference} is commit {actual}, not the commit={expected} the URL asks for")]
+    CommitMismatch { url: String, reference: String, expected: String, actual: String },
+    #[error("git {url}: {message}")]
+    BadUrl { url: String, message: String },
     #[error("git {url}: subdirectory {subdir:?} is not a directory of commit {commit}")]
     NoSubdir { url: String, subdir: String, commit: String },
 }
@@ -66,12 +70,42 @@ struct Record {
     last_modified: Option<String>,
 }
 
-/// A git source: `URL[#ref[:subdir]]`.
+/// A git source: `URL[?query][#ref[:subdir]]`. The query, as BuildKit reads
+/// it, names the ref (`ref=`, or `branch=` / `tag=` to look among branches or
+/// tags only), `commit=` (the commit, or a prefix the ref's commit must
+/// have), `subdir=`, `keep-git-dir` and `submodules` (true unless `=false`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GitSource {
     pub remote: String,
     pub reference: Option<String>,
+    pub kind: RefKind,
     pub subdir: Option<String>,
+    pub commit: Option<String>,
+    /// `keep-git-dir` in the URL; unset, ADD's `--keep-git-dir` decides.
+    pub keep_git_dir: Option<bool>,
+    pub submodules: bool,
+}
+
+/// Where a ref name is looked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefKind {
+    Any,
+    Branch,
+    Tag,
+}
+
+impl RefKind {
+    /// The full names `name` may stand for, most specific first.
+    fn candidates(self, name: &str) -> Vec<String> {
+        if name.starts_with("refs/") {
+            return vec![name.to_string()];
+        }
+        match self {
+            RefKind::Any => vec![name.to_string(), format!("refs/{name}"), format!("refs/tags/{name}"), format!("refs/heads/{name}")],
+            RefKind::Branch => vec![format!("refs/heads/{name}")],
+            RefKind::Tag => vec![format!("refs/tags/{name}")],
+        }
+    }
 }
 
 /// Whether ADD fetches `source` over HTTP(S) (a git URL is not one of these).
@@ -80,27 +114,87 @@ pub fn is_http(source: &str) -> bool {
 }
 
 /// A git repository ADD clones: `git@host:path`, `ssh://`, `git://`, or an
-/// `http(s)://` URL whose path ends in `.git`, as BuildKit tells them apart.
-pub fn git_source(source: &str) -> Option<GitSource> {
+/// `http(s)://` URL whose path ends in `.git`, as BuildKit tells them apart;
+/// an error when its query or fragment is not one BuildKit takes.
+pub fn git_source(source: &str) -> Option<Result<GitSource, RemoteError>> {
     let (url, fragment) = match source.split_once('#') {
         Some((url, fragment)) => (url, Some(fragment)),
         None => (source, None),
     };
-    let is_git = if let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) {
-        rest.split_once('/').is_some_and(|(_, path)| path.split('?').next().is_some_and(|p| p.ends_with(".git")))
+    let (remote, query) = match url.split_once('?') {
+        Some((remote, query)) => (remote, Some(query)),
+        None => (url, None),
+    };
+    let is_git = if let Some(rest) = remote.strip_prefix("http://").or_else(|| remote.strip_prefix("https://")) {
+        rest.split_once('/').is_some_and(|(_, path)| path.ends_with(".git"))
     } else {
-        url.starts_with("git@") || url.starts_with("ssh://") || url.starts_with("git://")
+        remote.starts_with("git@") || remote.starts_with("ssh://") || remote.starts_with("git://")
     };
-    if !is_git {
-        return None;
-    }
-    let (reference, subdir) = match fragment.map(|f| f.split_once(':').unwrap_or((f, ""))) {
-        Some((reference, subdir)) => {
-            (Some(reference).filter(|r| !r.is_empty()).map(str::to_string), Some(subdir).filter(|s| !s.is_empty()).map(str::to_string))
+    is_git.then(|| parse_git(remote, query, fragment))
+}
+
+fn parse_git(remote: &str, query: Option<&str>, fragment: Option<&str>) -> Result<GitSource, RemoteError> {
+    let bad = |message: String| RemoteError::BadUrl { url: remote.to_string(), message };
+    let mut git = GitSource {
+        remote: remote.to_string(),
+        reference: None,
+        kind: RefKind::Any,
+        subdir: None,
+        commit: None,
+        keep_git_dir: None,
+        submodules: true,
+    };
+    let flag = |key: &str, value: Option<&str>| match value {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(bad(format!("{key}={other}: expected true or false"))),
+    };
+    for param in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = param.split_once('=').map_or((param, None), |(k, v)| (k, Some(v)));
+        let text = || value.filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| bad(format!("{key}= needs a value")));
+        match key {
+            "ref" | "branch" | "tag" => {
+                if git.reference.is_some() {
+                    return Err(bad("ref conflicts: give one of ref=, branch= and tag=".into()));
+                }
+                git.reference = Some(text()?);
+                git.kind = match key {
+                    "branch" => RefKind::Branch,
+                    "tag" => RefKind::Tag,
+                    _ => RefKind::Any,
+                };
+            }
+            "commit" => git.commit = Some(text()?.to_ascii_lowercase()),
+            "subdir" => git.subdir = Some(text()?),
+            "keep-git-dir" => git.keep_git_dir = Some(flag(key, value)?),
+            "submodules" => git.submodules = flag(key, value)?,
+            other => {
+                return Err(bad(format!("unknown query parameter {other:?} (ref, branch, tag, commit, subdir, keep-git-dir, submodules)")));
+            }
         }
-        None => (None, None),
-    };
-    Some(GitSource { remote: url.to_string(), reference, subdir })
+    }
+    if let Some((reference, subdir)) = fragment.map(|f| f.split_once(':').unwrap_or((f, ""))) {
+        if !reference.is_empty() {
+            match &git.reference {
+                // The same ref twice is allowed, by its short or full name.
+                Some(named) if !git.kind.candidates(named).iter().any(|c| c == reference) && named != reference => {
+                    return Err(bad(format!("ref conflicts: the query names {named:?}, the fragment {reference:?}")));
+                }
+                Some(_) => {}
+                None => git.reference = Some(reference.to_string()),
+            }
+        }
+        if !subdir.is_empty() {
+            if git.subdir.as_deref().is_some_and(|s| s != subdir) {
+                return Err(bad(format!(
+                    "subdir conflicts: the query names {:?}, the fragment {subdir:?}",
+                    git.subdir.unwrap_or_default()
+                )));
+            }
+            git.subdir = Some(subdir.to_string());
+        }
+    }
+    Ok(git)
 }
 
 /// The name a download takes in a destination folder: the URL path's last
@@ -269,18 +363,34 @@ impl GitSource {
     /// commit as given, else `git ls-remote`'s answer (a tag peeled to its
     /// commit), HEAD without a ref.
     fn resolve(&self) -> Result<(String, Option<String>), RemoteError> {
-        let wanted = self.reference.as_deref().unwrap_or("HEAD");
-        if is_commit(wanted) {
-            return Ok((wanted.to_ascii_lowercase(), None));
+        // A full commit alone names what to check out.
+        if let (None, Some(commit)) = (&self.reference, &self.commit)
+            && is_commit(commit)
+        {
+            return Ok((commit.clone(), None));
         }
-        let listed = git(&self.remote, "ls-remote", &["ls-remote", "--", &self.remote])?;
-        let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
-        let find = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(commit, _)| commit.to_string());
-        let candidates = [wanted.to_string(), format!("refs/{wanted}"), format!("refs/tags/{wanted}"), format!("refs/heads/{wanted}")];
-        candidates
-            .iter()
-            .find_map(|name| find(&format!("{name}^{{}}")).or_else(|| find(name)).map(|commit| (commit, Some(name.clone()))))
-            .ok_or_else(|| RemoteError::NoSuchRef { url: self.remote.clone(), reference: wanted.to_string() })
+        let wanted = self.reference.as_deref().unwrap_or("HEAD");
+        let (commit, refname) = if self.kind == RefKind::Any && is_commit(wanted) {
+            (wanted.to_ascii_lowercase(), None)
+        } else {
+            let listed = git(&self.remote, "ls-remote", &["ls-remote", "--", &self.remote])?;
+            let refs: Vec<(&str, &str)> = listed.lines().filter_map(|line| line.split_once('\t')).collect();
+            let find = |name: &str| refs.iter().find(|(_, r)| *r == name).map(|(commit, _)| commit.to_string());
+            self.kind
+                .candidates(wanted)
+                .into_iter()
+                .find_map(|name| find(&format!("{name}^{{}}")).or_else(|| find(&name)).map(|commit| (commit, Some(name))))
+                .ok_or_else(|| RemoteError::NoSuchRef { url: self.remote.clone(), reference: wanted.to_string() })?
+        };
+        if let Some(expected) = self.commit.as_deref().filter(|expected| !commit.starts_with(expected)) {
+            return Err(RemoteError::CommitMismatch {
+                url: self.remote.clone(),
+                reference: wanted.to_string(),
+                expected: expected.to_string(),
+                actual: commit,
+            });
+        }
+        Ok((commit, refname))
     }
 
     /// Checks the repository out at `commit` in a new folder under `tmp`;
@@ -314,10 +424,10 @@ impl GitSource {
             git(remote, "clone", &["clone", "--quiet", "--no-checkout", "--", remote, &repo_arg])?;
         }
         git(remote, "checkout", &["-C", &repo_arg, "-c", "advice.detachedHead=false", "checkout", "--quiet", commit])?;
-        if repo.join(".gitmodules").exists() {
+        if self.submodules && repo.join(".gitmodules").exists() {
             git(&self.remote, "submodule update", &["-C", &repo_arg, "submodule", "update", "--init", "--recursive", "--quiet"])?;
         }
-        if !keep_git_dir {
+        if !self.keep_git_dir.unwrap_or(keep_git_dir) {
             let dot_git = repo.join(".git");
             fs::remove_dir_all(&dot_git).map_err(|e| ExecError::io("remove", &dot_git, e))?;
         }
@@ -405,6 +515,7 @@ pub fn resolve(
     for (index, source) in sources.iter_mut().enumerate() {
         let CopyInput::Path(text) = source else { continue };
         if let Some(git) = git_source(text) {
+            let git = git?;
             let (commit, refname) = git.resolve()?;
             if let Some(expected) = &checksum {
                 let matches = matches!(expected, Checksum::Commit(prefix) if commit.starts_with(prefix.as_str()));
@@ -416,7 +527,9 @@ pub fn resolve(
                     return Err(RemoteError::ChecksumMismatch { url: text.clone(), expected, actual: commit }.into());
                 }
             }
-            remote.key.push_str(&format!("git {commit} {} {keep_git_dir}\n", git.subdir.as_deref().unwrap_or("")));
+            let keep = git.keep_git_dir.unwrap_or(keep_git_dir);
+            let submodules = if git.submodules { "" } else { " no-submodules" };
+            remote.key.push_str(&format!("git {commit} {} {keep}{submodules}\n", git.subdir.as_deref().unwrap_or("")));
             *source = CopyInput::Checkout { url: text.clone(), dir: None };
             remote.git.push((index, git, commit, refname));
         } else if is_http(text) {
@@ -452,6 +565,7 @@ pub enum UrlContext {
 /// store and unpacked into `dest` when it is a tar, else read as the Dockerfile.
 pub fn fetch_context(store: &Store, url: &str, dest: &Path) -> Result<UrlContext, ExecError> {
     if let Some(git) = git_source(url) {
+        let git = git?;
         let (commit, refname) = git.resolve()?;
         let (guard, root) = git.checkout(&commit, refname.as_deref(), false, dest)?;
         return Ok(UrlContext::Checkout { root, guard });
@@ -471,17 +585,34 @@ mod tests {
 
     #[test]
     fn git_sources_are_told_from_downloads_as_buildkit_does() {
-        let git = git_source("https://example.com/a/repo.git#v1.2:sub/dir").expect("a git source");
+        let git = git_source("https://example.com/a/repo.git#v1.2:sub/dir").expect("a git source").expect("valid");
         assert_eq!(
-            git,
-            GitSource { remote: "https://example.com/a/repo.git".into(), reference: Some("v1.2".into()), subdir: Some("sub/dir".into()) }
+            (git.remote.as_str(), git.reference.as_deref(), git.subdir.as_deref()),
+            ("https://example.com/a/repo.git", Some("v1.2"), Some("sub/dir"))
         );
-        assert_eq!(git_source("git@github.com:o/r.git").map(|g| g.remote), Some("git@github.com:o/r.git".into()));
+        assert_eq!(git_source("git@github.com:o/r.git").and_then(Result::ok).map(|g| g.remote), Some("git@github.com:o/r.git".into()));
         assert!(git_source("ssh://host/r").is_some());
         assert!(git_source("https://example.com/a/file.tar").is_none());
         assert!(is_http("https://example.com/a/file.tar"));
         assert!(!is_http("https://example.com/r.git"));
         assert!(!is_http("file.txt"));
+    }
+
+    #[test]
+    fn git_queries_are_read_as_buildkit_reads_them() {
+        let parse = |url: &str| git_source(url).expect("a git source");
+        let git = parse("https://h/r.git?tag=v1&commit=ABC1&subdir=s&keep-git-dir&submodules=false").expect("valid");
+        assert_eq!((git.reference.as_deref(), git.kind, git.commit.as_deref()), (Some("v1"), RefKind::Tag, Some("abc1")));
+        assert_eq!((git.subdir.as_deref(), git.keep_git_dir, git.submodules), (Some("s"), Some(true), false));
+        assert!(parse("https://h/r.git?tag=v1#refs/tags/v1").is_ok());
+        for bad in [
+            "https://h/r.git?tag=v1#refs/heads/main",
+            "https://h/r.git?ref=a&branch=b",
+            "https://h/r.git?depth=1",
+            "https://h/r.git?keep-git-dir=yes",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
