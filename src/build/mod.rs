@@ -37,6 +37,8 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, PathBuf>,
     /// `--ssh ID[=socket|keys]`: the agents `RUN --mount=type=ssh` reaches.
     pub ssh: BTreeMap<String, crate::exec::ssh::SshSource>,
+    /// `--network`: the network of RUN steps that name none.
+    pub network: crate::graph::Network,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
     /// Reads a base image's ONBUILD trigger (a Dockerfile instruction) into
@@ -258,6 +260,7 @@ fn build_stage(
         epoch,
         secrets: &opts.secrets,
         ssh: &opts.ssh,
+        network: opts.network,
         stage: finished,
         output: &output,
         interrupted: &interrupted,

@@ -320,6 +320,11 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
         jobs,
         secrets,
         ssh,
+        network: match args.network.as_str() {
+            "host" => strata::graph::Network::Host,
+            "none" => strata::graph::Network::None,
+            _ => strata::graph::Network::Default,
+        },
         allow_insecure,
         onbuild: Some(onbuild_trigger),
         bases: Some(std::sync::Arc::new(registry::PullingResolver { policy: args.pull, options: registry_options.clone() })),

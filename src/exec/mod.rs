@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::graph::args::{self, BuildArgs};
-use crate::graph::{BuildGraph, CommandLine, CopyFrom, CopySource, Op, StageId, Word};
+use crate::graph::{BuildGraph, CommandLine, CopyFrom, CopySource, Network, Op, StageId, Word};
 use crate::oci::{self, Descriptor, Digest, HealthConfig, History, ImageConfig, RunConfig};
 use crate::store::rootfs::RootfsView;
 use crate::store::{CacheEntry, CacheKey, Store, StoreError, StoredImage};
@@ -133,6 +133,8 @@ pub struct ExecCx<'a> {
     pub secrets: &'a BTreeMap<String, PathBuf>,
     /// `--ssh ID[=socket|keys]`.
     pub ssh: &'a BTreeMap<String, ssh::SshSource>,
+    /// `build --network`: the network of a RUN step that names none.
+    pub network: Network,
     /// The finished state of another stage.
     pub stage: &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync),
     /// Receives each line a RUN step prints.

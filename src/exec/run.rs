@@ -65,7 +65,7 @@ pub fn execute(state: &mut ImageState, cx: &ExecCx, run: &RunOp) -> Result<StepO
     let user = state.config.config.user.clone().unwrap_or_default();
     let mut inputs = KeyInputs::new();
     inputs.list("argv", &argv).list("env", &state.config.config.env).field("cwd", &cwd).field("user", &user);
-    inputs.field("network", network_name(run.network));
+    inputs.field("network", network_name(step_network(cx, run)));
     let hostname = sandbox_hostname(cx)?;
     if hostname != DEFAULT_HOSTNAME {
         inputs.field("hostname", hostname);
@@ -253,6 +253,11 @@ fn start_empty_once(dir: &Path) -> Result<(), ExecError> {
         }
     }
     Ok(())
+}
+
+/// A step's network: the one it names, else the build's (`--network`, as BuildKit's force-network-mode).
+fn step_network(cx: &ExecCx, run: &RunOp) -> Network {
+    if run.network == Network::Default { cx.network } else { run.network }
 }
 
 fn network_name(network: Network) -> &'static str {
@@ -474,7 +479,7 @@ fn run_in_sandbox(
         env,
         cwd: cwd.to_string(),
         ids,
-        network_none: run.network == Network::None,
+        network_none: step_network(cx, run) == Network::None,
         hostname: sandbox_hostname(cx)?.to_string(),
         mounts,
         // Only the layer written from the upper directory must be durable, and it is, once.

@@ -651,6 +651,28 @@ fn buildkit_test_ssh_socket_params() {
     assert!(stderr.contains("ssh agent \"deploy\" is required"), "{stderr}");
 }
 
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_run_global_network() {
+    if !require_root("buildkit_test_run_global_network") {
+        return;
+    }
+    // An echo server on the host's loopback: each connection gets "foo".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut &stream, b"foo\n");
+        }
+    });
+    let dockerfile = format!("FROM busybox\nRUN nc 127.0.0.1 {port} | grep foo\nRUN --network=none ! nc 127.0.0.1 {port}\n");
+    let case = Case::new(&[("Dockerfile", &dockerfile)]);
+    case.build(&["--network", "host"]);
+    // Forced to none, a step that names no network reaches nothing.
+    let stderr = case.fails(&["--network", "none"]);
+    assert!(stderr.contains(&format!("nc 127.0.0.1 {port} | grep foo")), "{stderr}");
+}
+
 /// The tree BuildKit's --parents tests copy from, made in a stage named `base` under /test.
 const PARENTS_BASE: &str = "FROM busybox AS base\nWORKDIR /test\nRUN <<EOT\nset -ex\nmkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2\ntouch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\nEOT\n";
 
