@@ -335,23 +335,41 @@ fn add_url_refuses_a_missing_file_and_a_file_over_the_limit() {
     assert_eq!(temp_files(&store), Vec::<PathBuf>::new());
 }
 
+/// Whether the host has git; says the test is skipped when not.
+fn have_git() -> bool {
+    let found = Command::new("git").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("skipping: git is not installed (apt-get install git)");
+    }
+    found
+}
+
+/// `command` with a committer identity and `main` as the first branch, whatever the host's git config says.
+fn with_git_identity(command: &mut Command) -> &mut Command {
+    command
+        .env("GIT_CONFIG_COUNT", "3")
+        .env("GIT_CONFIG_KEY_0", "user.name")
+        .env("GIT_CONFIG_VALUE_0", "t")
+        .env("GIT_CONFIG_KEY_1", "user.email")
+        .env("GIT_CONFIG_VALUE_1", "t@example.com")
+        .env("GIT_CONFIG_KEY_2", "init.defaultBranch")
+        .env("GIT_CONFIG_VALUE_2", "main")
+}
+
+/// Runs git with `args` in `cwd`; its stdout, trimmed.
+fn git_in(cwd: &Path, args: &[&str]) -> String {
+    let out = with_git_identity(Command::new("git").args(args).current_dir(cwd)).output().expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A repository with two commits (tag `v1` on the first, `main` on the
 /// second), cloned bare into `served/repo.git` for git's dumb HTTP protocol.
 fn git_repository(dir: &Path, object_format: &str) -> Option<(String, String)> {
-    let git = |cwd: &Path, args: &[&str]| -> String {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(cwd)
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipping: git is not installed (apt-get install git)");
+    if !have_git() {
         return None;
     }
+    let git = git_in;
     let work = dir.join("work");
     std::fs::create_dir_all(work.join("sub")).expect("mkdir");
     git(&work, &["init", "-q", &format!("--object-format={object_format}")]);
@@ -505,19 +523,10 @@ fn buildkit_test_add_git_checksum_cache() {
 /// Dockerfile committed on branch `first`, then a second commit that also
 /// copies `bar2` (on the default branch).
 fn git_context_repo(dir: &Path, object_format: &str) -> Option<()> {
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipping: git is not installed (apt-get install git)");
+    if !have_git() {
         return None;
     }
+    let git = |args: &[&str]| git_in(dir, args);
     let mut dockerfile = String::from("FROM busybox AS build\nRUN echo -n fromgit > foo\nFROM scratch\nCOPY --from=build foo bar\n");
     std::fs::write(dir.join("Dockerfile"), &dockerfile).expect("write");
     git(&["init", "-q", &format!("--object-format={object_format}")]);
@@ -610,23 +619,11 @@ fn buildkit_test_git_query_string() {
     let server = HttpServer::start();
     server.serve_dir(dir.path());
     let run = |cwd: &Path, line: &str| {
-        let out = Command::new("sh")
-            .args(["-ec", line])
-            .env("GIT_CONFIG_COUNT", "3")
-            .env("GIT_CONFIG_KEY_0", "user.name")
-            .env("GIT_CONFIG_VALUE_0", "t")
-            .env("GIT_CONFIG_KEY_1", "user.email")
-            .env("GIT_CONFIG_VALUE_1", "t@example.com")
-            .env("GIT_CONFIG_KEY_2", "init.defaultBranch")
-            .env("GIT_CONFIG_VALUE_2", "master")
-            .current_dir(cwd)
-            .output()
-            .expect("run sh");
+        let out = with_git_identity(Command::new("sh").args(["-ec", line]).current_dir(cwd)).output().expect("run sh");
         assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipping: git is not installed (apt-get install git)");
+    if !have_git() {
         return;
     }
     let (submod, main) = (dir.path().join("submod"), dir.path().join("main"));

@@ -676,13 +676,17 @@ fn buildkit_test_run_global_network() {
 /// The tree BuildKit's --parents tests copy from, made in a stage named `base` under /test.
 const PARENTS_BASE: &str = "FROM busybox AS base\nWORKDIR /test\nRUN <<EOT\nset -ex\nmkdir -p a/b/c/d/e a/b2/c/d/e a/b/c2/d/e a/b/c2/d/e2\ntouch a/b/c/d/foo a/b/c/d/e/bay a/b2/c/d/e/bar a/b/c2/d/e/baz a/b/c2/d/e2/baz\nEOT\n";
 
-/// A stage `name` of busybox that copies `copy` (with --from=base --parents) and runs `checks`.
-fn parents_stage(name: &str, copy: &str, checks: &[&str]) -> String {
-    let mut stage = format!("\nFROM busybox AS {name}\nCOPY --from=base --parents {copy}\n");
-    for check in checks {
-        stage += &format!("RUN [ {check} ]\n");
+/// The base stage, then for each (name, copy, checks) a stage of busybox
+/// that copies `copy` (with --from=base --parents) and runs each `[ check ]`.
+fn parents_case(stages: &[(&str, &str, &[&str])]) -> Case {
+    let mut dockerfile = PARENTS_BASE.to_string();
+    for (name, copy, checks) in stages {
+        dockerfile += &format!("\nFROM busybox AS {name}\nCOPY --from=base --parents {copy}\n");
+        for check in *checks {
+            dockerfile += &format!("RUN [ {check} ]\n");
+        }
     }
-    stage
+    Case::new(&[("Dockerfile", &dockerfile)])
 }
 
 #[test]
@@ -717,11 +721,7 @@ fn buildkit_test_copy_relative_parents() {
             &["-f /out/d/e/baz", "! -f /out/d/e/bay", "-f /out/d/e2/baz", "-f /out/c/d/e/bar"],
         ),
     ];
-    let mut dockerfile = PARENTS_BASE.to_string();
-    for (name, copy, checks) in stages {
-        dockerfile += &parents_stage(name, copy, checks);
-    }
-    let case = Case::new(&[("Dockerfile", &dockerfile)]);
+    let case = parents_case(&stages);
     for (name, _, _) in stages {
         case.build(&["--target", name]);
     }
@@ -740,11 +740,7 @@ fn buildkit_test_copy_parents_missing_directory() {
         ("wildcard-nonexistent", "/test/a/b3*/c /out/", &["-d /out", "! -d /out/a"]),
         ("wildcard-afterpivot", "/test/a/b/./c3* /out/", &["-d /out", "! -d /out/a", "! -d /out/c3"]),
     ];
-    let mut dockerfile = PARENTS_BASE.to_string();
-    for (name, copy, checks) in stages {
-        dockerfile += &parents_stage(name, copy, checks);
-    }
-    let case = Case::new(&[("Dockerfile", &dockerfile)]);
+    let case = parents_case(&stages);
     for (name, _, _) in stages {
         if name == "nonexistentfile" {
             let stderr = case.fails(&["--target", name]);
