@@ -78,8 +78,8 @@ pub enum ExecError {
     MissingSecret(String),
     #[error("ssh agent {0:?} is required but was not given (--ssh {0}[=SOCKET|KEY,…])")]
     MissingSsh(String),
-    #[error("ssh: {0}")]
-    Ssh(String),
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
     #[error("encode {what}")]
     Encode { what: &'static str, source: serde_json::Error },
     #[error("process {command:?} did not complete successfully: exit code: {code}\n{tail}")]

@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use super::ExecError;
 
+/// An agent for key files that could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("run {program} (is openssh-client installed?)")]
+    Run { program: &'static str, source: io::Error },
+    #[error("ssh-agent did not listen on {} within {AGENT_START:?}", .socket.display())]
+    NotListening { socket: PathBuf },
+    #[error("ssh-add {keys}: {stderr}")]
+    Add { keys: String, stderr: String },
+}
+
 /// What `--ssh ID[=…]` gives: an agent's socket, or key files to serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SshSource {
@@ -57,7 +68,6 @@ const AGENT_START: Duration = Duration::from_secs(10);
 impl KeyAgent {
     /// Starts `ssh-agent` on `socket` and adds `keys` to it.
     fn start(keys: &[PathBuf], socket: &Path) -> Result<KeyAgent, ExecError> {
-        let fail = |message: String| ExecError::Ssh(message);
         let child = Command::new("ssh-agent")
             .arg("-D")
             .arg("-a")
@@ -66,12 +76,12 @@ impl KeyAgent {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| fail(format!("run ssh-agent (is openssh-client installed?): {e}")))?;
+            .map_err(|source| SshError::Run { program: "ssh-agent", source })?;
         let agent = KeyAgent(child);
         let started = Instant::now();
         while !is_socket(socket) {
             if started.elapsed() > AGENT_START {
-                return Err(fail(format!("ssh-agent did not listen on {} within {AGENT_START:?}", socket.display())));
+                return Err(SshError::NotListening { socket: socket.to_path_buf() }.into());
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -82,10 +92,11 @@ impl KeyAgent {
             .env_remove("SSH_ASKPASS")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| fail(format!("run ssh-add: {e}")))?;
+            .map_err(|source| SshError::Run { program: "ssh-add", source })?;
         if !out.status.success() {
             let keys: Vec<String> = keys.iter().map(|k| k.display().to_string()).collect();
-            return Err(fail(format!("ssh-add {}: {}", keys.join(" "), String::from_utf8_lossy(&out.stderr).trim())));
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(SshError::Add { keys: keys.join(" "), stderr }.into());
         }
         Ok(agent)
     }
@@ -195,6 +206,17 @@ mod tests {
         let path = forward.path().to_path_buf();
         drop(forward);
         assert!(UnixStream::connect(&path).is_err(), "the forward is gone");
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_added_fails_naming_it() {
+        if Command::new("ssh-agent").arg("-h").output().is_err() {
+            eprintln!("skipping: ssh-agent is not installed (apt-get install openssh-client)");
+            return;
+        }
+        let missing = PathBuf::from("/nonexistent/strata-key");
+        let error = Forward::start(&SshSource::Keys(vec![missing]), |_| Ok(())).err().expect("refused");
+        assert!(error.to_string().contains("ssh-add /nonexistent/strata-key"), "{error}");
     }
 
     #[test]
