@@ -17,7 +17,7 @@ use serde::Serialize;
 pub use dump::{describe, to_dot, to_json};
 pub use mode::{Mode, parse_mode};
 pub use mount::{mount_fields, parse_mount};
-pub use name::{ImageName, StageName};
+pub use name::{ImageName, StageName, find_stage};
 pub use word::{ExpandError, Part, Word};
 
 /// Index of a stage in [`BuildGraph::stages`].
@@ -450,10 +450,7 @@ impl BuildGraph {
 
     /// Finds a stage by name or index, as `--target` and `COPY --from` accept.
     pub fn find_stage(&self, name: &str) -> Option<StageId> {
-        if let Some(i) = self.stages.iter().position(|s| s.name.as_ref().is_some_and(|n| n.is(name))) {
-            return Some(StageId(i));
-        }
-        name.parse::<usize>().ok().filter(|i| *i < self.stages.len()).map(StageId)
+        find_stage(self.stages.iter().map(|s| s.name.as_ref()), name)
     }
 
     /// The stages the build must produce for `target` (a stage or image name),

@@ -29,6 +29,16 @@ impl StageName {
     }
 }
 
+/// The stage `text` names among `names` (in stage order), as `--target`,
+/// `COPY --from` and `FROM` read it: by name without case, else by index.
+/// The one lookup the front ends (before a graph exists) and the graph share.
+pub fn find_stage<'a>(names: impl IntoIterator<Item = Option<&'a StageName>>, text: &str) -> Option<super::StageId> {
+    let names: Vec<Option<&StageName>> = names.into_iter().collect();
+    let by_name = names.iter().position(|n| n.is_some_and(|n| n.is(text)));
+    let by_index = || text.parse::<usize>().ok().filter(|i| *i < names.len());
+    by_name.or_else(by_index).map(super::StageId)
+}
+
 impl fmt::Display for StageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -79,6 +89,17 @@ mod tests {
         let name = StageName::new("build");
         assert!(name.is("BUILD"));
         assert!(!name.is("builder"));
+    }
+
+    #[test]
+    fn stages_are_found_by_name_then_index() {
+        let names = [Some(StageName::new("build")), None, Some(StageName::new("2"))];
+        let find = |text| find_stage(names.iter().map(Option::as_ref), text).map(|id| id.0);
+        assert_eq!(find("BUILD"), Some(0));
+        assert_eq!(find("1"), Some(1));
+        assert_eq!(find("2"), Some(2), "a name before an index");
+        assert_eq!(find("3"), None);
+        assert_eq!(find("test"), None);
     }
 
     #[test]

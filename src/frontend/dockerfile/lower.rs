@@ -13,7 +13,7 @@ use crate::frontend::diagnostic::SourceError;
 use crate::graph::args::GlobalArgs;
 use crate::graph::{
     ArgDecl, Base, BuildGraph, CommandLine, CopyFrom, CopyOp, CopySource, Healthcheck, ImageName, Network, Op, Origin, RunHeredoc,
-    RunMount, RunOp, Security, Stage, StageId, StageName, Step, Word, did_you_mean, mount_fields, parse_mount,
+    RunMount, RunOp, Security, Stage, StageId, StageName, Step, Word, did_you_mean, find_stage, mount_fields, parse_mount,
 };
 
 /// Every instruction Docker knows.
@@ -260,9 +260,7 @@ impl<'a> Lowerer<'a> {
             return None;
         };
         if !self.trigger {
-            let by_name = self.stage_names.iter().position(|n| n.as_ref().is_some_and(|n| n.is(&value)));
-            let by_index = value.parse::<usize>().ok().filter(|i| *i < self.stage_names.len());
-            if let Some(i) = by_name.or(by_index) {
+            if let Some(StageId(i)) = find_stage(self.stage_names.iter().map(Option::as_ref), &value) {
                 if i > self.stage_index {
                     let verb = if flag.name == "from" { "copy from" } else { "mount" };
                     let e = SourceError::new(

@@ -17,7 +17,7 @@ use crate::frontend::diagnostic::{SourceError, SourceErrors};
 use crate::graph::args::GlobalArgs;
 use crate::graph::{
     ArgDecl, Base, BuildGraph, CacheSettings, CopyFrom, CopyOp, CopySource, GraphError, Healthcheck, ImageName, ImageTarget, Op, Origin,
-    Part, RunMount, RunOp, Stage, StageId, StageName, Word, did_you_mean,
+    Part, RunMount, RunOp, Stage, StageId, StageName, Word, did_you_mean, find_stage,
 };
 
 impl Spec {
@@ -328,13 +328,10 @@ impl Lowerer<'_> {
 
     /// Resolves a reference to a stage (by name or index) for `from=`, if it is one.
     fn stage_ref(&mut self, text: &Text, value: &str) -> Result<Option<StageId>, ()> {
-        if let Some(i) = self.names.iter().position(|n| n.as_ref().is_some_and(|n| n.is(value))) {
-            return Ok(Some(StageId(i)));
+        if let Some(id) = find_stage(self.names.iter().map(Option::as_ref), value) {
+            return Ok(Some(id));
         }
         if let Ok(i) = value.parse::<usize>() {
-            if i < self.names.len() {
-                return Ok(Some(StageId(i)));
-            }
             self.errors.push(SourceError::new(format!("no stage with index {i}"), text.span, "unknown stage"));
             return Err(());
         }
