@@ -565,14 +565,20 @@ impl ImageState {
         if let Some(unpack) = op.unpack {
             text.push_str(&format!(" --unpack={unpack}"));
         }
+        // History reads as BuildKit writes it: the sources and the destination as
+        // written, no flags. The key text keeps the flags and the absolute destination.
+        let mut history = String::from(op_keyword(op.add));
         for s in &sources {
-            match s {
-                copy::CopyInput::Path(p) => text.push_str(&format!(" {p}")),
-                copy::CopyInput::Inline { name, .. } => text.push_str(&format!(" <<{name}")),
-                copy::CopyInput::Download { url, .. } | copy::CopyInput::Checkout { url, .. } => text.push_str(&format!(" {url}")),
-            }
+            let source = match s {
+                copy::CopyInput::Path(p) => format!(" {p}"),
+                copy::CopyInput::Inline { name, .. } => format!(" <<{name}"),
+                copy::CopyInput::Download { url, .. } | copy::CopyInput::Checkout { url, .. } => format!(" {url}"),
+            };
+            text.push_str(&source);
+            history.push_str(&source);
         }
         text.push_str(&format!(" {dest_abs}"));
+        history.push_str(&format!(" {dest}"));
 
         // The fast key: what decides the layer without reading any image's files (the
         // sources planned over nothing, or the source stage's key; what lies below is
@@ -601,7 +607,7 @@ impl ImageState {
         };
         if let Some((key, entry)) = fast.as_ref().and_then(|fast| cx.store.cache_alias_get(fast)) {
             cx.store.shared_cache_record(&self.key, &key, &entry);
-            self.push_history(text, entry.created, entry.diff_id.map(|d| (d, entry.size)));
+            self.push_history(history, entry.created, entry.diff_id.map(|d| (d, entry.size)));
             self.key = key;
             return Ok(StepOutcome::Cached);
         }
@@ -657,10 +663,10 @@ impl ImageState {
             let (content, layer) = rayon::join(|| plan.content_key(cx.store), || write(&plan));
             let inputs = remote.key_with(&content?);
             let layer = layer?;
-            return self.commit(cx, text, inputs.as_bytes(), |_| Ok(Some(layer)));
+            return self.commit_keyed(cx, history, &text, inputs.as_bytes(), |_| Ok(Some(layer)));
         }
         let inputs = remote.key_with(&plan.content_key(cx.store)?);
-        let outcome = self.commit(cx, text, inputs.as_bytes(), |_| Ok(Some(write(&plan)?)))?;
+        let outcome = self.commit_keyed(cx, history, &text, inputs.as_bytes(), |_| Ok(Some(write(&plan)?)))?;
         if let Some(fast) = &fast {
             cx.store.cache_alias_put(fast, &self.key);
         }

@@ -1478,7 +1478,6 @@ fn buildkit_test_on_build_heredoc() {
 
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
-#[ignore = "differs from BuildKit: the history of COPY --from names the flag and the absolute destination ('COPY --from=base item2 /item3'; BuildKit: 'COPY item2 item3')"]
 fn buildkit_test_exported_history() {
     if !require_root("buildkit_test_exported_history") {
         return;

@@ -204,7 +204,7 @@ fn the_seed_tutorial_end_to_end() {
     store.ok(&["rm", "-f", "web-ping", "web-ping-2"]);
     assert!(store.ok(&["container", "ls", "--all", "--quiet"]).trim().is_empty());
     let history = store.ok(&["image", "history", "web-ping"]);
-    assert!(history.starts_with("IMAGE") && history.contains("COPY app.js /web-ping/"), "{history}");
+    assert!(history.starts_with("IMAGE") && history.contains("COPY app.js ."), "{history}");
     let layers: serde_json::Value =
         serde_json::from_str(&store.ok(&["image", "inspect", "--format", "{{json .RootFS.Layers}}", "web-ping"])).expect("json");
     assert_eq!(layers.as_array().map(Vec::len), Some(3), "busybox + WORKDIR + COPY: {layers}");

@@ -40,7 +40,7 @@ fn images_tag_history_and_inspect() {
     let lines: Vec<&str> = history.lines().collect();
     assert!(lines[0].contains("CREATED BY") && lines[0].contains("SIZE"), "{history}");
     assert!(lines[1].contains("CMD [\"node\",\"/web-ping/app.js\"]") && lines[1].contains("0B"), "{history}");
-    assert!(history.contains("COPY app.js /web-ping/") && history.contains("<missing>"), "{history}");
+    assert!(history.contains("COPY app.js .") && history.contains("<missing>"), "{history}");
     let long = store.ok(&["history", "--no-trunc", "web-ping"]);
     assert!(long.contains("ENV TARGET=blog.sixeyed.com METHOD=HEAD INTERVAL=3000"), "{long}");
     assert!(!store.strata().args(["image", "inspect", "nosuch"]).output().expect("run").status.success());
