@@ -310,9 +310,10 @@ impl LayerPlan {
                         if !meta.is_dir() && rel.file_name().is_some_and(|name| req.exclude.excluded(Path::new(name))) {
                             continue;
                         }
-                        let kept: PathBuf = rel.components().skip(pivot).collect();
-                        if req.parents && !kept.as_os_str().is_empty() {
-                            // The source itself, under its kept path; missing parents are made.
+                        // `--parents`: the source itself, under the path it keeps; missing parents are made.
+                        let kept =
+                            req.parents.then(|| rel.components().skip(pivot).collect::<PathBuf>()).filter(|k| !k.as_os_str().is_empty());
+                        if let Some(kept) = kept {
                             let path = join_dest(&dest_rel, &kept);
                             plan.add_entry(root, path.clone(), &real, &meta, req);
                             if meta.is_dir() {

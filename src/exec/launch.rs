@@ -16,10 +16,10 @@ use crate::oci::Digest;
 use crate::store::Store;
 use crate::store::rootfs::RootfsView;
 
-/// A command to start in a sandbox over an image.
 /// The host name of a sandbox unless a build asks for another.
 pub const DEFAULT_HOSTNAME: &str = "strata";
 
+/// A command to start in a sandbox over an image.
 pub struct Launch<'a> {
     pub view: &'a RootfsView,
     pub argv: Vec<String>,
