@@ -39,6 +39,9 @@ pub struct BuildOptions {
     pub ssh: BTreeMap<String, crate::exec::ssh::SshSource>,
     /// `--network`: the network of RUN steps that name none.
     pub network: crate::graph::Network,
+    /// The time of a build context fetched from a URL (its commit's, or its
+    /// download's), which `SOURCE_DATE_EPOCH=context` takes; a local folder has none.
+    pub context_time: Option<u64>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
     pub allow_insecure: bool,
     /// Reads a base image's ONBUILD trigger (a Dockerfile instruction) into
@@ -84,8 +87,10 @@ pub enum BuildError {
     MissingBase { name: String, stage: String, source: StoreError },
     #[error("{origin}: base image {name:?} of stage {stage}")]
     Base { name: String, stage: String, origin: Origin, source: Box<dyn std::error::Error + Send + Sync> },
-    #[error("invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since 1970-01-01")]
+    #[error("invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since 1970-01-01, `context` or the name of a stage")]
     SourceDateEpoch { value: String },
+    #[error("{origin}: SOURCE_DATE_EPOCH stage {stage} {why}")]
+    SourceStage { origin: Origin, stage: String, why: String },
     #[error("tag {tag:?}: {reason}")]
     BadTag { tag: String, reason: String },
 }
@@ -132,8 +137,12 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
             });
         }
     }
-    let epoch = source_date_epoch(graph, opts)?;
-    let build_args = with_target_stage(graph, &roots, &opts.build_args);
+    let epoch = source_date_epoch(store, graph, opts)?;
+    let mut build_args = with_target_stage(graph, &roots, &opts.build_args);
+    // As BuildKit: once resolved, SOURCE_DATE_EPOCH reads as its seconds (empty for none).
+    if crate::graph::args::global_value("SOURCE_DATE_EPOCH", &opts.build_args, &graph.args).is_some() {
+        build_args.insert("SOURCE_DATE_EPOCH".into(), epoch.map(|e| e.to_string()).unwrap_or_default());
+    }
     let context = BuildContext::open(&opts.context, opts.ignore_file.as_deref())?;
     let _build_lock = store.lock_build()?;
     let mut bases = resolve_bases(store, graph, &plan, opts)?;
@@ -199,15 +208,82 @@ pub fn build(store: &Store, graph: &BuildGraph, opts: &BuildOptions, progress: &
 type CxParts<'a> = (&'a BuildContext, &'a (dyn Fn(StageId) -> Option<Arc<ImageState>> + Sync), &'a BuildArgs, Option<u64>);
 
 /// SOURCE_DATE_EPOCH as BuildKit reads it: a `--build-arg`, else a global
-/// `ARG` default, else the environment. `context` asks for the context's own
-/// time, which a local folder does not have: no epoch. Any other value that
-/// is not a number of seconds fails the build.
-fn source_date_epoch(graph: &BuildGraph, opts: &BuildOptions) -> Result<Option<u64>, BuildError> {
-    match crate::graph::args::global_value("SOURCE_DATE_EPOCH", &opts.build_args, &graph.args) {
-        Some(value) if value == "context" => Ok(None),
-        Some(value) => value.trim().parse().map(Some).map_err(|_| BuildError::SourceDateEpoch { value }),
-        None => Ok(crate::exec::source_date_epoch()),
+/// `ARG` default, else the environment. A number is seconds since 1970;
+/// empty is none; `context` asks for the context's own time (a URL
+/// context's; a local folder has none); a stage's name for the time of the
+/// one remote source the stage ADDs (see [`stage_source_time`]). Anything
+/// else fails the build.
+fn source_date_epoch(store: &Store, graph: &BuildGraph, opts: &BuildOptions) -> Result<Option<u64>, BuildError> {
+    let Some(value) = crate::graph::args::global_value("SOURCE_DATE_EPOCH", &opts.build_args, &graph.args) else {
+        return Ok(crate::exec::source_date_epoch());
+    };
+    if value.trim().is_empty() {
+        return Ok(None);
     }
+    if value == "context" {
+        return Ok(opts.context_time);
+    }
+    if let Ok(seconds) = value.trim().parse() {
+        return Ok(Some(seconds));
+    }
+    match graph.stages.iter().position(|stage| stage.name.as_ref().is_some_and(|name| name.is(&value))) {
+        Some(index) => stage_source_time(store, graph, opts, StageId(index)),
+        None => Err(BuildError::SourceDateEpoch { value }),
+    }
+}
+
+/// The time a source stage names for SOURCE_DATE_EPOCH, as BuildKit reads
+/// one: the stage is `FROM scratch` and holds ARGs and one ADD of one HTTP(S)
+/// or git source, whose time it is ([`remote::source_time`]). The stage is
+/// not built: its source is only asked for its time.
+fn stage_source_time(store: &Store, graph: &BuildGraph, opts: &BuildOptions, id: StageId) -> Result<Option<u64>, BuildError> {
+    let stage = &graph.stages[id.0];
+    let label = graph.stage_label(id);
+    let refuse =
+        |origin: &Origin, why: &str| BuildError::SourceStage { origin: origin.clone(), stage: label.clone(), why: why.to_string() };
+    if !matches!(stage.base, Base::Scratch) {
+        return Err(refuse(&stage.origin, "must use FROM scratch"));
+    }
+    let globals = crate::graph::args::GlobalArgs::new(&opts.build_args, &graph.args);
+    let mut scope: HashMap<String, String> = HashMap::new();
+    let mut add = None;
+    for step in &stage.steps {
+        match &step.op {
+            Op::Arg(decls) => {
+                for decl in decls {
+                    let default = decl.default.as_ref().map(|word| word.expand(&|name| scope.get(name).cloned()));
+                    let value = match (opts.build_args.get(&decl.name), default) {
+                        (Some(given), _) => Some(given.clone()),
+                        (None, Some(default)) => Some(default.map_err(|e| refuse(&step.origin, &e.to_string()))?),
+                        (None, None) => globals.get(&decl.name).filter(|_| decl.name != "SOURCE_DATE_EPOCH"),
+                    };
+                    scope.extend(value.map(|value| (decl.name.clone(), value)));
+                }
+            }
+            Op::Copy(copy) if copy.add && add.is_none() => add = Some((copy, &step.origin)),
+            Op::Copy(copy) if copy.add => return Err(refuse(&step.origin, "must contain exactly one remote ADD")),
+            op => {
+                let why = format!("does not meet source-only requirements: unsupported {} instruction", op.keyword());
+                return Err(refuse(&step.origin, &why));
+            }
+        }
+    }
+    let Some((copy, origin)) = add else { return Err(refuse(&stage.origin, "must contain exactly one remote ADD")) };
+    let [crate::graph::CopySource::Path(source)] = copy.sources.as_slice() else {
+        return Err(refuse(origin, "must contain exactly one remote ADD source"));
+    };
+    if copy.from.is_some() {
+        return Err(refuse(origin, "must contain exactly one remote ADD source"));
+    }
+    let expand = |word: &crate::graph::Word| word.expand(&|name| scope.get(name).cloned()).map_err(|e| refuse(origin, &e.to_string()));
+    let url = expand(source)?;
+    let checksum = copy.checksum.as_ref().map(expand).transpose()?;
+    crate::exec::remote::source_time(store, &url, checksum.as_deref()).map_err(|e| BuildError::Step {
+        origin: origin.clone(),
+        stage: label.clone(),
+        instruction: format!("ADD {url} (the SOURCE_DATE_EPOCH source)"),
+        source: Box::new(e),
+    })
 }
 
 /// The build args with BuildKit's TARGETSTAGE: the name of the stage being
@@ -266,7 +342,8 @@ fn build_stage(
         interrupted: &interrupted,
     };
     let mut state = match &stage.base {
-        Base::Scratch => ImageState::scratch(),
+        // A stage on another starts from its key, which has the epoch already.
+        Base::Scratch => ImageState::scratch().with_epoch(epoch),
         Base::Stage(base) => {
             let mut state = ImageState::from_stage(
                 finished(*base).ok_or_else(|| ExecError::NotBuilt(format!("stage {}", graph.stage_label(*base))))?.as_ref(),
@@ -285,7 +362,7 @@ fn build_stage(
                     BuildError::MissingBase { name: name.to_string(), stage: label.clone(), source }
                 })?,
             };
-            let mut state = ImageState::from_image(&image);
+            let mut state = ImageState::from_image(&image).with_epoch(epoch);
             run_onbuild_triggers(&mut state, &cx, opts, &label, stage.origin.clone())?;
             state
         }

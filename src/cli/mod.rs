@@ -168,39 +168,46 @@ fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
+/// What `strata build` builds: the context, the build file's name and its graph.
+struct BuildInput {
+    context: PathBuf,
+    file: String,
+    graph: strata::graph::BuildGraph,
+    /// The temp folder a context fetched or read from stdin lies in, removed on drop.
+    fetched: Option<tempfile::TempDir>,
+    /// A URL context's time (`SOURCE_DATE_EPOCH=context`).
+    time: Option<u64>,
+}
+
 /// The context and the build file, with `-` read from stdin as Docker reads
 /// it: `-f -` is the Dockerfile; a context `-` is a tar (plain or compressed,
 /// unpacked into a temp folder of the store, the Dockerfile at its root or
 /// where `-f` names it inside) or a Dockerfile alone with an empty context.
-/// Returns the context, the build file's name and the graph; the temp folder
-/// lives as long as the guard.
-fn build_input(
-    args: &args::BuildArgsCli,
-    store: &Store,
-    build_args: &strata::frontend::BuildArgs,
-) -> miette::Result<(PathBuf, String, strata::graph::BuildGraph, Option<tempfile::TempDir>)> {
+fn build_input(args: &args::BuildArgsCli, store: &Store, build_args: &strata::frontend::BuildArgs) -> miette::Result<BuildInput> {
     let stdin_text = || std::io::read_to_string(std::io::stdin()).into_diagnostic().wrap_err("read the Dockerfile from stdin");
     let from_stdin = |text: &str| strata::frontend::dockerfile::lower("Dockerfile", text, build_args);
     let url = args.context.to_str().filter(|c| remote::is_http(c) || remote::git_source(c).is_some());
     if let Some(url) = url {
         let tmp = store.tmp_dir();
         let dir = tempfile::Builder::new().prefix("context-").tempdir_in(&tmp).into_diagnostic().wrap_err("create a temp folder")?;
-        let fetched = remote::fetch_context(store, url, dir.path()).map_err(|e| failed(e, format!("fetch the build context {url}")))?;
+        let (fetched, time) =
+            remote::fetch_context(store, url, dir.path()).map_err(|e| failed(e, format!("fetch the build context {url}")))?;
         let context = dir.path().to_path_buf();
-        return match fetched {
+        let (context, file, graph) = match fetched {
             // A Dockerfile alone is the build file, whatever -f says (as BuildKit).
-            remote::UrlContext::Dockerfile(text) => Ok((context, "Dockerfile".into(), from_stdin(&text)?, Some(dir))),
+            remote::UrlContext::Dockerfile(text) => (context, "Dockerfile".into(), from_stdin(&text)?),
             remote::UrlContext::Unpacked => {
                 let (name, graph) = file_inside(&context, args.file.as_deref(), build_args)?;
-                Ok((context, name, graph, Some(dir)))
+                (context, name, graph)
             }
             // The checkout lies inside `dir`, which removes it.
             remote::UrlContext::Checkout { root, guard } => {
                 let _ = guard.keep();
                 let (name, graph) = file_inside(&root, args.file.as_deref(), build_args)?;
-                Ok((root, name, graph, Some(dir)))
+                (root, name, graph)
             }
         };
+        return Ok(BuildInput { context, file, graph, fetched: Some(dir), time });
     }
     if is_stdin(&args.context) {
         if args.file.as_deref().is_some_and(is_stdin) {
@@ -211,16 +218,15 @@ fn build_input(
         let read = strata::exec::context::read_stdin_context(std::io::stdin(), dir.path())
             .map_err(|e| failed(e, "read the build context from stdin"))?;
         let context = dir.path().to_path_buf();
-        return match read {
-            strata::exec::context::StdinContext::Dockerfile(text) => Ok((context, "Dockerfile".into(), from_stdin(&text)?, Some(dir))),
-            strata::exec::context::StdinContext::Unpacked => {
-                let (name, graph) = file_inside(&context, args.file.as_deref(), build_args)?;
-                Ok((context, name, graph, Some(dir)))
-            }
+        let (file, graph) = match read {
+            strata::exec::context::StdinContext::Dockerfile(text) => ("Dockerfile".into(), from_stdin(&text)?),
+            strata::exec::context::StdinContext::Unpacked => file_inside(&context, args.file.as_deref(), build_args)?,
         };
+        return Ok(BuildInput { context, file, graph, fetched: Some(dir), time: None });
     }
     if args.file.as_deref().is_some_and(is_stdin) {
-        return Ok((args.context.clone(), "Dockerfile".into(), from_stdin(&stdin_text()?)?, None));
+        let graph = from_stdin(&stdin_text()?)?;
+        return Ok(BuildInput { context: args.context.clone(), file: "Dockerfile".into(), graph, fetched: None, time: None });
     }
     // `strata build spec.kdl` builds the spec with its folder as the context.
     let (context, file) = if args.context.is_file() {
@@ -232,7 +238,7 @@ fn build_input(
     };
     let file = build_file(&context, file)?;
     let graph = strata::frontend::load(&file, build_args)?;
-    Ok((context, file.display().to_string(), graph, None))
+    Ok(BuildInput { context, file: file.display().to_string(), graph, fetched: None, time: None })
 }
 
 /// The build file of a fetched context (a tar or a checkout): where `-f`
@@ -257,9 +263,9 @@ fn file_inside(
 fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
     let store = open_store()?;
     let build_args = args::parse_build_args(&args.build_args)?;
-    let (context, file, graph, stdin_context) = build_input(&args, &store, &build_args)?;
+    let BuildInput { context, file, graph, fetched, time: context_time } = build_input(&args, &store, &build_args)?;
     // BuildKit reads NAME.dockerignore beside the Dockerfile NAME instead of the context's.
-    let beside_dockerfile = match &stdin_context {
+    let beside_dockerfile = match &fetched {
         Some(_) => context.join(format!("{file}.dockerignore")),
         None => PathBuf::from(format!("{file}.dockerignore")),
     };
@@ -325,6 +331,7 @@ fn build_cmd(args: args::BuildArgsCli) -> miette::Result<ExitCode> {
             "none" => strata::graph::Network::None,
             _ => strata::graph::Network::Default,
         },
+        context_time,
         allow_insecure,
         onbuild: Some(onbuild_trigger),
         bases: Some(std::sync::Arc::new(registry::PullingResolver { policy: args.pull, options: registry_options.clone() })),

@@ -103,12 +103,13 @@ pub enum CopyInput {
         content: String,
     },
     /// A file ADD downloaded (`remote.rs`): placed as `name` in a destination
-    /// folder, mode 0600 unless `--chmod`, with the server's Last-Modified as mtime.
+    /// folder, mode 0600 unless `--chmod`, with the server's Last-Modified
+    /// (if it sent one, else 0) as mtime.
     Download {
         url: String,
         name: String,
         file: PathBuf,
-        mtime: u64,
+        mtime: Option<u64>,
     },
     /// A git checkout ADD copies the contents of. Unset while keying: a git
     /// source is keyed by its commit, and cloned only on a miss.
@@ -287,7 +288,7 @@ impl LayerPlan {
                 CopyInput::Download { name, file, mtime, .. } => {
                     let path = if dest_is_dir { join_dest(&dest_rel, name) } else { dest_rel.clone() };
                     let size = fs::metadata(file).map_err(|e| ExecError::io("stat", file, e))?.len();
-                    let attrs = Attrs { mode: req.mode(0o600, false), uid: owner.0.into(), gid: owner.1.into(), mtime: *mtime };
+                    let attrs = Attrs { mode: req.mode(0o600, false), uid: owner.0.into(), gid: owner.1.into(), mtime: mtime.unwrap_or(0) };
                     plan.insert(path, Content::File { real: file.clone(), size, inode: None }, attrs);
                 }
                 CopyInput::Checkout { dir: None, .. } => {}

@@ -207,6 +207,16 @@ impl ImageState {
         }
     }
 
+    /// Starts the stage's keys from `epoch` too: SOURCE_DATE_EPOCH reaches
+    /// every step (clamped mtimes, `created`), so a build with another epoch
+    /// (or none) must miss. No epoch leaves the key as it is.
+    pub fn with_epoch(mut self, epoch: Option<u64>) -> ImageState {
+        if let Some(epoch) = epoch {
+            self.key = chain_key(&self.key, "SOURCE_DATE_EPOCH", epoch.to_string().as_bytes());
+        }
+        self
+    }
+
     /// Continues from another stage: its image, but none of its build args.
     pub fn from_stage(stage: &ImageState) -> ImageState {
         ImageState { args: BTreeMap::new(), cmd_set: false, ..stage.clone() }

@@ -23,6 +23,7 @@ use super::context::{StdinContext, clean, read_context};
 use super::copy::CopyInput;
 use crate::graph::{Checksum, parse_checksum};
 use crate::oci::Digest;
+use crate::store::snapshot::decompress;
 use crate::store::{Store, StoreError};
 
 /// How far a download may go.
@@ -39,6 +40,8 @@ const LIMITS: Limits = Limits { max_bytes: 8 << 30, stall: Duration::from_secs(1
 /// A remote source that could not be fetched or checked.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
+    #[error("{url:?} is not an HTTP(S) URL or a git repository")]
+    NotRemote { url: String },
     #[error("fetch {url}: {message}")]
     Fetch { url: String, message: String },
     #[error("fetch {url}: the server answered {status}")]
@@ -302,7 +305,7 @@ fn fetch(store: &Store, url: &str, expected: Option<&Digest>, fresh: bool, limit
             }
         }
     };
-    let mtime = record.last_modified.as_deref().and_then(http_time).unwrap_or(0);
+    let mtime = record.last_modified.as_deref().and_then(http_time);
     let key = format!("url {} {}", record.digest, record.last_modified.as_deref().unwrap_or(""));
     Ok((CopyInput::Download { url: url.to_string(), name: file_name(url), file: store.blob_path(&record.digest), mtime }, key))
 }
@@ -394,8 +397,8 @@ impl GitSource {
     }
 
     /// Checks the repository out at `commit` in a new folder under `tmp`;
-    /// returns the folder (removed on drop) and the directory to copy (the
-    /// subdir, if any). The commit alone is fetched (`--depth 1`, by its ref
+    /// returns the folder (removed on drop), the directory to copy (the
+    /// subdir, if any) and the commit's committer time (seconds). The commit alone is fetched (`--depth 1`, by its ref
     /// name where it has one); where the server cannot (git's dumb HTTP
     /// protocol, a commit no ref names), the whole repository is cloned.
     fn checkout(
@@ -404,7 +407,7 @@ impl GitSource {
         refname: Option<&str>,
         keep_git_dir: bool,
         tmp: &Path,
-    ) -> Result<(tempfile::TempDir, PathBuf), ExecError> {
+    ) -> Result<(tempfile::TempDir, PathBuf, u64), ExecError> {
         let scratch = tempfile::Builder::new().prefix("git-").tempdir_in(tmp).map_err(|e| ExecError::io("create temp dir in", tmp, e))?;
         let repo = scratch.path().join("repo");
         let repo_arg = repo.to_string_lossy().to_string();
@@ -424,6 +427,12 @@ impl GitSource {
             git(remote, "clone", &["clone", "--quiet", "--no-checkout", "--", remote, &repo_arg])?;
         }
         git(remote, "checkout", &["-C", &repo_arg, "-c", "advice.detachedHead=false", "checkout", "--quiet", commit])?;
+        let committed = git(remote, "log", &["-C", &repo_arg, "log", "-1", "--format=%ct", commit])?;
+        let time = committed.trim().parse().map_err(|_| RemoteError::Git {
+            url: remote.to_string(),
+            action: "log",
+            message: format!("no commit time in {committed:?}"),
+        })?;
         if self.submodules && repo.join(".gitmodules").exists() {
             git(&self.remote, "submodule update", &["-C", &repo_arg, "submodule", "update", "--init", "--recursive", "--quiet"])?;
         }
@@ -447,7 +456,7 @@ impl GitSource {
             }
             None => repo.canonicalize().map_err(|e| ExecError::io("open", &repo, e))?,
         };
-        Ok((scratch, root))
+        Ok((scratch, root, time))
     }
 }
 
@@ -483,7 +492,7 @@ impl RemoteSources {
         let mut sources = sources.to_vec();
         let mut guards = Vec::new();
         for (index, git, commit, refname) in &self.git {
-            let (guard, root) = git.checkout(commit, refname.as_deref(), self.keep_git_dir, tmp)?;
+            let (guard, root, _) = git.checkout(commit, refname.as_deref(), self.keep_git_dir, tmp)?;
             if let Some(CopyInput::Checkout { dir, .. }) = sources.get_mut(*index) {
                 *dir = Some(root);
             }
@@ -563,20 +572,53 @@ pub enum UrlContext {
 /// Fetches the build context `url` names: a git URL (as ADD tells them
 /// apart) is checked out under `dest`; an HTTP(S) URL is downloaded into the
 /// store and unpacked into `dest` when it is a tar, else read as the Dockerfile.
-pub fn fetch_context(store: &Store, url: &str, dest: &Path) -> Result<UrlContext, ExecError> {
+/// Returns it with its time, which `SOURCE_DATE_EPOCH=context` takes (see [`source_time`]).
+pub fn fetch_context(store: &Store, url: &str, dest: &Path) -> Result<(UrlContext, Option<u64>), ExecError> {
     if let Some(git) = git_source(url) {
         let git = git?;
         let (commit, refname) = git.resolve()?;
-        let (guard, root) = git.checkout(&commit, refname.as_deref(), false, dest)?;
-        return Ok(UrlContext::Checkout { root, guard });
+        let (guard, root, time) = git.checkout(&commit, refname.as_deref(), false, dest)?;
+        return Ok((UrlContext::Checkout { root, guard }, Some(time)));
     }
     let (input, _) = fetch(store, url, None, false, LIMITS)?;
-    let CopyInput::Download { file, .. } = input else { unreachable!("fetch gives a download") };
+    let CopyInput::Download { file, mtime, .. } = input else { unreachable!("fetch gives a download") };
     let reader = fs::File::open(&file).map_err(|e| ExecError::io("open", &file, e))?;
-    Ok(match read_context(reader, dest, Path::new(url))? {
+    let context = match read_context(reader, dest, Path::new(url))? {
         StdinContext::Unpacked => UrlContext::Unpacked,
         StdinContext::Dockerfile(text) => UrlContext::Dockerfile(text),
-    })
+    };
+    Ok((context, mtime.or_else(|| newest_in_archive(&file))))
+}
+
+/// The time of a remote source, as BuildKit reads one for
+/// `SOURCE_DATE_EPOCH`: a git source's commit time; a download's
+/// Last-Modified, else the newest regular file in it when it is a tar
+/// (plain or compressed), else none. `checksum` is ADD's `--checksum`.
+pub fn source_time(store: &Store, url: &str, checksum: Option<&str>) -> Result<Option<u64>, ExecError> {
+    let mut sources = [CopyInput::Path(url.to_string())];
+    let remote = resolve(store, &mut sources, checksum, false, false)?;
+    match (&sources, remote.git.first()) {
+        (_, Some((_, git, commit, refname))) => {
+            let (_guard, _, time) = git.checkout(commit, refname.as_deref(), false, &store.tmp_dir())?;
+            Ok(Some(time))
+        }
+        ([CopyInput::Download { file, mtime, .. }], None) => Ok(mtime.or_else(|| newest_in_archive(file))),
+        _ => Err(RemoteError::NotRemote { url: url.to_string() }.into()),
+    }
+}
+
+/// The newest mtime among the regular files of a tar (plain or
+/// compressed); none when `file` is not one.
+fn newest_in_archive(file: &Path) -> Option<u64> {
+    let reader = decompress(fs::File::open(file).ok()?).ok()?;
+    let mut newest = None;
+    for entry in tar::Archive::new(reader).entries().ok()? {
+        let entry = entry.ok()?;
+        if entry.header().entry_type().is_file() {
+            newest = newest.max(Some(entry.header().mtime().ok()?));
+        }
+    }
+    newest
 }
 
 #[cfg(test)]

@@ -710,3 +710,140 @@ fn buildkit_test_git_query_string() {
         }
     }
 }
+
+// ---- dockerfile_source_date_epoch_test.go: SOURCE_DATE_EPOCH from a source ----
+
+/// A tar of `(name, content, mtime)` files.
+fn tar_with_times(files: &[(&str, &str, u64)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, content, mtime) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(*mtime);
+        header.set_cksum();
+        builder.append_data(&mut header, name, content.as_bytes()).expect("append to tar");
+    }
+    builder.into_inner().expect("finish tar")
+}
+
+/// The image's creation time as `image inspect` prints it.
+fn created(store: &TestStore, image: &str) -> String {
+    let text = store.ok(&["image", "inspect", image]);
+    let inspected: serde_json::Value = serde_json::from_str(&text).expect("inspect prints JSON");
+    inspected[0]["Created"].as_str().expect("Created").to_string()
+}
+
+#[test]
+fn buildkit_test_source_date_epoch_context_git() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    if !have_git() {
+        return;
+    }
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").expect("write");
+    git_in(dir.path(), &["init", "-q"]);
+    git_in(dir.path(), &["add", "Dockerfile"]);
+    let date = "2023-11-14T22:15:01Z";
+    let commit = with_git_identity(Command::new("git").args(["commit", "-qm", "msg"]))
+        .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_DATE", date)
+        .current_dir(dir.path())
+        .status()
+        .expect("run git commit");
+    assert!(commit.success());
+    git_in(dir.path(), &["update-server-info"]);
+    let server = HttpServer::start();
+    server.serve_dir(dir.path());
+    let store = TestStore::empty();
+    store.build(Path::new(&server.url("/git/.git")), &["--build-arg", "SOURCE_DATE_EPOCH=context", "-t", "epoch-git"]);
+    assert_eq!(created(&store, "epoch-git"), date, "the commit's time");
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("epoch-git:latest", unpacked.path());
+    assert_eq!(std::fs::metadata(root.join("Dockerfile")).expect("stat").mtime(), 1700000101, "a newer mtime is clamped");
+}
+
+#[test]
+fn buildkit_test_source_date_epoch_context_http_last_modified() {
+    let tar = tar_with_times(&[("Dockerfile", "FROM scratch\nCOPY foo /\n", 1700000202 - 3600), ("foo", "bar", 1700000202)]);
+    let server = HttpServer::start();
+    server.set("/context.tar", Resource { body: tar, last_modified: Some("Tue, 14 Nov 2023 22:16:41 GMT".into()), ..Resource::default() });
+    let store = TestStore::empty();
+    store.build(Path::new(&server.url("/context.tar")), &["--build-arg", "SOURCE_DATE_EPOCH=context", "-t", "epoch-lm"]);
+    assert_eq!(created(&store, "epoch-lm"), "2023-11-14T22:16:41Z", "Last-Modified wins over the files' times");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_source_date_epoch_context_http_archive() {
+    if !crate::require_root("buildkit_test_source_date_epoch_context_http_archive") {
+        return;
+    }
+    let dockerfile = "FROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" >/epoch\n";
+    let tar = tar_with_times(&[("Dockerfile", dockerfile, 1700000302 - 3600), ("foo", "bar", 1700000302)]);
+    let server = HttpServer::start();
+    server.set("/context.tar", Resource { body: tar, ..Resource::default() });
+    let store = TestStore::with_busybox();
+    store.build(Path::new(&server.url("/context.tar")), &["--build-arg", "SOURCE_DATE_EPOCH=context", "-t", "epoch-archive"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("epoch-archive:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("epoch")).expect("epoch"), "1700000302", "RUN sees the newest file's time");
+    assert_eq!(created(&store, "epoch-archive"), "2023-11-14T22:18:22Z");
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_source_date_epoch_stage_http_archive() {
+    if !crate::require_root("buildkit_test_source_date_epoch_stage_http_archive") {
+        return;
+    }
+    let server = HttpServer::start();
+    server.set(
+        "/src.tar",
+        Resource { body: tar_with_times(&[("foo", "bar", 1700000402)]), etag: Some("\"1\"".into()), ..Resource::default() },
+    );
+    let dockerfile = format!(
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD {}/src.tar /\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN echo -n \"$SOURCE_DATE_EPOCH\" >/epoch\n",
+        server.url("")
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let store = TestStore::with_busybox();
+    store.build(ctx.path(), &["-t", "epoch-stage"]);
+    let unpacked = tempfile::tempdir().expect("temp dir");
+    let root = store.unpack("epoch-stage:latest", unpacked.path());
+    assert_eq!(std::fs::read_to_string(root.join("epoch")).expect("epoch"), "1700000402", "the newest file in the stage's archive");
+    assert_eq!(std::fs::metadata(root.join("epoch")).expect("stat").mtime(), 1700000402, "the new layer's times are clamped");
+    assert_eq!(created(&store, "epoch-stage"), "2023-11-14T22:20:02Z");
+}
+
+#[test]
+fn buildkit_test_source_date_epoch_stage_override() {
+    let server = HttpServer::start();
+    server.set("/src.tar", Resource { body: tar_with_times(&[("foo", "bar", 1700000501)]), ..Resource::default() });
+    let dockerfile = format!(
+        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD {}/src.tar /\nFROM scratch\nCOPY Dockerfile .\n",
+        server.url("")
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let store = TestStore::empty();
+    store.build(ctx.path(), &["--build-arg", "SOURCE_DATE_EPOCH=1700000502", "-t", "epoch-override"]);
+    assert_eq!(created(&store, "epoch-override"), "2023-11-14T22:21:42Z", "the build arg wins");
+    assert!(server.statuses("/src.tar").is_empty(), "the stage's source is not asked for");
+    // Without the build arg, the stage's source gives the time.
+    store.build(ctx.path(), &["-t", "epoch-from-stage"]);
+    assert_eq!(created(&store, "epoch-from-stage"), "2023-11-14T22:21:41Z");
+}
+
+#[test]
+fn buildkit_test_source_date_epoch_stage_invalid() {
+    let store = TestStore::empty();
+    let refused = |dockerfile: &str| build_fails(&store, context(&[("Dockerfile", dockerfile)]).path());
+    let stderr = refused("ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nCOPY Dockerfile /Dockerfile\nFROM scratch\n");
+    assert!(stderr.contains("does not meet source-only requirements: unsupported COPY instruction"), "{stderr}");
+    assert!(stderr.contains("Dockerfile:3"), "names the line: {stderr}");
+    let stderr = refused("ARG SOURCE_DATE_EPOCH=src\nFROM busybox AS src\nADD http://127.0.0.1:1/a.tar /\nFROM scratch\n");
+    assert!(stderr.contains("must use FROM scratch"), "{stderr}");
+    let stderr = refused("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD local.tar /\nFROM scratch\n");
+    assert!(stderr.contains("\"local.tar\" is not an HTTP(S) URL or a git repository"), "{stderr}");
+    let stderr = refused("ARG SOURCE_DATE_EPOCH=nosuchstage\nFROM scratch\n");
+    assert!(stderr.contains("invalid SOURCE_DATE_EPOCH \"nosuchstage\""), "{stderr}");
+}

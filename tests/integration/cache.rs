@@ -187,3 +187,25 @@ fn run_mounts_its_scratch_upper_layer_volatile() {
     let mounts = String::from_utf8_lossy(&out.stdout);
     assert!(mounts.contains("overlay") && mounts.contains("volatile"), "the RUN root is a volatile overlay:\n{mounts}");
 }
+
+/// SOURCE_DATE_EPOCH reaches every step (clamped mtimes, `created`): a build
+/// with another epoch, or none, must not be served the last one's image, and
+/// each cached build equals its `--no-cache` build.
+#[test]
+fn another_source_date_epoch_is_a_cache_miss() {
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY Dockerfile .\nENV A=1\n")]);
+    let store = TestStore::empty();
+    let built = |extra: &[&str]| {
+        store.build(ctx.path(), &[extra, &["-t", "epoch"]].concat());
+        let inspect: serde_json::Value = serde_json::from_str(&store.ok(&["image", "inspect", "epoch"])).expect("inspect prints JSON");
+        (manifest_digest(&store, "epoch"), inspect[0]["Created"].as_str().expect("Created").to_string())
+    };
+    let first = built(&["--build-arg", "SOURCE_DATE_EPOCH=1700000502"]);
+    let second = built(&["--build-arg", "SOURCE_DATE_EPOCH=1700000501"]);
+    assert_eq!(second.1, "2023-11-14T22:21:41Z", "the second epoch, not the cached first");
+    assert_ne!(first.0, second.0);
+    assert_eq!(built(&["--build-arg", "SOURCE_DATE_EPOCH=1700000501", "--no-cache"]), second, "cached equals --no-cache");
+    assert_eq!(built(&["--build-arg", "SOURCE_DATE_EPOCH=1700000502"]), first, "the first epoch's image again");
+    let none = built(&[]);
+    assert!(none.1 != first.1 && none.1 != second.1, "no epoch: the time of the build, not a cached epoch: {}", none.1);
+}
