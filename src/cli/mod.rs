@@ -395,8 +395,8 @@ fn parse_output(spec: &str) -> miette::Result<BuildOutput> {
     let dest = dest.ok_or_else(|| miette!("--output {spec}: missing dest="))?;
     let is_tar = dest.extension().is_some_and(|e| e == "tar");
     match kind.as_deref() {
-        Some("oci") if !is_tar => Ok(BuildOutput::Archive(Format::Oci, dest)),
-        Some("oci") => Err(miette!("--output {spec}: type=oci writes a directory; use type=oci-tar for a .tar")),
+        // An OCI layout folder, or an OCI archive when the destination ends in .tar (as `save`).
+        Some("oci") => Ok(BuildOutput::Archive(Format::Oci, dest)),
         Some("oci-tar") if is_tar => Ok(BuildOutput::Archive(Format::Oci, dest)),
         Some("oci-tar") => Err(miette!("--output {spec}: type=oci-tar needs a dest ending in .tar")),
         Some("docker-tar") => Ok(BuildOutput::Archive(Format::Docker, dest)),

@@ -25,8 +25,11 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// The annotation holding a tag in `index.json`.
+/// The annotation holding a tag in `index.json` (the store's: `name:tag`;
+/// an exported layout's, as BuildKit and `docker save` write it: the tag alone).
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation holding an exported image's fully qualified name (`docker.io/org/repo:tag`).
+pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 
 /// A content descriptor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

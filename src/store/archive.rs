@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Store, StoreError, StoredImage};
-use crate::oci::{self, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, to_blob};
+use crate::oci::{self, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Digest, ImageConfig, ImageRef, Index, Manifest, to_blob};
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +78,25 @@ pub fn save(store: &Store, images: &[StoredImage], output: &Path, format: Format
     Ok(())
 }
 
+/// The index of an exported layout, each image named as BuildKit's OCI
+/// exporter and `docker save` name it: the fully qualified name in
+/// `io.containerd.image.name`, the tag alone in `org.opencontainers.image.ref.name`.
 fn layout_index(images: &[StoredImage]) -> Index {
     let manifests = images
         .iter()
         .map(|image| {
             let mut d = image.manifest_descriptor.clone();
             d.annotations.clear();
-            if let Some(tag) = &image.tag {
-                d.annotations.insert(ANNOTATION_REF_NAME.into(), tag.clone());
+            if let Some(name) = &image.tag {
+                match name.parse::<ImageRef>() {
+                    Ok(reference) => {
+                        d.annotations.insert(ANNOTATION_IMAGE_NAME.into(), reference.full());
+                        d.annotations.insert(ANNOTATION_REF_NAME.into(), reference.tag);
+                    }
+                    Err(_) => {
+                        d.annotations.insert(ANNOTATION_REF_NAME.into(), name.clone());
+                    }
+                }
             }
             d
         })
@@ -493,17 +504,21 @@ fn import_layout(
                 }
             }
         }
-        let tags: Vec<String> = match (tag, descriptor.annotations.get(ANNOTATION_REF_NAME)) {
-            (Some(t), _) => vec![t.to_string()],
-            (None, Some(name)) if name.contains(':') => vec![name.clone()],
+        let annotation = |key: &str| descriptor.annotations.get(key);
+        let tags: Vec<String> = match (tag, annotation(ANNOTATION_IMAGE_NAME), annotation(ANNOTATION_REF_NAME)) {
+            (Some(t), _, _) => vec![t.to_string()],
+            // The full name, as BuildKit and `docker save` write it beside a bare tag.
+            (None, Some(full), _) => vec![full.clone()],
+            (None, None, Some(name)) if name.contains(':') => vec![name.clone()],
             // A bare tag (as umoci and skopeo write): the layout's name supplies the repository.
-            (None, Some(tag)) => match default_name {
+            (None, None, Some(tag)) => match default_name {
                 Some(repo) => vec![format!("{repo}:{tag}")],
                 None => Vec::new(),
             },
-            (None, None) => Vec::new(),
+            (None, None, None) => Vec::new(),
         };
         descriptor.annotations.remove(ANNOTATION_REF_NAME);
+        descriptor.annotations.remove(ANNOTATION_IMAGE_NAME);
         loading.images.push(Staged { descriptor, tags: parse_tags(&tags)?, id: manifest.config.digest.clone() });
     }
     Ok(())

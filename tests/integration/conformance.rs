@@ -1550,25 +1550,34 @@ fn buildkit_test_dockerfile_scratch_config() {
     assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
 }
 
-/// The part of BuildKit's testOCILayoutMultiname strata agrees with: one index
-/// entry per name of the image. (BuildKit's `ref.name` is the tag alone, with the
-/// full name in `io.containerd.image.name`; strata's is the full name.)
+/// `--output type=oci` (a folder, and a tar) writes one index entry per name,
+/// the full name in `io.containerd.image.name` and the tag in `ref.name`.
 #[test]
-fn oci_output_names_every_tag() {
+fn buildkit_test_oci_layout_multiname() {
     let case = Case::new(&[("Dockerfile", "FROM scratch\nCOPY <<END /greeting\nhello\nEND\n")]);
     let out = tempfile::tempdir().expect("temp dir");
-    let dest = out.path().join("layout");
-    let output = format!("type=oci,dest={}", dest.display());
-    case.build(&["-t", "org/repo:tag1", "-t", "org/repo:tag2", "--output", &output]);
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dest.join("index.json")).expect("index.json")).expect("JSON");
-    let entries = index["manifests"].as_array().expect("manifests");
-    assert_eq!(entries.len(), 2, "{index}");
-    for field in ["digest", "size", "mediaType", "platform"] {
-        assert_eq!(entries[0][field], entries[1][field], "{field}");
+    let (dir, tar) = (out.path().join("layout"), out.path().join("layout.tar"));
+    for dest in [&dir, &tar] {
+        let output = format!("type=oci,dest={}", dest.display());
+        case.build(&["-t", "org/repo:tag1", "-t", "org/repo:tag2", "--output", &output]);
     }
-    let names: Vec<&str> =
-        entries.iter().map(|e| e["annotations"]["org.opencontainers.image.ref.name"].as_str().expect("ref.name")).collect();
-    assert_eq!(names, ["org/repo:tag1", "org/repo:tag2"]);
+    let from_tar = std::process::Command::new("tar").arg("-xOf").arg(&tar).arg("index.json").output().expect("run tar");
+    assert!(from_tar.status.success(), "{}", String::from_utf8_lossy(&from_tar.stderr));
+    for text in [std::fs::read(dir.join("index.json")).expect("index.json"), from_tar.stdout] {
+        let index: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
+        let entries = index["manifests"].as_array().expect("manifests");
+        assert_eq!(entries.len(), 2, "{index}");
+        for field in ["digest", "size", "mediaType", "platform"] {
+            assert_eq!(entries[0][field], entries[1][field], "{field}");
+        }
+        let annotation = |key: &str| -> Vec<&str> { entries.iter().map(|e| e["annotations"][key].as_str().expect(key)).collect() };
+        assert_eq!(annotation("io.containerd.image.name"), ["docker.io/org/repo:tag1", "docker.io/org/repo:tag2"]);
+        assert_eq!(annotation("org.opencontainers.image.ref.name"), ["tag1", "tag2"]);
+    }
+    // Loading it back gives both names.
+    let fresh = TestStore::empty();
+    let loaded = fresh.ok(&["load", "-i", tar.to_str().expect("utf-8")]);
+    assert!(loaded.contains("org/repo:tag1") && loaded.contains("org/repo:tag2"), "{loaded}");
 }
 
 // ---- dockerfile_mount_test.go ----

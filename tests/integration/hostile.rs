@@ -206,12 +206,14 @@ impl SavedLayout {
         (format!("sha256:{hex}"), bytes.len() as u64)
     }
 
-    /// The manifest digest of the image tagged `name`.
+    /// The manifest digest of the image named `name` (`io.containerd.image.name` ends with it).
     fn manifest_of(&self, name: &str) -> String {
         let index = self.index();
-        let entry = index["manifests"].as_array().expect("manifests").iter().find(|m| {
-            m["annotations"]["org.opencontainers.image.ref.name"].as_str().is_some_and(|r| r == name || r.ends_with(&format!(":{name}")))
-        });
+        let entry = index["manifests"]
+            .as_array()
+            .expect("manifests")
+            .iter()
+            .find(|m| m["annotations"]["io.containerd.image.name"].as_str().is_some_and(|full| full.ends_with(&format!("/{name}"))));
         entry.unwrap_or_else(|| panic!("{name} in {index}"))["digest"].as_str().expect("digest").to_string()
     }
 
