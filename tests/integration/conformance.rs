@@ -651,6 +651,67 @@ fn buildkit_test_ssh_socket_params() {
     assert!(stderr.contains("ssh agent \"deploy\" is required"), "{stderr}");
 }
 
+/// BuildKit's test runs Alpine's `ssh` against github.com; here the host's
+/// `ssh-add` (with the libraries `ldd` names, bound from the context) asks
+/// the forwarded agent three times. An agent started with `-d` logs the slot
+/// of each connection: if the forward closed each one, every request comes
+/// on slot 1.
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_ssh_file_descriptors_closed() {
+    if !require_root("buildkit_test_ssh_file_descriptors_closed") {
+        return;
+    }
+    let Some((ssh_add, ldd)) =
+        which("ssh-add").ok().and_then(|path| Some((path.clone(), std::process::Command::new("ldd").arg(path).output().ok()?)))
+    else {
+        eprintln!("skipping: ssh-add or ldd is missing (apt-get install openssh-client)");
+        return;
+    };
+    let dockerfile = "FROM busybox\n\
+        RUN --mount=type=bind,target=/sshlib --mount=type=ssh \\\n\
+        for i in 1 2 3; do /sshlib/ld.so --library-path /sshlib /sshlib/ssh-add -l; done; exit 0\n";
+    let case = Case::new(&[("Dockerfile", dockerfile)]);
+    // The binary, its libraries and its loader, side by side in the context.
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let Some(path) = line.split_whitespace().find(|word| word.starts_with('/')) else { continue };
+        let name = if line.contains("ld-linux") { "ld.so".to_string() } else { path.rsplit('/').next().expect("file name").to_string() };
+        std::fs::copy(path, case.dir().join(name)).expect("copy a library into the context");
+    }
+    std::fs::copy(&ssh_add, case.dir().join("ssh-add")).expect("copy ssh-add");
+    let sockets = tempfile::tempdir().expect("temp dir");
+    let socket = sockets.path().join("agent.sock");
+    let log = sockets.path().join("agent.log");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-d")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("create the agent's log"))
+        .spawn()
+        .expect("start ssh-agent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !socket.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let ssh = format!("default={}", socket.display());
+    let built =
+        case.store.strata().args(["build", "--progress", "plain", "--ssh", &ssh]).arg(case.dir()).output().expect("run strata build");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let logged = std::fs::read_to_string(&log).expect("the agent's log");
+    assert_eq!(logged.matches("process_message: socket 1 ").count(), 3, "three requests, each on slot 1:\n{logged}");
+    assert!(!logged.contains("process_message: socket 2") && !logged.contains("process_message: socket 3"), "{logged}");
+}
+
+/// The path of `program` on PATH.
+fn which(program: &str) -> Result<PathBuf, String> {
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file()))
+        .ok_or_else(|| format!("{program} is not on PATH"))
+}
+
 #[test]
 #[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
 fn buildkit_test_run_global_network() {
