@@ -21,7 +21,7 @@ deps:
     #!/usr/bin/env bash
     set -euo pipefail
     need=()
-    for pkg in busybox-static skopeo umoci fuse3 graphviz zstd xz-utils bzip2 uidmap docker-registry openssh-client; do
+    for pkg in busybox-static skopeo umoci fuse3 graphviz zstd xz-utils bzip2 uidmap docker-registry openssh-client slirp4netns; do
       dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then

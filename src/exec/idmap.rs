@@ -28,16 +28,12 @@ fn range(file: &str, user: &str, uid: u32) -> Option<(u32, u32)> {
     })
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-}
-
 impl IdMap {
     /// The mapping for the calling (non-root) user.
     pub fn for_caller() -> IdMap {
         let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
         let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name).unwrap_or_default();
-        let tools = on_path("newuidmap") && on_path("newgidmap");
+        let tools = super::host_program("newuidmap").is_some() && super::host_program("newgidmap").is_some();
         let (sub_uids, sub_gids) = match (range("/etc/subuid", &user, uid), range("/etc/subgid", &user, uid)) {
             (Some(u), Some(g)) if tools => (Some(u), Some(g)),
             _ => (None, None),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::idmap::IdMap;
-use super::sandbox::{self, SETUP_FAILED, SandboxMount, SandboxSpec};
+use super::sandbox::{self, SETUP_FAILED, SandboxMount, SandboxNetwork, SandboxSpec};
 use super::{ExecError, copydiff, diff, users};
 use crate::oci::Digest;
 use crate::store::Store;
@@ -26,7 +26,7 @@ pub struct Launch<'a> {
     pub env: Vec<String>,
     pub cwd: String,
     pub ids: users::UserIds,
-    pub network_none: bool,
+    pub network: SandboxNetwork,
     /// In the UTS namespace, /etc/hostname and /etc/hosts.
     pub hostname: String,
     pub mounts: Vec<SandboxMount>,
@@ -85,7 +85,7 @@ impl Launch<'_> {
 
     /// Lays out `dir` (upper, work, root, supplied /etc files) for a sandbox over the image.
     fn prepare(&self, dir: &Path, copied_root: bool) -> Result<Prepared, ExecError> {
-        let (view, ids, network_none) = (self.view, &self.ids, self.network_none);
+        let (view, ids) = (self.view, &self.ids);
         let mut env = self.env.clone();
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!("HOME={}", ids.home.clone().unwrap_or_else(|| "/".into())));
@@ -108,7 +108,7 @@ impl Launch<'_> {
         let hosts = dir.join("hosts");
         let hosts_text = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
         let resolv = dir.join("resolv.conf");
-        let resolv_text = if network_none { String::new() } else { fs::read_to_string("/etc/resolv.conf").unwrap_or_default() };
+        let resolv_text = resolv_conf(&self.network, &fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let hostname_file = dir.join("hostname");
         for (path, text) in [(&hosts, hosts_text), (&resolv, resolv_text), (&hostname_file, format!("{hostname}\n"))] {
             fs::write(path, text).map_err(|e| ExecError::io("write", path, e))?;
@@ -143,13 +143,28 @@ impl Launch<'_> {
             gid: ids.gid,
             groups: ids.groups.clone(),
             hostname,
-            network_none,
+            network: self.network.clone(),
             user_namespace: !nix::unistd::geteuid().is_root(),
             maps_from_outside: !nix::unistd::geteuid().is_root() && IdMap::for_caller().ranged(),
             etc_files: vec![(hosts, "/etc/hosts".into()), (resolv, "/etc/resolv.conf".into()), (hostname_file, "/etc/hostname".into())],
             mounts: self.mounts.clone(),
         };
         Ok(Prepared { spec, mount_points, dir_marks })
+    }
+}
+
+/// The sandbox's /etc/resolv.conf: the host's when it shares the host's
+/// network; slirp4netns's forwarder (with the host's search and options
+/// lines) in a namespace of its own, where the host's loopback resolvers are
+/// out of reach; nothing without a network.
+fn resolv_conf(network: &SandboxNetwork, host: &str) -> String {
+    match network {
+        SandboxNetwork::Host => host.to_string(),
+        SandboxNetwork::None => String::new(),
+        SandboxNetwork::Slirp(_) => {
+            let kept = host.lines().filter(|line| line.starts_with("search") || line.starts_with("options"));
+            std::iter::once(format!("nameserver {}", sandbox::SLIRP_DNS)).chain(kept.map(str::to_string)).map(|line| line + "\n").collect()
+        }
     }
 }
 
@@ -252,5 +267,19 @@ fn rootless_hint() -> &'static str {
         ""
     } else {
         " (rootless RUN needs unprivileged user namespaces and overlayfs in them: kernel 5.11+, sysctl kernel.unprivileged_userns_clone=1)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_follows_the_network() {
+        let host = "# comment\nnameserver 127.0.0.53\nsearch example.com\noptions edns0\n";
+        assert_eq!(resolv_conf(&SandboxNetwork::Host, host), host);
+        assert_eq!(resolv_conf(&SandboxNetwork::None, host), "");
+        let own = resolv_conf(&SandboxNetwork::Slirp("/usr/bin/slirp4netns".into()), host);
+        assert_eq!(own, "nameserver 10.0.2.3\nsearch example.com\noptions edns0\n");
     }
 }

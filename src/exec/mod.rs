@@ -68,6 +68,10 @@ pub enum ExecError {
     BadMode(String),
     #[error("BUILDKIT_SANDBOX_HOSTNAME={0:?}: not a host name (up to 64 letters, digits, '-' and '.')")]
     BadHostname(String),
+    #[error(
+        "a RUN without --network runs in a network namespace of its own, which needs slirp4netns: install it (apt-get install slirp4netns) or build with --network=host"
+    )]
+    NoSlirp4netns,
     #[error("{0} was not built")]
     NotBuilt(String),
     #[error("RUN has no command")]
@@ -167,6 +171,12 @@ pub fn timestamp(epoch: Option<u64>) -> String {
         None => time::OffsetDateTime::now_utc(),
     };
     time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// The program `name` on the host's PATH.
+pub(crate) fn host_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 /// Text as JSON (history and key text of exec-form instructions); an error, never a stand-in.

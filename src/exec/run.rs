@@ -16,7 +16,7 @@ use std::time::Duration;
 use super::copy::{CopyInput, CopyRequest, LayerPlan, SourceRoot};
 use super::idmap::IdMap;
 use super::launch::{DEFAULT_HOSTNAME, Launch, changes_to_layer};
-use super::sandbox::{SandboxMount, SandboxSpec};
+use super::sandbox::{SandboxMount, SandboxNetwork, SandboxSpec};
 use super::{ExecCx, ExecError, ImageState, KeyInputs, StepOutcome, users};
 use crate::graph::args::{PROXY_ARGS, SANDBOX_HOSTNAME_ARG};
 use crate::graph::{CommandLine, CopyFrom, MountFile, Network, RunHeredoc, RunMount, RunOp, Security, Sharing};
@@ -260,6 +260,19 @@ fn step_network(cx: &ExecCx, run: &RunOp) -> Network {
     if run.network == Network::Default { cx.network } else { run.network }
 }
 
+/// The sandbox's network for a step's: `default` is a namespace of its own
+/// that reaches out through slirp4netns but not the host's loopback, as
+/// Docker's bridge; rootless, the host's, as BuildKit's rootless worker
+/// (slirp4netns there needs a /dev/net/tun the user may open).
+fn sandbox_network(network: Network) -> Result<SandboxNetwork, ExecError> {
+    match network {
+        Network::Host => Ok(SandboxNetwork::Host),
+        Network::None => Ok(SandboxNetwork::None),
+        Network::Default if !nix::unistd::geteuid().is_root() => Ok(SandboxNetwork::Host),
+        Network::Default => super::host_program("slirp4netns").map(SandboxNetwork::Slirp).ok_or(ExecError::NoSlirp4netns),
+    }
+}
+
 fn network_name(network: Network) -> &'static str {
     match network {
         Network::Default => "default",
@@ -479,7 +492,7 @@ fn run_in_sandbox(
         env,
         cwd: cwd.to_string(),
         ids,
-        network_none: step_network(cx, run) == Network::None,
+        network: sandbox_network(step_network(cx, run))?,
         hostname: sandbox_hostname(cx)?.to_string(),
         mounts,
         // Only the layer written from the upper directory must be durable, and it is, once.

@@ -1,7 +1,7 @@
 //! The sandbox of RUN and `strata run`, run as `strata __sandbox SPEC` so that
 //! namespaces are entered by a fresh single-threaded process: new mount, PID,
-//! UTS and IPC namespaces (and network with `--network=none`, user when
-//! rootless), an overlay of the parent layers' snapshots or a copied root
+//! UTS and IPC namespaces (and network unless the host's is asked for, user
+//! when rootless), an overlay of the parent layers' snapshots or a copied root
 //! bound in place, a fresh /proc, a minimal /dev with devpts and /dev/shm,
 //! supplied /etc/hosts, /etc/resolv.conf and /etc/hostname, pivot_root, then
 //! the command.
@@ -70,7 +70,7 @@ pub struct SandboxSpec {
     #[serde(default)]
     pub groups: Vec<u32>,
     pub hostname: String,
-    pub network_none: bool,
+    pub network: SandboxNetwork,
     /// Enter a user namespace mapping the caller to root (rootless builds).
     pub user_namespace: bool,
     /// With subordinate id ranges, the starter writes the maps (newuidmap): the
@@ -80,6 +80,23 @@ pub struct SandboxSpec {
     pub etc_files: Vec<(PathBuf, String)>,
     pub mounts: Vec<SandboxMount>,
 }
+
+/// The network a sandbox has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxNetwork {
+    /// The host's network namespace.
+    Host,
+    /// A network namespace of its own with a loopback alone.
+    None,
+    /// A network namespace of its own whose `eth0` reaches out through
+    /// slirp4netns (the program at this path), as Docker's bridge does: the
+    /// host's loopback stays out of reach, DNS is 10.0.2.3.
+    Slirp(PathBuf),
+}
+
+/// The address of slirp4netns's DNS forwarder inside the namespace.
+pub const SLIRP_DNS: &str = "10.0.2.3";
 
 /// Exit code the sandbox uses when it could not start the command at all.
 pub const SETUP_FAILED: i32 = 125;
@@ -149,9 +166,14 @@ pub fn main(spec_path: &Path, confined: bool, forward_signals: bool) -> ! {
         Err(e) => fail("read sandbox spec", e),
     };
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.network_none {
+    if spec.network != SandboxNetwork::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
+    // Forked while this process is still in the host's namespaces; it connects the new one once made.
+    let slirp = match &spec.network {
+        SandboxNetwork::Slirp(program) => Some(SlirpHelper::fork(program, &spec_path.with_extension("slirp.log"))),
+        _ => None,
+    };
     if spec.user_namespace {
         let (uid, gid) = (Uid::current(), Gid::current());
         if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
@@ -180,6 +202,7 @@ pub fn main(spec_path: &Path, confined: bool, forward_signals: bool) -> ! {
     if let Err(e) = unshare(flags) {
         fail("create namespaces", e);
     }
+    let mut slirp = slirp.map(SlirpHelper::start);
     // Opened before the fork: PID 1's pivot_root changes this process's root as well.
     let pid_file = fs::File::create(pid_path(spec_path));
     // SAFETY: this process is single-threaded (a fresh exec of strata), so fork is safe.
@@ -189,7 +212,7 @@ pub fn main(spec_path: &Path, confined: bool, forward_signals: bool) -> ! {
             if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
                 fail("ask to die with the sandbox", e);
             }
-            setup_and_exec(&spec, confined)
+            setup_and_exec(&spec, confined, slirp.as_mut())
         }
         Ok(ForkResult::Parent { child }) => {
             if forward_signals {
@@ -199,15 +222,112 @@ pub fn main(spec_path: &Path, confined: bool, forward_signals: bool) -> ! {
                 use std::io::Write;
                 let _ = file.write_all(child.as_raw().to_string().as_bytes());
             }
-            loop {
+            let code = loop {
                 match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-                    Ok(WaitStatus::Signaled(_, signal, _)) => std::process::exit(128 + signal as i32),
+                    Ok(WaitStatus::Exited(_, code)) => break code,
+                    Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
                     Ok(_) => continue,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => fail("wait for command", e),
                 }
+            };
+            if let Some(slirp) = slirp {
+                let _ = nix::sys::signal::kill(slirp.pid, nix::sys::signal::Signal::SIGKILL);
             }
+            std::process::exit(code)
+        }
+    }
+}
+
+/// slirp4netns for a sandbox's own network namespace: forked before the
+/// namespace exists (so it stays in the host's), it waits for a byte on `go`,
+/// then attaches `eth0` to the sandbox process's namespace and writes a byte
+/// on its ready pipe. It dies with the sandbox (parent-death signal). What it
+/// says goes to a log beside the spec, read back when it fails.
+struct SlirpHelper {
+    pid: nix::unistd::Pid,
+    go: std::io::PipeWriter,
+    ready: std::io::PipeReader,
+    log: fs::File,
+}
+
+impl SlirpHelper {
+    fn fork(program: &Path, log_path: &Path) -> SlirpHelper {
+        let pipes = std::io::pipe().and_then(|go| Ok((go, std::io::pipe()?)));
+        let ((go_read, go_write), (ready_read, ready_write)) = pipes.unwrap_or_else(|e| fail("create pipes for slirp4netns", e));
+        let logs = fs::File::create(log_path).and_then(|write| Ok((write, fs::File::open(log_path)?)));
+        let (log_write, log_read) = logs.unwrap_or_else(|e| fail("create the slirp4netns log", e));
+        let sandbox = nix::unistd::getpid();
+        // SAFETY: this process is single-threaded (a fresh exec of strata), so fork is safe.
+        match unsafe { fork() } {
+            Err(e) => fail("fork for slirp4netns", e),
+            Ok(ForkResult::Child) => {
+                drop((go_write, ready_read, log_read));
+                Self::exec(program, sandbox, go_read, ready_write, log_write)
+            }
+            Ok(ForkResult::Parent { child }) => SlirpHelper { pid: child, go: go_write, ready: ready_read, log: log_read },
+        }
+    }
+
+    /// In the helper: waits for the namespace, then becomes slirp4netns.
+    fn exec(program: &Path, sandbox: nix::unistd::Pid, mut go: std::io::PipeReader, ready: std::io::PipeWriter, log: fs::File) -> ! {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+        let mut byte = [0u8; 1];
+        if go.read_exact(&mut byte).is_err() {
+            std::process::exit(0);
+        }
+        // The ready pipe passes to slirp4netns: off close-on-exec.
+        let error = match (nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())), log.try_clone()) {
+            (Ok(_), Ok(stderr)) => std::process::Command::new(program)
+                .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+                .arg(format!("--ready-fd={}", ready.as_raw_fd()))
+                .arg(sandbox.to_string())
+                .arg("eth0")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .exec()
+                .to_string(),
+            (Err(e), _) => e.to_string(),
+            (_, Err(e)) => e.to_string(),
+        };
+        let _ = writeln!(&log, "exec {}: {error}", program.display());
+        std::process::exit(NOT_FOUND)
+    }
+
+    /// In the sandbox, its namespaces made: lets slirp4netns attach `eth0`,
+    /// while PID 1 sets the root up ([`SlirpStarted::wait`] before the command).
+    fn start(self) -> SlirpStarted {
+        use std::io::Write;
+        let SlirpHelper { pid, mut go, ready, log } = self;
+        // A helper already gone shows as the ready pipe's end.
+        let _ = go.write_all(b"g");
+        SlirpStarted { pid, ready, log }
+    }
+}
+
+/// slirp4netns attaching the sandbox's `eth0`.
+struct SlirpStarted {
+    pid: nix::unistd::Pid,
+    ready: std::io::PipeReader,
+    /// Its log, opened before the root moved.
+    log: fs::File,
+}
+
+impl SlirpStarted {
+    /// In PID 1: waits until `eth0` is up, or fails with what slirp4netns said.
+    fn wait(&mut self) {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        if self.ready.read_exact(&mut byte).is_err() {
+            let mut said = String::new();
+            let _ = self.log.read_to_string(&mut said);
+            let tail: Vec<&str> = said.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            fail("start slirp4netns for the network namespace", format!("it exited: {}", tail.join("; ")));
         }
     }
 }
@@ -496,13 +616,16 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
     Ok(())
 }
 
-fn setup_and_exec(spec: &SandboxSpec, confined: bool) -> ! {
+fn setup_and_exec(spec: &SandboxSpec, confined: bool, network: Option<&mut SlirpStarted>) -> ! {
     let program = spec.argv.first().map(|name| name.as_str()).unwrap_or_default();
     let cstr = |s: &str| CString::new(s).unwrap_or_else(|e| fail("command has a NUL byte", e));
     let argv: Vec<CString> = spec.argv.iter().map(|a| cstr(a)).collect();
     let env: Vec<CString> = spec.env.iter().map(|a| cstr(a)).collect();
     if let Err(e) = setup(&mut Host, spec, confined) {
         fail(&e.what, e.cause)
+    }
+    if let Some(network) = network {
+        network.wait();
     }
     match execve(&cstr(&find_program(program, &spec.env)), &argv, &env) {
         Err(e) => {
@@ -584,7 +707,7 @@ mod tests {
             gid: 0,
             groups: Vec::new(),
             hostname: "strata".into(),
-            network_none: false,
+            network: SandboxNetwork::Host,
             user_namespace: false,
             maps_from_outside: false,
             etc_files: vec![(PathBuf::from("/s/run/hosts"), "/etc/hosts".into())],

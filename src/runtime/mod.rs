@@ -216,7 +216,7 @@ fn execute(store: &Store, req: &RunRequest, dir: &Path, mut record: RunRecord, o
         env,
         cwd,
         ids,
-        network_none: false,
+        network: crate::exec::sandbox::SandboxNetwork::Host,
         hostname: DEFAULT_HOSTNAME.to_string(),
         mounts: Vec::new(),
         volatile_upper: false,
@@ -241,7 +241,7 @@ fn execute(store: &Store, req: &RunRequest, dir: &Path, mut record: RunRecord, o
             confined: !req.privileged,
             user_namespace: spec.user_namespace,
             maps_from_outside: spec.maps_from_outside,
-            network_none: spec.network_none,
+            network_none: spec.network == crate::exec::sandbox::SandboxNetwork::None,
         });
         record.started = Some(timestamp(None));
         if let Err(e) = record::write(dir, &record) {

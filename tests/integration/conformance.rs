@@ -712,26 +712,110 @@ fn which(program: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{program} is not on PATH"))
 }
 
-#[test]
-#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
-fn buildkit_test_run_global_network() {
-    if !require_root("buildkit_test_run_global_network") {
-        return;
-    }
-    // An echo server on the host's loopback: each connection gets "foo".
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+/// An echo server on `address` (port 0: any): each connection gets "foo".
+/// Returns its port.
+fn echo_server(address: std::net::IpAddr) -> u16 {
+    let listener = std::net::TcpListener::bind((address, 0)).expect("bind");
     let port = listener.local_addr().expect("address").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let _ = std::io::Write::write_all(&mut &stream, b"foo\n");
         }
     });
+    port
+}
+
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_run_global_network() {
+    if !require_root("buildkit_test_run_global_network") {
+        return;
+    }
+    let port = echo_server(std::net::Ipv4Addr::LOCALHOST.into());
     let dockerfile = format!("FROM busybox\nRUN nc 127.0.0.1 {port} | grep foo\nRUN --network=none ! nc 127.0.0.1 {port}\n");
     let case = Case::new(&[("Dockerfile", &dockerfile)]);
     case.build(&["--network", "host"]);
     // Forced to none, a step that names no network reaches nothing.
     let stderr = case.fails(&["--network", "none"]);
     assert!(stderr.contains(&format!("nc 127.0.0.1 {port} | grep foo")), "{stderr}");
+}
+
+/// `RUN --network=host` reaches the host's loopback; a RUN that names no
+/// network runs in a namespace of its own and does not. (strata asks for no
+/// `network.host` entitlement, as `docker build` asks for none.)
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_run_host_network() {
+    if !require_root("buildkit_test_run_host_network") {
+        return;
+    }
+    let port = echo_server(std::net::Ipv4Addr::LOCALHOST.into());
+    let dockerfile = format!("FROM busybox\nRUN --network=host nc 127.0.0.1 {port} | grep foo\nRUN ! nc 127.0.0.1 {port} | grep foo\n");
+    Case::new(&[("Dockerfile", &dockerfile)]).build(&[]);
+}
+
+/// A RUN that names no network has an `eth0` (and slirp4netns's resolver).
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn buildkit_test_run_default_network() {
+    if !require_root("buildkit_test_run_default_network") {
+        return;
+    }
+    let dockerfile =
+        "FROM busybox\nRUN ip link show eth0 && grep -x 'nameserver 10.0.2.3' /etc/resolv.conf\nRUN --network=none ! ip link show eth0\n";
+    Case::new(&[("Dockerfile", dockerfile)]).build(&[]);
+}
+
+/// A RUN in its own network reaches the host at an address other than the
+/// loopback, as a container behind Docker's bridge does.
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn run_default_network_reaches_out() {
+    if !require_root("run_default_network_reaches_out") {
+        return;
+    }
+    // The address this host reaches others from (no packet is sent: a UDP connect only picks a route).
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let Some(address) =
+        probe.connect("192.0.2.1:9").ok().and_then(|()| probe.local_addr().ok()).map(|a| a.ip()).filter(|ip| !ip.is_loopback())
+    else {
+        eprintln!("skipping run_default_network_reaches_out: this host has no address but the loopback");
+        return;
+    };
+    let port = echo_server(address);
+    let dockerfile = format!("FROM busybox\nRUN nc {address} {port} | grep foo\n");
+    Case::new(&[("Dockerfile", &dockerfile)]).build(&[]);
+}
+
+/// Without slirp4netns, a RUN that names no network fails, naming the step
+/// and what to install; one that fails to start fails the step with what it
+/// said; `--network=host` still runs.
+#[test]
+#[cfg_attr(not(strata_tests_root), ignore = "needs root (namespaces, overlayfs, mknod)")]
+fn run_default_network_without_slirp4netns_says_what_to_install() {
+    if !require_root("run_default_network_without_slirp4netns_says_what_to_install") {
+        return;
+    }
+    let case = Case::new(&[("Dockerfile", "FROM busybox\nRUN echo hi\n")]);
+    let empty = tempfile::tempdir().expect("temp dir");
+    let build = |extra: &[&str]| {
+        let mut command = case.store.strata();
+        command.env("PATH", empty.path()).args(["build", "--progress", "plain"]).args(extra).arg(case.dir());
+        command.output().expect("run strata build")
+    };
+    let refused = build(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("RUN echo hi") && stderr.contains("apt-get install slirp4netns"), "{stderr}");
+    let host = build(&["--network", "host"]);
+    assert!(host.status.success(), "{}", String::from_utf8_lossy(&host.stderr));
+    let broken = empty.path().join("slirp4netns");
+    std::fs::write(&broken, "#!/bin/sh\necho 'open(\"/dev/net/tun\"): Permission denied' >&2\nexit 1\n").expect("write");
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let failed = build(&[]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "{stderr}");
+    assert!(stderr.contains("start slirp4netns") && stderr.contains("/dev/net/tun\"): Permission denied"), "{stderr}");
 }
 
 /// The tree BuildKit's --parents tests copy from, made in a stage named `base` under /test.
