@@ -223,7 +223,7 @@ fn source_date_epoch(store: &Store, graph: &BuildGraph, opts: &BuildOptions) -> 
     if value == "context" {
         return Ok(opts.context_time);
     }
-    if let Ok(seconds) = value.trim().parse() {
+    if let Some(seconds) = crate::exec::parse_epoch(&value) {
         return Ok(Some(seconds));
     }
     match graph.stages.iter().position(|stage| stage.name.as_ref().is_some_and(|name| name.is(&value))) {
@@ -244,20 +244,27 @@ fn stage_source_time(store: &Store, graph: &BuildGraph, opts: &BuildOptions, id:
     if !matches!(stage.base, Base::Scratch) {
         return Err(refuse(&stage.origin, "must use FROM scratch"));
     }
+    // As BuildKit: the global args but SOURCE_DATE_EPOCH itself, then the stage's ARGs.
     let globals = crate::graph::args::GlobalArgs::new(&opts.build_args, &graph.args);
-    let mut scope: HashMap<String, String> = HashMap::new();
+    let mut scope: HashMap<String, String> = graph
+        .args
+        .iter()
+        .filter(|decl| decl.name != "SOURCE_DATE_EPOCH")
+        .filter_map(|decl| Some((decl.name.clone(), globals.get(&decl.name)?)))
+        .collect();
     let mut add = None;
     for step in &stage.steps {
         match &step.op {
             Op::Arg(decls) => {
                 for decl in decls {
-                    let default = decl.default.as_ref().map(|word| word.expand(&|name| scope.get(name).cloned()));
-                    let value = match (opts.build_args.get(&decl.name), default) {
-                        (Some(given), _) => Some(given.clone()),
-                        (None, Some(default)) => Some(default.map_err(|e| refuse(&step.origin, &e.to_string()))?),
-                        (None, None) => globals.get(&decl.name).filter(|_| decl.name != "SOURCE_DATE_EPOCH"),
+                    let value = match (opts.build_args.get(&decl.name), &decl.default) {
+                        (Some(given), _) => given.clone(),
+                        (None, Some(default)) => {
+                            default.expand(&|name| scope.get(name).cloned()).map_err(|e| refuse(&step.origin, &e.to_string()))?
+                        }
+                        (None, None) => continue,
                     };
-                    scope.extend(value.map(|value| (decl.name.clone(), value)));
+                    scope.insert(decl.name.clone(), value);
                 }
             }
             Op::Copy(copy) if copy.add && add.is_none() => add = Some((copy, &step.origin)),

@@ -150,7 +150,7 @@ pub struct BuildArgsCli {
     /// An SSH agent for `RUN --mount=type=ssh`: `default` (the agent of $SSH_AUTH_SOCK), or `ID=SOCKET` or `ID=KEY[,KEY…]`.
     #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,…]")]
     pub ssh: Vec<String>,
-    /// The network of RUN steps that name none: `default` (the host's, as `host`) or `none`.
+    /// The network of RUN steps that name none: `default` (a namespace of its own through slirp4netns), `host` or `none`.
     #[arg(long, value_name = "MODE", value_parser = ["default", "host", "none"], default_value = "default")]
     pub network: String,
     /// Allow an entitlement: `security.insecure` lets `RUN --security=insecure` steps run unconfined.

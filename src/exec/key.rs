@@ -11,7 +11,8 @@ use crate::store::CacheKey;
 
 /// Bumped whenever the encoding or what goes into a key changes, so old
 /// entries simply stop matching.
-const VERSION: &[u8] = b"strata-cache-key-v1\n";
+/// v2: SOURCE_DATE_EPOCH enters the chain (v1 entries of epoch builds were keyed without it).
+const VERSION: &[u8] = b"strata-cache-key-v2\n";
 
 /// The inputs of one step's key, as `name len:bytes` records.
 #[derive(Default)]
@@ -82,7 +83,7 @@ mod tests {
         let inputs = KeyInputs::new().field("cwd", "/src").list("env", &["PATH=/bin"]).as_bytes().to_vec();
         assert_eq!(
             chain_key(&parent, "RUN make", &inputs).as_str(),
-            "sha256:e07c510c3e9ff0ab74d0dedc6228c22c17bbef2de9462dcf0fb6cc53c1703ef8"
+            "sha256:32a2a144e6debc6121007993676b701f4a99670b3f961cbf66971f8cd7937725"
         );
     }
 }

@@ -69,7 +69,7 @@ pub enum ExecError {
     #[error("BUILDKIT_SANDBOX_HOSTNAME={0:?}: not a host name (up to 64 letters, digits, '-' and '.')")]
     BadHostname(String),
     #[error(
-        "a RUN without --network runs in a network namespace of its own, which needs slirp4netns: install it (apt-get install slirp4netns) or build with --network=host"
+        "a RUN on the default network runs in a network namespace of its own, which needs slirp4netns: install it (apt-get install slirp4netns) or build with --network=host"
     )]
     NoSlirp4netns,
     #[error("{0} was not built")]
@@ -161,7 +161,14 @@ pub struct ImageState {
 
 /// `SOURCE_DATE_EPOCH`, if set to a number.
 pub fn source_date_epoch() -> Option<u64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+    parse_epoch(&std::env::var("SOURCE_DATE_EPOCH").ok()?)
+}
+
+/// Seconds since 1970 as SOURCE_DATE_EPOCH gives them: a whole number that
+/// a timestamp can hold (up to the year 9999).
+pub fn parse_epoch(text: &str) -> Option<u64> {
+    let secs: u64 = text.trim().parse().ok()?;
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok().map(|_| secs)
 }
 
 /// `created` timestamps: now, or SOURCE_DATE_EPOCH when set.

@@ -263,7 +263,8 @@ fn step_network(cx: &ExecCx, run: &RunOp) -> Network {
 /// The sandbox's network for a step's: `default` is a namespace of its own
 /// that reaches out through slirp4netns but not the host's loopback, as
 /// Docker's bridge; rootless, the host's, as BuildKit's rootless worker
-/// (slirp4netns there needs a /dev/net/tun the user may open).
+/// (slirp4netns would have to join the sandbox's user namespace, and open a
+/// /dev/net/tun that hosts often keep for root).
 fn sandbox_network(network: Network) -> Result<SandboxNetwork, ExecError> {
     match network {
         Network::Host => Ok(SandboxNetwork::Host),

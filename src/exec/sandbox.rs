@@ -87,7 +87,7 @@ pub struct SandboxSpec {
 pub enum SandboxNetwork {
     /// The host's network namespace.
     Host,
-    /// A network namespace of its own with a loopback alone.
+    /// A network namespace of its own with its loopback alone (brought up).
     None,
     /// A network namespace of its own whose `eth0` reaches out through
     /// slirp4netns (the program at this path), as Docker's bridge does: the
@@ -282,7 +282,7 @@ impl SlirpHelper {
         // The ready pipe passes to slirp4netns: off close-on-exec.
         let error = match (nix::fcntl::fcntl(&ready, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())), log.try_clone()) {
             (Ok(_), Ok(stderr)) => std::process::Command::new(program)
-                .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+                .args(["--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox", "--enable-seccomp"])
                 .arg(format!("--ready-fd={}", ready.as_raw_fd()))
                 .arg(sandbox.to_string())
                 .arg("eth0")
@@ -318,17 +318,28 @@ struct SlirpStarted {
 }
 
 impl SlirpStarted {
+    /// How long slirp4netns may take to bring `eth0` up (it takes milliseconds).
+    const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
     /// In PID 1: waits until `eth0` is up, or fails with what slirp4netns said.
     fn wait(&mut self) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::io::Read;
+        use std::os::fd::AsFd;
+        let within = PollTimeout::try_from(Self::READY_WITHIN).unwrap_or(PollTimeout::MAX);
+        let waited = poll(&mut [PollFd::new(self.ready.as_fd(), PollFlags::POLLIN)], within);
         let mut byte = [0u8; 1];
-        if self.ready.read_exact(&mut byte).is_err() {
-            let mut said = String::new();
-            let _ = self.log.read_to_string(&mut said);
-            let tail: Vec<&str> = said.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            fail("start slirp4netns for the network namespace", format!("it exited: {}", tail.join("; ")));
-        }
+        let why = match waited {
+            Ok(0) => format!("no network after {} s", Self::READY_WITHIN.as_secs()),
+            Err(e) => e.to_string(),
+            Ok(_) if self.ready.read_exact(&mut byte).is_ok() => return,
+            Ok(_) => "it exited".to_string(),
+        };
+        let mut said = String::new();
+        let _ = self.log.read_to_string(&mut said);
+        let tail: Vec<&str> = said.lines().rev().take(5).collect();
+        let tail = if tail.is_empty() { "(no output)".to_string() } else { tail.into_iter().rev().collect::<Vec<_>>().join("; ") };
+        fail("start slirp4netns for the network namespace", format!("{why}: {tail}"));
     }
 }
 
@@ -588,6 +599,10 @@ pub fn setup(sys: &mut dyn Syscalls, spec: &SandboxSpec, confined: bool) -> Resu
     sys.umount2(Path::new("."), MntFlags::MNT_DETACH).or_fail("detach old root")?;
     sys.chdir(Path::new("/")).or_fail("enter /")?;
     sys.sethostname(&spec.hostname).or_fail("set hostname")?;
+    // slirp4netns raises it in a namespace it connects; `none` has it up too, as Docker and runc do.
+    if spec.network == SandboxNetwork::None {
+        sys.loopback_up().or_fail("bring the loopback up")?;
+    }
     let cwd = Path::new(&spec.cwd);
     if sys.chdir(cwd).is_err() {
         sys.make_path(cwd, true).or_fail(format!("create working directory {}", spec.cwd))?;
@@ -813,6 +828,18 @@ mod tests {
             let setgid = position(&calls, &Call::SetGid(10001));
             let rearm = position(&calls, &Call::DieWithParent);
             assert!(setgid < rearm && setuid < rearm, "{calls:#?}");
+        }
+    }
+
+    /// A namespace with no network of its own to speak of still has its loopback up, before
+    /// the capabilities go; the host's and slirp4netns's are left alone.
+    #[test]
+    fn a_network_of_none_brings_the_loopback_up() {
+        let calls = plan(&SandboxSpec { network: SandboxNetwork::None, ..spec() }, true, recorder());
+        assert!(position(&calls, &Call::LoopbackUp) < position(&calls, &Call::LimitCapabilities(DEFAULT_CAPABILITIES)), "{calls:#?}");
+        for network in [SandboxNetwork::Host, SandboxNetwork::Slirp("/usr/bin/slirp4netns".into())] {
+            let calls = plan(&SandboxSpec { network, ..spec() }, true, recorder());
+            assert!(!calls.contains(&Call::LoopbackUp), "{calls:#?}");
         }
     }
 

@@ -241,7 +241,7 @@ fn execute(store: &Store, req: &RunRequest, dir: &Path, mut record: RunRecord, o
             confined: !req.privileged,
             user_namespace: spec.user_namespace,
             maps_from_outside: spec.maps_from_outside,
-            network_none: spec.network == crate::exec::sandbox::SandboxNetwork::None,
+            own_network: spec.network != crate::exec::sandbox::SandboxNetwork::Host,
         });
         record.started = Some(timestamp(None));
         if let Err(e) = record::write(dir, &record) {

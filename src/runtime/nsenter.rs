@@ -112,7 +112,7 @@ pub fn main(spec_path: &Path) -> ! {
         namespaces.push(("user", CloneFlags::CLONE_NEWUSER));
     }
     namespaces.extend([("ipc", CloneFlags::CLONE_NEWIPC), ("uts", CloneFlags::CLONE_NEWUTS)]);
-    if context.network_none {
+    if context.own_network {
         namespaces.push(("net", CloneFlags::CLONE_NEWNET));
     }
     namespaces.extend([("pid", CloneFlags::CLONE_NEWPID), ("mnt", CloneFlags::CLONE_NEWNS)]);

@@ -60,7 +60,10 @@ pub struct ExecContext {
     pub confined: bool,
     pub user_namespace: bool,
     pub maps_from_outside: bool,
-    pub network_none: bool,
+    /// The run has a network namespace of its own, which `exec` joins (named
+    /// `network_none` by earlier versions, when none was the only such network).
+    #[serde(alias = "network_none")]
+    pub own_network: bool,
 }
 
 /// A run's record, `strata/runs/NAME/run.json`.

@@ -819,8 +819,9 @@ fn buildkit_test_source_date_epoch_stage_http_archive() {
 fn buildkit_test_source_date_epoch_stage_override() {
     let server = HttpServer::start();
     server.set("/src.tar", Resource { body: tar_with_times(&[("foo", "bar", 1700000501)]), ..Resource::default() });
+    // The stage sees the global args (BASE) without declaring them, as in BuildKit.
     let dockerfile = format!(
-        "ARG SOURCE_DATE_EPOCH=mysource\nFROM scratch AS mysource\nADD {}/src.tar /\nFROM scratch\nCOPY Dockerfile .\n",
+        "ARG SOURCE_DATE_EPOCH=mysource\nARG BASE={}\nFROM scratch AS mysource\nADD ${{BASE}}/src.tar /\nFROM scratch\nCOPY Dockerfile .\n",
         server.url("")
     );
     let ctx = context(&[("Dockerfile", &dockerfile)]);

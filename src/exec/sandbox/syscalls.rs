@@ -28,6 +28,8 @@ pub trait Syscalls {
     fn exists(&mut self, path: &Path) -> bool;
     fn is_dir(&mut self, path: &Path) -> bool;
     fn sethostname(&mut self, name: &str) -> nix::Result<()>;
+    /// Brings the network namespace's loopback `lo` up, as a new namespace has it down.
+    fn loopback_up(&mut self) -> nix::Result<()>;
     fn setgroups(&mut self, groups: &[Gid]) -> nix::Result<()>;
     fn setgid(&mut self, gid: Gid) -> nix::Result<()>;
     fn setuid(&mut self, uid: Uid) -> nix::Result<()>;
@@ -108,6 +110,28 @@ impl Syscalls for Host {
         nix::unistd::sethostname(name)
     }
 
+    fn loopback_up(&mut self) -> nix::Result<()> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+        use std::os::fd::AsRawFd;
+        let probe = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+        // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated by the zeros after "lo".
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo") {
+            *slot = *byte as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the flags of the ifreq passed, which lives across the calls.
+        unsafe {
+            if libc::ioctl(probe.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) < 0 {
+                return Err(nix::errno::Errno::last());
+            }
+            request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(probe.as_raw_fd(), libc::SIOCSIFFLAGS, &request) < 0 {
+                return Err(nix::errno::Errno::last());
+            }
+        }
+        Ok(())
+    }
+
     fn setgroups(&mut self, groups: &[Gid]) -> nix::Result<()> {
         nix::unistd::setgroups(groups)
     }
@@ -162,6 +186,7 @@ pub enum Call {
     MakePath(PathBuf),
     Symlink { target: String, link: PathBuf },
     Hostname(String),
+    LoopbackUp,
     SetGroups(Vec<u32>),
     SetGid(u32),
     SetUid(u32),
@@ -241,6 +266,11 @@ impl Syscalls for Recorder {
 
     fn sethostname(&mut self, name: &str) -> nix::Result<()> {
         self.calls.push(Call::Hostname(name.to_string()));
+        Ok(())
+    }
+
+    fn loopback_up(&mut self) -> nix::Result<()> {
+        self.calls.push(Call::LoopbackUp);
         Ok(())
     }
 
