@@ -599,7 +599,17 @@ pub fn source_time(store: &Store, url: &str, checksum: Option<&str>) -> Result<O
     let remote = resolve(store, &mut sources, checksum, false, false)?;
     match (&sources, remote.git.first()) {
         (_, Some((_, git, commit, refname))) => {
+            // A commit's time never changes: kept once read, so a cached build fetches nothing more.
+            let record = is_commit(commit).then(|| store.strata_dir("git-commit-times").join(commit.to_ascii_lowercase()));
+            if let Some(time) = record.as_ref().and_then(|path| fs::read_to_string(path).ok()).and_then(|text| text.trim().parse().ok()) {
+                return Ok(Some(time));
+            }
             let (_guard, _, time) = git.checkout(commit, refname.as_deref(), false, &store.tmp_dir())?;
+            if let Some(record) = record {
+                let dir = store.strata_dir("git-commit-times");
+                fs::create_dir_all(&dir).map_err(|e| ExecError::io("create", &dir, e))?;
+                store.write_file(&record, time.to_string().as_bytes())?;
+            }
             Ok(Some(time))
         }
         ([CopyInput::Download { file, mtime, .. }], None) => Ok(mtime.or_else(|| newest_in_archive(file))),

@@ -734,24 +734,30 @@ fn created(store: &TestStore, image: &str) -> String {
     inspected[0]["Created"].as_str().expect("Created").to_string()
 }
 
-#[test]
-fn buildkit_test_source_date_epoch_context_git() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    if !have_git() {
-        return;
-    }
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").expect("write");
-    git_in(dir.path(), &["init", "-q"]);
-    git_in(dir.path(), &["add", "Dockerfile"]);
-    let date = "2023-11-14T22:15:01Z";
+/// A git repository in `dir` whose one commit (a Dockerfile) was made at
+/// `date`, ready for git's dumb HTTP protocol at `/git/.git`.
+fn git_repository_at(dir: &Path, dockerfile: &str, date: &str) {
+    std::fs::write(dir.join("Dockerfile"), dockerfile).expect("write");
+    git_in(dir, &["init", "-q"]);
+    git_in(dir, &["add", "Dockerfile"]);
     let commit = with_git_identity(Command::new("git").args(["commit", "-qm", "msg"]))
         .env("GIT_AUTHOR_DATE", date)
         .env("GIT_COMMITTER_DATE", date)
-        .current_dir(dir.path())
+        .current_dir(dir)
         .status()
         .expect("run git commit");
     assert!(commit.success());
-    git_in(dir.path(), &["update-server-info"]);
+    git_in(dir, &["update-server-info"]);
+}
+
+#[test]
+fn buildkit_test_source_date_epoch_context_git() {
+    if !have_git() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let date = "2023-11-14T22:15:01Z";
+    git_repository_at(dir.path(), "FROM scratch\nCOPY Dockerfile /\n", date);
     let server = HttpServer::start();
     server.serve_dir(dir.path());
     let store = TestStore::empty();
@@ -760,6 +766,31 @@ fn buildkit_test_source_date_epoch_context_git() {
     let unpacked = tempfile::tempdir().expect("temp dir");
     let root = store.unpack("epoch-git:latest", unpacked.path());
     assert_eq!(std::fs::metadata(root.join("Dockerfile")).expect("stat").mtime(), 1700000101, "a newer mtime is clamped");
+}
+
+/// Not among BuildKit's tests, which use HTTP sources alone: a source
+/// stage's git ADD gives its commit's time; a second build reads the time
+/// kept, fetching no objects.
+#[test]
+fn source_date_epoch_stage_git() {
+    if !have_git() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    git_repository_at(dir.path(), "FROM scratch\n", "2023-11-14T22:15:01Z");
+    let server = HttpServer::start();
+    server.serve_dir(dir.path());
+    let dockerfile =
+        format!("ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD {} /\nFROM scratch\nCOPY Dockerfile /\n", server.url("/git/.git"));
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let store = TestStore::empty();
+    store.build(ctx.path(), &["-t", "epoch-git-stage"]);
+    assert_eq!(created(&store, "epoch-git-stage"), "2023-11-14T22:15:01Z");
+    let objects = server.requests_under("/git/.git/objects/");
+    assert!(objects > 0, "the first build fetched the commit");
+    store.build(ctx.path(), &["-t", "epoch-git-stage"]);
+    assert_eq!(server.requests_under("/git/.git/objects/"), objects, "the second build fetched no objects");
+    assert_eq!(created(&store, "epoch-git-stage"), "2023-11-14T22:15:01Z");
 }
 
 #[test]

@@ -2090,7 +2090,8 @@ fn buildkit_test_run_no_network() {
         return;
     }
     // The loopback alone, and up (as Docker and runc bring it up).
-    let dockerfile = "FROM busybox\nRUN --network=none [ \"$(ls /sys/class/net)\" = lo ] && ip link show lo | grep -q ',UP'\nRUN ip link show eth0\n";
+    let dockerfile =
+        "FROM busybox\nRUN --network=none [ \"$(ls /sys/class/net)\" = lo ] && ip link show lo | grep -q ',UP'\nRUN ip link show eth0\n";
     Case::new(&[("Dockerfile", dockerfile)]).build(&["-t", "no-network"]);
 }
 
