@@ -99,9 +99,11 @@ runs=$work/runs; mkdir -p "$runs"
 { echo "FROM busybox:latest"; for i in $(seq 1 20); do echo "RUN true $i"; done; } > "$runs/Dockerfile"
 sed 's|^FROM busybox:latest|FROM localhost/busybox:latest|' "$runs/Dockerfile" > "$runs/Dockerfile.buildah"
 hyperfine -N -w 1 -r 5 --export-json "$work/s.json" "$STRATA build -q --no-cache $runs" >/dev/null
+# Each step in a network namespace of its own (slirp4netns), and on the host's network, as buildah chroot runs.
+hyperfine -N -w 1 -r 5 --export-json "$work/h.json" "$STRATA build -q --no-cache --network host $runs" >/dev/null
 hyperfine -w 1 -r 3 --export-json "$work/b.json" "${BUILDAH[*]} build -q --isolation chroot --layers --no-cache -f $runs/Dockerfile.buildah $runs" >/dev/null
-s=$(mean "$work/s.json"); b=$(mean "$work/b.json")
-echo "strata $(ms "$(python3 -c "print($s/20)")")/step | buildah $(ms "$(python3 -c "print($b/20)")")/step | ratio $(ratio "$s" "$b")"
+s=$(mean "$work/s.json"); h=$(mean "$work/h.json"); b=$(mean "$work/b.json")
+echo "strata $(ms "$(python3 -c "print($s/20)")")/step (--network host: $(ms "$(python3 -c "print($h/20)")")/step) | buildah $(ms "$(python3 -c "print($b/20)")")/step | ratio $(ratio "$s" "$b")"
 
 echo "== 4. parse and lower a 2,000-step spec (target <= 10 ms)"
 python3 - "$work/big.kdl" <<'PY'
