@@ -226,8 +226,9 @@ fn source_date_epoch(store: &Store, graph: &BuildGraph, opts: &BuildOptions) -> 
     if let Some(seconds) = crate::exec::parse_epoch(&value) {
         return Ok(Some(seconds));
     }
-    match graph.stages.iter().position(|stage| stage.name.as_ref().is_some_and(|name| name.is(&value))) {
-        Some(index) => stage_source_time(store, graph, opts, StageId(index)),
+    // A number was taken above, so a stage is found by its name.
+    match graph.find_stage(&value) {
+        Some(id) => stage_source_time(store, graph, opts, id),
         None => Err(BuildError::SourceDateEpoch { value }),
     }
 }
@@ -276,12 +277,9 @@ fn stage_source_time(store: &Store, graph: &BuildGraph, opts: &BuildOptions, id:
         }
     }
     let Some((copy, origin)) = add else { return Err(refuse(&stage.origin, "must contain exactly one remote ADD")) };
-    let [crate::graph::CopySource::Path(source)] = copy.sources.as_slice() else {
+    let (None, [crate::graph::CopySource::Path(source)]) = (&copy.from, copy.sources.as_slice()) else {
         return Err(refuse(origin, "must contain exactly one remote ADD source"));
     };
-    if copy.from.is_some() {
-        return Err(refuse(origin, "must contain exactly one remote ADD source"));
-    }
     let expand = |word: &crate::graph::Word| word.expand(&|name| scope.get(name).cloned()).map_err(|e| refuse(origin, &e.to_string()));
     let url = expand(source)?;
     let checksum = copy.checksum.as_ref().map(expand).transpose()?;

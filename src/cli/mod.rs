@@ -186,10 +186,12 @@ struct BuildInput {
 fn build_input(args: &args::BuildArgsCli, store: &Store, build_args: &strata::frontend::BuildArgs) -> miette::Result<BuildInput> {
     let stdin_text = || std::io::read_to_string(std::io::stdin()).into_diagnostic().wrap_err("read the Dockerfile from stdin");
     let from_stdin = |text: &str| strata::frontend::dockerfile::lower("Dockerfile", text, build_args);
+    // Where a fetched or piped context is unpacked: a temp folder of the store.
+    let context_dir =
+        || tempfile::Builder::new().prefix("context-").tempdir_in(store.tmp_dir()).into_diagnostic().wrap_err("create a temp folder");
     let url = args.context.to_str().filter(|c| remote::is_http(c) || remote::git_source(c).is_some());
     if let Some(url) = url {
-        let tmp = store.tmp_dir();
-        let dir = tempfile::Builder::new().prefix("context-").tempdir_in(&tmp).into_diagnostic().wrap_err("create a temp folder")?;
+        let dir = context_dir()?;
         let (fetched, time) =
             remote::fetch_context(store, url, dir.path()).map_err(|e| failed(e, format!("fetch the build context {url}")))?;
         let context = dir.path().to_path_buf();
@@ -213,14 +215,13 @@ fn build_input(args: &args::BuildArgsCli, store: &Store, build_args: &strata::fr
         if args.file.as_deref().is_some_and(is_stdin) {
             return Err(miette!("the build context and the Dockerfile cannot both come from stdin (context - with -f -)"));
         }
-        let tmp = store.tmp_dir();
-        let dir = tempfile::Builder::new().prefix("context-").tempdir_in(&tmp).into_diagnostic().wrap_err("create a temp folder")?;
+        let dir = context_dir()?;
         let read = strata::exec::context::read_stdin_context(std::io::stdin(), dir.path())
             .map_err(|e| failed(e, "read the build context from stdin"))?;
         let context = dir.path().to_path_buf();
         let (file, graph) = match read {
             strata::exec::context::StdinContext::Dockerfile(text) => ("Dockerfile".into(), from_stdin(&text)?),
-            strata::exec::context::StdinContext::Unpacked => file_inside(&context, args.file.as_deref(), build_args)?,
+            strata::exec::context::StdinContext::Unpacked { .. } => file_inside(&context, args.file.as_deref(), build_args)?,
         };
         return Ok(BuildInput { context, file, graph, fetched: Some(dir), time: None });
     }

@@ -135,8 +135,9 @@ impl BuildContext {
 /// What `strata build -` found on stdin.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StdinContext {
-    /// A tar, unpacked into the destination folder.
-    Unpacked,
+    /// A tar, unpacked into the destination folder; the newest mtime among
+    /// its regular files (a URL context's time when the server gives none).
+    Unpacked { newest: Option<u64> },
     /// A Dockerfile alone: the context is empty.
     Dockerfile(String),
 }
@@ -167,16 +168,15 @@ pub fn read_context(input: impl Read + 'static, dest: &Path, name: &Path) -> Res
         whole.take(MAX_DOCKERFILE).read_to_string(&mut text).map_err(bad)?;
         return Ok(StdinContext::Dockerfile(text));
     }
-    unpack_context(whole, dest, name)?;
-    Ok(StdinContext::Unpacked)
+    Ok(StdinContext::Unpacked { newest: unpack_context(whole, dest, name)? })
 }
 
 /// Unpacks a context tar into `dest`, streaming, as hostile input: an entry
 /// whose name climbs out with `..` is refused (an absolute one lands inside),
 /// and so is any write through a symlink out of it (the tar crate checks each
 /// entry's parent and hard link target); device nodes and fifos are skipped;
-/// owners are not kept.
-fn unpack_context(reader: impl Read, dest: &Path, name: &Path) -> Result<(), ExecError> {
+/// owners are not kept. Returns the newest mtime among its regular files.
+fn unpack_context(reader: impl Read, dest: &Path, name: &Path) -> Result<Option<u64>, ExecError> {
     let bad = |source| ExecError::Extract { archive: name.to_path_buf(), source };
     let escape = |entry: &Path| ExecError::ArchiveEscape { archive: name.to_path_buf(), what: "entry", entry: entry.to_path_buf() };
     let mut archive = tar::Archive::new(reader);
@@ -184,8 +184,12 @@ fn unpack_context(reader: impl Read, dest: &Path, name: &Path) -> Result<(), Exe
     archive.set_preserve_mtime(true);
     archive.set_preserve_ownerships(false);
     archive.set_overwrite(true);
+    let mut newest = None;
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
+        if entry.header().entry_type().is_file() {
+            newest = newest.max(entry.header().mtime().ok());
+        }
         let raw = entry.path().map_err(bad)?.into_owned();
         if clean_layer_path(&raw).is_none() {
             return Err(escape(&raw));
@@ -197,7 +201,7 @@ fn unpack_context(reader: impl Read, dest: &Path, name: &Path) -> Result<(), Exe
             return Err(escape(&raw));
         }
     }
-    Ok(())
+    Ok(newest)
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub struct LayerPlan {
 }
 
 /// The resolved options of one COPY/ADD, after expansion.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct CopyRequest<'a> {
     pub add: bool,
     pub sources: Vec<CopyInput>,

@@ -502,20 +502,7 @@ impl ImageState {
                 }
                 _ => None,
             };
-            let req = copy::CopyRequest {
-                add: false,
-                sources: Vec::new(),
-                dest: cleaned.clone(),
-                owner: None,
-                chmod: None,
-                below: Some(&view),
-                clamp: cx.epoch,
-                keep_owners: false,
-                extract_in: None,
-                parents: false,
-                exclude: Default::default(),
-                unpack: None,
-            };
+            let req = copy::CopyRequest { dest: cleaned.clone(), below: Some(&view), clamp: cx.epoch, ..Default::default() };
             let mut plan = copy::LayerPlan::default();
             plan.make_dir(&cleaned, owner, &req);
             Ok(Some(plan.write(cx.store, cx.epoch)?))

@@ -583,11 +583,10 @@ pub fn fetch_context(store: &Store, url: &str, dest: &Path) -> Result<(UrlContex
     let (input, _) = fetch(store, url, None, false, LIMITS)?;
     let CopyInput::Download { file, mtime, .. } = input else { unreachable!("fetch gives a download") };
     let reader = fs::File::open(&file).map_err(|e| ExecError::io("open", &file, e))?;
-    let context = match read_context(reader, dest, Path::new(url))? {
-        StdinContext::Unpacked => UrlContext::Unpacked,
-        StdinContext::Dockerfile(text) => UrlContext::Dockerfile(text),
-    };
-    Ok((context, mtime.or_else(|| newest_in_archive(&file))))
+    Ok(match read_context(reader, dest, Path::new(url))? {
+        StdinContext::Unpacked { newest } => (UrlContext::Unpacked, mtime.or(newest)),
+        StdinContext::Dockerfile(text) => (UrlContext::Dockerfile(text), mtime),
+    })
 }
 
 /// The time of a remote source, as BuildKit reads one for
@@ -600,13 +599,13 @@ pub fn source_time(store: &Store, url: &str, checksum: Option<&str>) -> Result<O
     match (&sources, remote.git.first()) {
         (_, Some((_, git, commit, refname))) => {
             // A commit's time never changes: kept once read, so a cached build fetches nothing more.
-            let record = is_commit(commit).then(|| store.strata_dir("git-commit-times").join(commit.to_ascii_lowercase()));
+            let dir = store.strata_dir("git-commit-times");
+            let record = is_commit(commit).then(|| dir.join(commit.to_ascii_lowercase()));
             if let Some(time) = record.as_ref().and_then(|path| fs::read_to_string(path).ok()).and_then(|text| text.trim().parse().ok()) {
                 return Ok(Some(time));
             }
             let (_guard, _, time) = git.checkout(commit, refname.as_deref(), false, &store.tmp_dir())?;
             if let Some(record) = record {
-                let dir = store.strata_dir("git-commit-times");
                 fs::create_dir_all(&dir).map_err(|e| ExecError::io("create", &dir, e))?;
                 store.write_file(&record, time.to_string().as_bytes())?;
             }

@@ -322,18 +322,10 @@ impl BindSource {
                 let rel = super::context::clean(Path::new(source)).ok_or_else(|| ExecError::OutsideContext(source.to_string()))?;
                 let root = SourceRoot::Context(cx.context);
                 let request = CopyRequest {
-                    add: false,
                     sources: vec![CopyInput::Path(source.to_string())],
                     dest: "/".into(),
-                    owner: None,
-                    chmod: None,
-                    below: None,
-                    clamp: None,
                     keep_owners: true,
-                    extract_in: None,
-                    parents: false,
-                    exclude: Default::default(),
-                    unpack: None,
+                    ..Default::default()
                 };
                 let plan = LayerPlan::for_copy(&root, &request)?;
                 let real = cx.context.resolve(&rel, source)?;
